@@ -1,0 +1,96 @@
+"""The backend interface that the Kubernetes, local and fake backends implement.
+
+A backend turns a validated :class:`~arkor_ops.config.TrainerConfig` into a running job and
+serves that job's event stream. The reconnect policy lives in the trainer
+(:mod:`arkor_ops.trainer`), not in the backends: :meth:`Backend.events` opens the stream once
+and either yields frames or raises :class:`~arkor_ops.errors.StreamError` carrying the HTTP status
+(or none, for network errors) so the trainer can decide whether to retry.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from arkor_ops.config import TrainerConfig
+from arkor_ops.events import Frame
+
+JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+class TrainingJob(BaseModel):
+    """A run as the backend knows it (Arkor's ``TrainingJob``)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    id: str = Field(description="Job id (the Kubernetes Job name, or the local run id).")
+    name: str = Field(description="Run name from the config.")
+    status: JobStatus = Field(default="queued", description="queued, running, completed, failed, cancelled.")
+    config: dict[str, Any] = Field(default_factory=dict, description="The config as sent (no secrets).")
+    error: str | None = Field(default=None, description="Why it failed.")
+    created_at: str | None = Field(default=None, description="ISO time the job was created.")
+    started_at: str | None = Field(default=None, description="ISO time training started.")
+    completed_at: str | None = Field(default=None, description="ISO time it ended.")
+
+
+class JobDescription(BaseModel):
+    """What :meth:`Backend.describe` reports: the job plus the backend's view of progress."""
+
+    model_config = ConfigDict(extra="allow")
+
+    job: TrainingJob
+    step: int | None = Field(default=None, description="Last step seen in the event log.")
+    loss: float | None = Field(default=None, description="Last training loss seen.")
+    phase: str | None = Field(default=None, description="Backend phase, e.g. `unschedulable`.")
+    message: str | None = Field(default=None, description="Why it is in that phase.")
+
+
+class Backend(ABC):
+    """Runs training jobs and serves their events."""
+
+    @abstractmethod
+    async def submit(
+        self, config: TrainerConfig, *, idempotency_key: str | None = None
+    ) -> TrainingJob:
+        """Create the job for ``config`` and return it.
+
+        With an ``idempotency_key``, submitting again returns (adopts) the job created the first
+        time instead of creating a second one.
+
+        Raises:
+            BackendError: the job could not be created (no job is left behind).
+        """
+
+    @abstractmethod
+    def events(self, job_id: str, last_event_id: str | None = None) -> AsyncIterator[Frame]:
+        """Open the job's event stream once, resuming after ``last_event_id``.
+
+        Yields SSE frames as they arrive and returns when the server closes the stream.
+
+        Raises:
+            StreamError: the stream could not be opened (with ``status``) or broke off
+                (``status=None``).
+        """
+
+    @abstractmethod
+    async def cancel(self, job_id: str) -> None:
+        """Ask the job to stop and return once the backend has confirmed it stopped.
+
+        Cancelling a finished or already cancelled job is harmless.
+        """
+
+    @abstractmethod
+    async def describe(self, job_id: str) -> JobDescription:
+        """The job's current state.
+
+        Raises:
+            JobNotFoundError: there is no such job.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release connections and processes held by the backend object itself."""

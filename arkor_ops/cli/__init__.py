@@ -1,0 +1,54 @@
+"""The `arkor-ops` command.
+
+Each command group lives in its own module with a ``register(subparsers)`` function:
+
+| module | commands |
+|---|---|
+| ``validate`` | ``validate CONFIG``, ``schema`` |
+| ``start`` | ``start TRAINER_FILE`` |
+| ``ops`` | ``list``, ``status JOB``, ``logs JOB [-f]``, ``cancel JOB`` |
+| ``dev`` | ``dev`` (local Prefect server + deployments) |
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from arkor_ops import __version__
+
+COMMAND_MODULES = ("validate", "start", "ops", "dev")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every command group registered."""
+    parser = argparse.ArgumentParser(
+        prog="arkor-ops",
+        description="LoRA fine-tuning runs on your own Kubernetes cluster, Arkor-style.",
+    )
+    parser.add_argument("--version", action="version", version=f"arkor-ops {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"arkor_ops.cli.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

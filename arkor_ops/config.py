@@ -1,0 +1,313 @@
+"""The trainer config: every ``createTrainer`` field, validated locally.
+
+Field names are snake_case; Arkor's camelCase names are accepted as aliases, so a config copied
+from the Arkor docs loads unchanged. Unknown fields, wrong types and impossible values raise
+:class:`~arkor_ops.errors.ConfigError` naming each bad field path.
+
+Secrets (the blob dataset token) are :class:`pydantic.SecretStr`: they never appear in
+:meth:`TrainerConfig.to_wire`, a repr, or a log line. Backends hand them to the run separately
+(:meth:`TrainerConfig.secret_env`), and the worker puts them back (:meth:`TrainerConfig.from_wire`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from arkor_ops.errors import ConfigError
+
+#: Environment variable that carries the blob dataset token into the run (never in the config).
+DATASET_TOKEN_ENV = "ARKOR_DATASET_TOKEN"
+
+
+class _Model(BaseModel):
+    """Strict base: unknown fields are errors; camelCase aliases are accepted."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        str_strip_whitespace=True,
+    )
+
+
+# --- dataset sources ------------------------------------------------------------------------
+
+
+class HuggingFaceDataset(_Model):
+    """A dataset from the Hugging Face Hub (or the local Hub cache, when offline)."""
+
+    type: Literal["huggingface"] = Field(description="Source kind.")
+    name: str = Field(min_length=1, description="Hub dataset id, e.g. `arkorlab/triage-demo`, or a local path.")
+    split: str = Field(default="train", min_length=1, description="Split to train on.")
+    subset: str | None = Field(default=None, description="Hub config (subset) name.")
+
+
+class BlobDataset(_Model):
+    """A file fetched once over HTTP(S) at run start: JSONL, JSON, CSV or Parquet."""
+
+    type: Literal["blob"] = Field(description="Source kind.")
+    url: str = Field(pattern=r"^https?://", description="HTTP(S) URL of the dataset file.")
+    token: SecretStr | None = Field(
+        default=None, description="Sent as `Authorization: Bearer <token>`; never logged."
+    )
+
+
+class S3Dataset(_Model):
+    """A dataset file in S3-compatible storage."""
+
+    type: Literal["s3"] = Field(description="Source kind.")
+    uri: str = Field(pattern=r"^s3://[^/]+/.+", description="`s3://bucket/key` of the dataset file.")
+
+
+class FileDataset(_Model):
+    """A dataset file on the local disk (local runs and tests)."""
+
+    type: Literal["file"] = Field(description="Source kind.")
+    path: str = Field(min_length=1, description="Path of a JSONL, JSON, CSV or Parquet file.")
+
+
+DatasetSource = Annotated[
+    HuggingFaceDataset | BlobDataset | S3Dataset | FileDataset, Field(discriminator="type")
+]
+
+
+# --- nested settings ------------------------------------------------------------------------
+
+
+class LoraConfig(_Model):
+    """LoRA adapter settings. `r` and `alpha` are required whenever `lora` is given."""
+
+    r: int = Field(gt=0, le=1024, description="LoRA rank.")
+    alpha: int = Field(gt=0, le=4096, description="LoRA alpha (scaling numerator).")
+    max_length: int | None = Field(
+        default=None, gt=0, le=1_048_576, description="Max sequence length in tokens; longer rows are truncated."
+    )
+    load_in_4bit: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("load_in_4bit", "loadIn4bit", "loadIn4Bit"),
+        description="QLoRA: load the base model in 4 bit (bitsandbytes nf4).",
+    )
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: tuple[str, ...] | None = Field(
+        default=None, description="Module names to adapt; default: all attention and MLP projections."
+    )
+
+
+class StepConfig(_Model):
+    """A step cadence: an absolute number of steps or a ratio of the total steps (0 < ratio < 1)."""
+
+    steps: int | None = Field(default=None, ge=0, description="Every this many optimizer steps.")
+    ratio: float | None = Field(default=None, ge=0, lt=1, description="Fraction of total steps.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_number(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("expected a step count or {steps: N} / {ratio: R}")
+        if isinstance(value, int):
+            return {"steps": value}
+        if isinstance(value, float):
+            return {"ratio": value} if 0 <= value < 1 else {"steps": value}
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StepConfig:
+        if (self.steps is None) == (self.ratio is None):
+            raise ValueError("give exactly one of `steps` or `ratio`")
+        return self
+
+    def resolve(self, total_steps: int | None) -> int | float:
+        """The value for Hugging Face `*_steps` arguments (a float below 1 means a ratio)."""
+        if self.steps is not None:
+            return self.steps
+        assert self.ratio is not None
+        return self.ratio
+
+
+DatasetFormatType = Literal["chatml", "messages", "alpaca", "text"]
+
+
+class DatasetFormat(_Model):
+    """How rows are turned into training text.
+
+    `chatml`/`messages`: OpenAI `messages` rendered with the model's chat template (default);
+    `alpaca`: `instruction`/`input`/`output`; `text`: a plain `text` column.
+    """
+
+    type: DatasetFormatType = Field(default="chatml", description="Row format.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @property
+    def is_chat(self) -> bool:
+        """Whether rows are chat `messages`."""
+        return self.type in ("chatml", "messages")
+
+
+class DatasetSplit(_Model):
+    """Hold out part of the rows for evaluation."""
+
+    enabled: bool = Field(default=False, description="Whether to hold out an eval split.")
+    test_size: float = Field(default=0.1, gt=0, le=1, description="Fraction of rows held out.")
+    seed: int = Field(default=42, description="Shuffle seed of the split.")
+
+
+ResumePolicy = Literal["auto", "never", "force"]
+
+
+# --- the trainer config ---------------------------------------------------------------------
+
+
+class TrainerConfig(_Model):
+    """Everything `create_trainer` needs to describe one LoRA fine-tuning run."""
+
+    name: str = Field(min_length=1, max_length=200, description="Run name, shown by the backend and kubectl.")
+    model: str = Field(
+        min_length=1,
+        description="Base model: a Hugging Face model id, a local path, or an `s3://` URI.",
+    )
+    dataset: DatasetSource = Field(
+        validation_alias=AliasChoices("dataset", "datasetSource", "dataset_source"),
+        description="Where the training rows come from.",
+    )
+    lora: LoraConfig | None = Field(default=None, description="LoRA settings; backend defaults when absent.")
+    max_steps: int | None = Field(default=None, gt=0, description="Cap on optimizer steps.")
+    num_train_epochs: float | None = Field(default=None, gt=0, description="Epochs (alternative to max_steps).")
+    learning_rate: float | None = Field(default=None, gt=0, lt=1, description="Peak learning rate.")
+    batch_size: int | None = Field(default=None, gt=0, le=4096, description="Per-device batch size.")
+    gradient_accumulation_steps: int | None = Field(
+        default=None, gt=0, le=4096, description="Micro-batches per optimizer step."
+    )
+    optim: str | None = Field(default=None, min_length=1, description="Optimizer name (HF naming, e.g. `adamw_8bit`).")
+    lr_scheduler_type: str | None = Field(
+        default=None, min_length=1, description="LR schedule (HF naming, e.g. `linear`, `cosine`)."
+    )
+    weight_decay: float | None = Field(default=None, ge=0, lt=1, description="AdamW weight decay.")
+    warmup_steps: StepConfig | None = Field(default=None, description="LR warm-up: steps or ratio.")
+    logging_steps: StepConfig | None = Field(default=None, description="Cadence of `training.log` events.")
+    save_steps: StepConfig | None = Field(default=None, description="Cadence of committed checkpoints.")
+    eval_steps: StepConfig | None = Field(
+        default=None, description="Cadence of evaluation; needs `dataset_split.enabled`."
+    )
+    train_on_responses_only: bool | None = Field(
+        default=None, description="Compute the loss on assistant turns only (chat format)."
+    )
+    dataset_format: DatasetFormat | None = Field(default=None, description="Row format; default chat `messages`.")
+    dataset_split: DatasetSplit | None = Field(default=None, description="Eval hold-out settings.")
+    seed: int = Field(default=42, description="Training seed.")
+    dry_run: bool = Field(
+        default=False, description="Smoke test: the whole pipeline on at most 50 rows and 10 steps."
+    )
+    resume: ResumePolicy = Field(
+        default="auto",
+        description=(
+            "`auto`: resume from the newest committed checkpoint of this run when config and dataset "
+            "match, refuse otherwise; `never`: start fresh; `force`: resume even across a changed "
+            "config or dataset."
+        ),
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str) -> str:
+        if any(ord(ch) < 32 for ch in value):
+            raise ValueError("must not contain control characters")
+        return value
+
+    # -- wire format -------------------------------------------------------------------------
+
+    def to_wire(self) -> dict[str, Any]:
+        """The config as JSON-ready camelCase data, with secrets removed (not masked)."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if isinstance(self.dataset, BlobDataset):
+            data["dataset"].pop("token", None)
+        return data
+
+    def secret_env(self) -> dict[str, str]:
+        """Secret values the run needs, as environment variables (for a Secret or a child env)."""
+        if isinstance(self.dataset, BlobDataset) and self.dataset.token is not None:
+            return {DATASET_TOKEN_ENV: self.dataset.token.get_secret_value()}
+        return {}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> TrainerConfig:
+        """Re-validate a config received by the worker, putting secrets back from ``env``."""
+        payload = json.loads(json.dumps(dict(data)))
+        token = (env or {}).get(DATASET_TOKEN_ENV)
+        if token and isinstance(payload.get("dataset"), dict) and payload["dataset"].get("type") == "blob":
+            payload["dataset"]["token"] = token
+        return validate_config(payload)
+
+    def config_hash(self) -> str:
+        """sha256 of the fields that change what is trained (not name, resume policy or secrets)."""
+        data = self.to_wire()
+        for key in ("name", "resume"):
+            data.pop(key, None)
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _loc_to_path(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in ("huggingface", "blob", "s3", "file") and parts and parts[-1] == "dataset":
+            continue  # discriminated-union tag, not a field the user wrote
+        elif item.startswith("function-") or item in ("int", "float", "str", "bool"):
+            continue
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts)
+
+
+def validate_config(data: Mapping[str, Any] | TrainerConfig) -> TrainerConfig:
+    """Validate a raw config (snake_case or Arkor camelCase).
+
+    Args:
+        data: the config as a mapping, or an already validated config.
+
+    Returns:
+        The validated, immutable config.
+
+    Raises:
+        ConfigError: listing every bad field path and what is wrong with it.
+    """
+    if isinstance(data, TrainerConfig):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError([("", f"expected a mapping of fields, got {type(data).__name__}")])
+    try:
+        return TrainerConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False):
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field (check the spelling; see `arkor-ops schema`)"
+            problems.append((_loc_to_path(tuple(err["loc"])), msg))
+        raise ConfigError(problems) from None
+
+
+def config_json_schema() -> dict[str, Any]:
+    """JSON Schema of the trainer config (what `arkor-ops schema` prints)."""
+    return TrainerConfig.model_json_schema(by_alias=False)

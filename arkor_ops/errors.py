@@ -1,0 +1,89 @@
+"""Errors raised by arkor-ops.
+
+Every error the library raises on purpose derives from :class:`ArkorOpsError`::
+
+    ArkorOpsError
+    ├── ConfigError              a trainer config is invalid (names each bad field path)
+    ├── BackendError             a backend could not do what was asked
+    │   ├── JobNotFoundError     the run does not exist (404)
+    │   ├── PermissionDeniedError  the credentials may not do this (401/403)
+    │   ├── QuotaExceededError   a quota or limit refused the request
+    │   └── StreamError          the event stream could not be opened or broke off
+    ├── StorageError             reading or writing s3:// or file:// storage failed
+    ├── CheckpointError          a checkpoint is missing, uncommitted or does not match the run
+    └── ReconnectGiveUpError     wait() gave up after too many consecutive stream failures
+
+Callback exceptions are never wrapped: ``wait()`` re-raises exactly what a callback raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class ArkorOpsError(Exception):
+    """Base class of every error arkor-ops raises on purpose."""
+
+
+class ConfigError(ArkorOpsError, ValueError):
+    """A trainer config failed validation.
+
+    Attributes:
+        problems: ``(field path, message)`` pairs, one per bad field, e.g. ``("lora.r", "must be > 0")``.
+    """
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        self.problems = list(problems)
+        lines = [f"  {path or '<root>'}: {msg}" for path, msg in self.problems]
+        super().__init__("invalid trainer config:\n" + "\n".join(lines))
+
+
+class BackendError(ArkorOpsError):
+    """A backend (Kubernetes, local processes, fake) failed to do what was asked.
+
+    Attributes:
+        status: the HTTP status behind the failure, when there was one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class JobNotFoundError(BackendError):
+    """The run (Job, process, stream) does not exist."""
+
+
+class PermissionDeniedError(BackendError):
+    """The credentials in use may not perform this operation."""
+
+
+class QuotaExceededError(BackendError):
+    """A resource quota or limit refused the request."""
+
+
+class StreamError(BackendError):
+    """The event stream could not be opened or broke off.
+
+    Attributes:
+        retryable: whether the reconnect policy retries it (404/408/429/5xx and network errors)
+            or treats it as fatal (401/403/410/426).
+    """
+
+    FATAL_STATUSES = frozenset({401, 403, 410, 426})
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.retryable = status not in self.FATAL_STATUSES
+
+
+class StorageError(ArkorOpsError):
+    """Reading or writing run storage (``s3://`` or ``file://``) failed."""
+
+
+class CheckpointError(ArkorOpsError):
+    """A checkpoint is missing, not committed, or was made for another config or dataset."""
+
+
+class ReconnectGiveUpError(ArkorOpsError):
+    """``wait()`` gave up after ``max_reconnect_attempts`` consecutive stream failures."""

@@ -1,0 +1,6 @@
+"""Test configuration: shared fixtures are pytest plugins, one module per real part."""
+
+pytest_plugins = [
+    "tests.fixtures.s3",
+    "tests.fixtures.models",
+]
