@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
+        if importlib.util.find_spec(f"arkor_ops.cli.{name}") is None:
+            continue  # command group not built yet
         module = importlib.import_module(f"arkor_ops.cli.{name}")
         module.register(sub)
     return parser

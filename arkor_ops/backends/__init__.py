@@ -1,0 +1,1 @@
+"""Backends: where runs execute (Kubernetes, local processes) behind :class:`Backend`."""
