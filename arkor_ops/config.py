@@ -53,7 +53,9 @@ class HuggingFaceDataset(_Model):
     """A dataset from the Hugging Face Hub (or the local Hub cache, when offline)."""
 
     type: Literal["huggingface"] = Field(description="Source kind.")
-    name: str = Field(min_length=1, description="Hub dataset id, e.g. `arkorlab/triage-demo`, or a local path.")
+    name: str = Field(
+        min_length=1, description="Hub dataset id, e.g. `arkorlab/triage-demo`, or a local path."
+    )
     split: str = Field(default="train", min_length=1, description="Split to train on.")
     subset: str | None = Field(default=None, description="Hub config (subset) name.")
 
@@ -72,7 +74,9 @@ class S3Dataset(_Model):
     """A dataset file in S3-compatible storage."""
 
     type: Literal["s3"] = Field(description="Source kind.")
-    uri: str = Field(pattern=r"^s3://[^/]+/.+", description="`s3://bucket/key` of the dataset file.")
+    uri: str = Field(
+        pattern=r"^s3://[^/]+/.+", description="`s3://bucket/key` of the dataset file."
+    )
 
 
 class FileDataset(_Model):
@@ -96,7 +100,10 @@ class LoraConfig(_Model):
     r: int = Field(gt=0, le=1024, description="LoRA rank.")
     alpha: int = Field(gt=0, le=4096, description="LoRA alpha (scaling numerator).")
     max_length: int | None = Field(
-        default=None, gt=0, le=1_048_576, description="Max sequence length in tokens; longer rows are truncated."
+        default=None,
+        gt=0,
+        le=1_048_576,
+        description="Max sequence length in tokens; longer rows are truncated.",
     )
     load_in_4bit: bool = Field(
         default=False,
@@ -105,7 +112,8 @@ class LoraConfig(_Model):
     )
     dropout: float = Field(default=0.0, ge=0, lt=1, description="LoRA dropout.")
     target_modules: tuple[str, ...] | None = Field(
-        default=None, description="Module names to adapt; default: all attention and MLP projections."
+        default=None,
+        description="Module names to adapt; default: all attention and MLP projections.",
     )
 
 
@@ -180,7 +188,9 @@ ResumePolicy = Literal["auto", "never", "force"]
 class TrainerConfig(_Model):
     """Everything `create_trainer` needs to describe one LoRA fine-tuning run."""
 
-    name: str = Field(min_length=1, max_length=200, description="Run name, shown by the backend and kubectl.")
+    name: str = Field(
+        min_length=1, max_length=200, description="Run name, shown by the backend and kubectl."
+    )
     model: str = Field(
         min_length=1,
         description="Base model: a Hugging Face model id, a local path, or an `s3://` URI.",
@@ -189,29 +199,43 @@ class TrainerConfig(_Model):
         validation_alias=AliasChoices("dataset", "datasetSource", "dataset_source"),
         description="Where the training rows come from.",
     )
-    lora: LoraConfig | None = Field(default=None, description="LoRA settings; backend defaults when absent.")
+    lora: LoraConfig | None = Field(
+        default=None, description="LoRA settings; backend defaults when absent."
+    )
     max_steps: int | None = Field(default=None, gt=0, description="Cap on optimizer steps.")
-    num_train_epochs: float | None = Field(default=None, gt=0, description="Epochs (alternative to max_steps).")
+    num_train_epochs: float | None = Field(
+        default=None, gt=0, description="Epochs (alternative to max_steps)."
+    )
     learning_rate: float | None = Field(default=None, gt=0, lt=1, description="Peak learning rate.")
-    batch_size: int | None = Field(default=None, gt=0, le=4096, description="Per-device batch size.")
+    batch_size: int | None = Field(
+        default=None, gt=0, le=4096, description="Per-device batch size."
+    )
     gradient_accumulation_steps: int | None = Field(
         default=None, gt=0, le=4096, description="Micro-batches per optimizer step."
     )
-    optim: str | None = Field(default=None, min_length=1, description="Optimizer name (HF naming, e.g. `adamw_8bit`).")
+    optim: str | None = Field(
+        default=None, min_length=1, description="Optimizer name (HF naming, e.g. `adamw_8bit`)."
+    )
     lr_scheduler_type: str | None = Field(
         default=None, min_length=1, description="LR schedule (HF naming, e.g. `linear`, `cosine`)."
     )
     weight_decay: float | None = Field(default=None, ge=0, lt=1, description="AdamW weight decay.")
     warmup_steps: StepConfig | None = Field(default=None, description="LR warm-up: steps or ratio.")
-    logging_steps: StepConfig | None = Field(default=None, description="Cadence of `training.log` events.")
-    save_steps: StepConfig | None = Field(default=None, description="Cadence of committed checkpoints.")
+    logging_steps: StepConfig | None = Field(
+        default=None, description="Cadence of `training.log` events."
+    )
+    save_steps: StepConfig | None = Field(
+        default=None, description="Cadence of committed checkpoints."
+    )
     eval_steps: StepConfig | None = Field(
         default=None, description="Cadence of evaluation; needs `dataset_split.enabled`."
     )
     train_on_responses_only: bool | None = Field(
         default=None, description="Compute the loss on assistant turns only (chat format)."
     )
-    dataset_format: DatasetFormat | None = Field(default=None, description="Row format; default chat `messages`.")
+    dataset_format: DatasetFormat | None = Field(
+        default=None, description="Row format; default chat `messages`."
+    )
     dataset_split: DatasetSplit | None = Field(default=None, description="Eval hold-out settings.")
     seed: int = Field(default=42, description="Training seed.")
     dry_run: bool = Field(
@@ -220,9 +244,9 @@ class TrainerConfig(_Model):
     resume: ResumePolicy = Field(
         default="auto",
         description=(
-            "`auto`: resume from the newest committed checkpoint of this run when config and dataset "
-            "match, refuse otherwise; `never`: start fresh; `force`: resume even across a changed "
-            "config or dataset."
+            "`auto`: resume from the newest committed checkpoint of this run when config and "
+            "dataset match, refuse otherwise; `never`: start fresh; `force`: resume even across "
+            "a changed config or dataset."
         ),
     )
 
@@ -249,11 +273,17 @@ class TrainerConfig(_Model):
         return {}
 
     @classmethod
-    def from_wire(cls, data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> TrainerConfig:
+    def from_wire(
+        cls, data: Mapping[str, Any], env: Mapping[str, str] | None = None
+    ) -> TrainerConfig:
         """Re-validate a config received by the worker, putting secrets back from ``env``."""
         payload = json.loads(json.dumps(dict(data)))
         token = (env or {}).get(DATASET_TOKEN_ENV)
-        if token and isinstance(payload.get("dataset"), dict) and payload["dataset"].get("type") == "blob":
+        if (
+            token
+            and isinstance(payload.get("dataset"), dict)
+            and payload["dataset"].get("type") == "blob"
+        ):
             payload["dataset"]["token"] = token
         return validate_config(payload)
 

@@ -29,7 +29,8 @@ class ConfigError(ArkorOpsError, ValueError):
     """A trainer config failed validation.
 
     Attributes:
-        problems: ``(field path, message)`` pairs, one per bad field, e.g. ``("lora.r", "must be > 0")``.
+        problems: ``(field path, message)`` pairs, one per bad field,
+            e.g. ``("lora.r", "must be > 0")``.
     """
 
     def __init__(self, problems: Sequence[tuple[str, str]]) -> None:

@@ -91,7 +91,7 @@ class EventLogWriter:
                 fh.truncate(complete)
 
     def seed(self, data: bytes) -> int:
-        """Start an empty log from a previous run's persisted log; returns how many lines it took."""
+        """Start an empty log from a previous pod's persisted log; returns the lines taken."""
         with self._lock:
             if self.path.exists() and self.path.stat().st_size:
                 return 0

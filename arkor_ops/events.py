@@ -123,7 +123,9 @@ class TrainingFailed(_Event):
 
     type: Literal["training.failed"] = "training.failed"
     error: str = Field(description="What went wrong, for a person; never contains secrets.")
-    step: int | None = Field(default=None, description="Step reached; null when training never began.")
+    step: int | None = Field(
+        default=None, description="Step reached; null when training never began."
+    )
 
 
 class TrainingCancelled(_Event):
@@ -131,15 +133,21 @@ class TrainingCancelled(_Event):
 
     type: Literal["training.cancelled"] = "training.cancelled"
     step: int | None = Field(default=None, description="Step reached when it stopped.")
-    checkpoint: Artifact | None = Field(default=None, description="Checkpoint saved on the way out.")
+    checkpoint: Artifact | None = Field(
+        default=None, description="Checkpoint saved on the way out."
+    )
 
 
 class JobPhase(_Event):
     """Why a run is not training yet (or any more), synthesised by the backend. Never terminal."""
 
     type: Literal["job.phase"] = "job.phase"
-    phase: str = Field(description="Short state, e.g. `queued`, `unschedulable`, `pulling`, `running`.")
-    reason: str | None = Field(default=None, description="Machine-readable reason, e.g. `Unschedulable`.")
+    phase: str = Field(
+        description="Short state, e.g. `queued`, `unschedulable`, `pulling`, `running`."
+    )
+    reason: str | None = Field(
+        default=None, description="Machine-readable reason, e.g. `Unschedulable`."
+    )
     message: str | None = Field(default=None, description="What the cluster says.")
     hint: str | None = Field(default=None, description="What to do about it.")
 
@@ -216,7 +224,7 @@ def encode_frame(event: str, data: str = "", event_id: int | str | None = None) 
     if event_id is not None:
         lines.append(f"id: {event_id}")
     lines.append(f"event: {event}")
-    for line in (data.split("\n") if data else [""]):
+    for line in data.split("\n") if data else [""]:
         lines.append(f"data: {line}")
     return ("\n".join(lines) + "\n\n").encode()
 

@@ -4,7 +4,7 @@ S3 settings come from the environment, so MinIO, moto and AWS all work unchanged
 
 | variable | meaning |
 |---|---|
-| ``ARKOR_S3_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``) | endpoint, e.g. ``http://minio:9000`` |
+| ``ARKOR_S3_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) | endpoint, e.g. ``http://minio:9000`` |
 | ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` | credentials (from a Secret in a pod) |
 | ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` | region, default ``us-east-1`` |
 
@@ -18,6 +18,7 @@ Layout of one run under the storage prefix (:class:`RunLayout`)::
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import shutil
@@ -67,7 +68,7 @@ class Storage(ABC):
         """Whether an object exists at ``uri``."""
 
     @abstractmethod
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str) -> builtins.list[str]:
         """URIs of all objects under ``prefix`` (recursive), sorted."""
 
     @abstractmethod
@@ -78,7 +79,7 @@ class Storage(ABC):
         """An opaque version of the object (ETag, version id or mtime); None when absent."""
         return None
 
-    def upload_dir(self, uri: str, directory: Path) -> list[str]:
+    def upload_dir(self, uri: str, directory: Path) -> builtins.list[str]:
         """Upload every file under ``directory`` below ``uri``; returns the relative names."""
         names = []
         for path in sorted(p for p in directory.rglob("*") if p.is_file()):
@@ -87,7 +88,7 @@ class Storage(ABC):
             names.append(rel)
         return names
 
-    def download_dir(self, uri: str, directory: Path) -> list[str]:
+    def download_dir(self, uri: str, directory: Path) -> builtins.list[str]:
         """Download every object under ``uri`` into ``directory``; returns the relative names."""
         prefix = uri.rstrip("/") + "/"
         names = []
@@ -139,7 +140,7 @@ class FileStorage(Storage):
     def exists(self, uri: str) -> bool:
         return self._path(uri).is_file()
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str) -> builtins.list[str]:
         root = self._path(prefix.rstrip("/"))
         base = prefix.rstrip("/")
         if root.is_file():
@@ -170,7 +171,9 @@ def s3_client_kwargs(env: Mapping[str, str] | None = None) -> dict[str, Any]:
 
     env = os.environ if env is None else env
     endpoint = (
-        env.get("ARKOR_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        env.get("ARKOR_S3_ENDPOINT_URL")
+        or env.get("AWS_ENDPOINT_URL_S3")
+        or env.get("AWS_ENDPOINT_URL")
     )
     kwargs: dict[str, Any] = {
         "region_name": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -225,7 +228,9 @@ class S3Storage(Storage):
         from boto3.s3.transfer import TransferConfig
 
         bucket, key = self.split(uri)
-        config = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=4)
+        config = TransferConfig(
+            multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=4
+        )
         self._call("uploading", uri, self.client.upload_file, str(path), bucket, key, Config=config)
 
     def get_bytes(self, uri: str) -> bytes:
@@ -248,11 +253,13 @@ class S3Storage(Storage):
             return None
         return str(head.get("VersionId") or head.get("ETag", "")).strip('"') or None
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str) -> builtins.list[str]:
         bucket, key = self.split(prefix)
         paginator = self.client.get_paginator("list_objects_v2")
-        out = []
-        pages = self._call("listing", prefix, lambda: list(paginator.paginate(Bucket=bucket, Prefix=key)))
+        out: builtins.list[str] = []
+        pages = self._call(
+            "listing", prefix, lambda: list(paginator.paginate(Bucket=bucket, Prefix=key))
+        )
         for page in pages:
             out.extend(f"s3://{bucket}/{obj['Key']}" for obj in page.get("Contents", []))
         return sorted(out)

@@ -30,8 +30,12 @@ class TrainingJob(BaseModel):
 
     id: str = Field(description="Job id (the Kubernetes Job name, or the local run id).")
     name: str = Field(description="Run name from the config.")
-    status: JobStatus = Field(default="queued", description="queued, running, completed, failed, cancelled.")
-    config: dict[str, Any] = Field(default_factory=dict, description="The config as sent (no secrets).")
+    status: JobStatus = Field(
+        default="queued", description="queued, running, completed, failed, cancelled."
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="The config as sent (no secrets)."
+    )
     error: str | None = Field(default=None, description="Why it failed.")
     created_at: str | None = Field(default=None, description="ISO time the job was created.")
     started_at: str | None = Field(default=None, description="ISO time training started.")

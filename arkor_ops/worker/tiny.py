@@ -83,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
-    print(build_tiny_model(args.out))  # noqa: T201 - command-line entry point
+    print(build_tiny_model(args.out))
 
 
 if __name__ == "__main__":
