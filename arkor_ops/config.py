@@ -108,6 +108,7 @@ class LoraConfig(_Model):
     load_in_4bit: bool = Field(
         default=False,
         validation_alias=AliasChoices("load_in_4bit", "loadIn4bit", "loadIn4Bit"),
+        serialization_alias="loadIn4bit",
         description="QLoRA: load the base model in 4 bit (bitsandbytes nf4).",
     )
     dropout: float = Field(default=0.0, ge=0, lt=1, description="LoRA dropout.")
