@@ -1,0 +1,182 @@
+"""The sidecar's HTTP app: the run's event stream as SSE (sse-starlette) and a health check.
+
+Routes:
+
+- ``GET /v1/jobs/{job_id}/events/stream``: every event after ``Last-Event-ID`` (all of them
+  without it) as ``id:``/``event:``/``data:`` frames, then new ones as the trainer writes them;
+  ``event: ping`` while idle; ``event: end`` after the terminal event, then the stream closes.
+  When the server stops, each stream first receives every event read so far, then closes
+  without ``end`` (the client resumes elsewhere with ``Last-Event-ID``).
+- ``GET /healthz``: ``{"status": "ok", "jobId", "lastEventId", "terminal"}``.
+
+Errors are JSON ``{"error": "..."}``: 404 for another job id or an unknown path, 400 for a
+``Last-Event-ID`` that is not an integer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from arkor_ops.events import END, PING
+from arkor_ops.sidecar.settings import SidecarSettings
+from arkor_ops.sidecar.tail import LogTail
+from arkor_ops.storage import RunLayout, open_storage
+
+log = logging.getLogger(__name__)
+
+#: Events sent in one write when a client is behind (replay); keeps each write a few hundred KB.
+MAX_BATCH = 512
+
+
+class Sidecar:
+    """The state shared by every request: the settings and the one log reader."""
+
+    def __init__(self, settings: SidecarSettings) -> None:
+        self.settings = settings
+        layout = RunLayout(settings.storage_uri, settings.job_id)
+        storage = open_storage(settings.storage_uri)
+
+        def persist(data: bytes) -> None:
+            storage.put_bytes(layout.events, data)
+
+        self.events_uri = layout.events
+        self.tail = LogTail(settings.event_log, poll_seconds=settings.poll_seconds, persist=persist)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start reading the log (and the linger timer, when configured)."""
+        self._tasks.append(asyncio.create_task(self.tail.run(), name="tail"))
+        if self.settings.sidecar_linger_seconds is not None:
+            self._tasks.append(asyncio.create_task(self._linger(), name="linger"))
+
+    async def _linger(self) -> None:
+        await self.tail.persisted_terminal.wait()
+        assert self.settings.sidecar_linger_seconds is not None
+        await asyncio.sleep(self.settings.sidecar_linger_seconds)
+        log.info("run ended %.0f s ago: stopping", self.settings.sidecar_linger_seconds)
+        os.kill(os.getpid(), signal.SIGTERM)  # the same graceful path as an external SIGTERM
+
+    async def stop(self) -> None:
+        """Persist what was read and let every stream drain and close."""
+        await self.tail.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+
+def _sse(event: str, data: str, event_id: int | None = None) -> ServerSentEvent:
+    return ServerSentEvent(
+        data, event=event, id=None if event_id is None else str(event_id), sep="\n"
+    )
+
+
+def _ping() -> ServerSentEvent:
+    return _sse(PING, "")
+
+
+async def stream_events(tail: LogTail, after: int) -> AsyncIterator[bytes]:
+    """SSE bytes for every event after id ``after``: replay, then follow the log.
+
+    Ends after ``end`` once the terminal event is sent, or (without ``end``) once the tail is
+    closed and everything it read has been sent.
+    """
+    pos = tail.index_after(after)
+    while True:
+        events = tail.events
+        while pos < len(events):
+            batch = events[pos : pos + MAX_BATCH]
+            pos += len(batch)
+            chunks = []
+            for event in batch:
+                chunks.append(_sse(event.type, event.data, event.id).encode())
+                if event.terminal:
+                    chunks.append(_sse(END, "").encode())
+                    yield b"".join(chunks)
+                    return
+            yield b"".join(chunks)
+        if tail.closed:
+            return
+        await tail.wait(pos)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(sidecar: Sidecar) -> Starlette:
+    """The Starlette app serving ``sidecar``'s run.
+
+    Args:
+        sidecar: the shared state; the app's lifespan starts and stops its log reader.
+
+    Returns:
+        The ASGI app.
+    """
+    settings = sidecar.settings
+
+    async def stream(request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        if job_id != settings.job_id:
+            return _error(404, f"job {job_id!r} not found (this sidecar serves one run)")
+        raw = request.headers.get("last-event-id", "").strip()
+        try:
+            after = int(raw) if raw else 0
+        except ValueError:
+            return _error(400, f"Last-Event-ID must be an integer event id, got {raw[:40]!r}")
+        log.debug("client %s streams after id %d", request.client, after)
+        return EventSourceResponse(
+            stream_events(sidecar.tail, after),
+            ping=settings.ping_seconds,
+            ping_message_factory=_ping,
+            sep="\n",
+            shutdown_grace_period=settings.shutdown_grace_seconds,
+            send_timeout=30,
+        )
+
+    async def healthz(request: Request) -> Response:
+        tail = sidecar.tail
+        return JSONResponse(
+            {
+                "status": "stopping" if tail.closed else "ok",
+                "jobId": settings.job_id,
+                "lastEventId": tail.last_id,
+                "terminal": tail.terminal.is_set(),
+            }
+        )
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return _error(exc.status_code, str(exc.detail))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        await sidecar.start()
+        try:
+            yield {}
+        finally:
+            await sidecar.stop()
+
+    return Starlette(
+        routes=[
+            Route("/v1/jobs/{job_id}/events/stream", stream, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: http_error},
+        lifespan=lifespan,
+    )

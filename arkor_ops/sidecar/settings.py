@@ -1,0 +1,46 @@
+"""The sidecar's environment (see docs/contracts.md), checked before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SidecarSettings(BaseSettings):
+    """Environment of `python -m arkor_ops.sidecar` (all variables start with ``ARKOR_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="ARKOR_", extra="ignore", frozen=True)
+
+    job_id: str = Field(min_length=1, description="The run whose events are served.")
+    event_log: Path = Field(
+        default=Path("/var/run/arkor/events.jsonl"),
+        description="The event log the trainer writes (JSON Lines).",
+    )
+    storage_uri: str = Field(
+        pattern=r"^(s3|file)://",
+        description="`s3://bucket/prefix` or `file:///path`; the log is persisted to "
+        "`{uri}/{job_id}/events.jsonl`.",
+    )
+    sidecar_host: str = Field(default="0.0.0.0", description="Address to listen on.")  # noqa: S104
+    sidecar_port: int = Field(default=8377, ge=0, le=65535, description="TCP port to listen on.")
+    ping_seconds: float = Field(
+        default=15.0, gt=0, le=3600, description="Seconds between `ping` keepalives when idle."
+    )
+    poll_seconds: float = Field(
+        default=0.02, gt=0, le=5, description="Seconds between checks of the log for new lines."
+    )
+    shutdown_grace_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="On SIGTERM, how long connected clients may keep reading before the streams "
+        "are cut.",
+    )
+    sidecar_linger_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Exit this long after the terminal event (local runs); unset: run until "
+        "SIGTERM (Kubernetes stops a native sidecar itself).",
+    )
