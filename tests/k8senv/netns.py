@@ -14,8 +14,11 @@ the agent's kubelet endpoint there) and the address pods use to reach servers on
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+import os
+import signal
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -86,6 +89,7 @@ def sweep(config: NetConfig) -> list[str]:
     """
     removed: list[str] = []
     for name in list_netns(config):
+        kill_processes_in(name)
         _ip("netns", "delete", name, check=False)
         removed.append(name)
     for name in list_links(config):
@@ -94,6 +98,14 @@ def sweep(config: NetConfig) -> list[str]:
     if removed:
         logger.info("swept %s", ", ".join(removed))
     return removed
+
+
+def kill_processes_in(name: str) -> None:
+    """SIGKILL every process inside network namespace ``name`` (orphans of a crashed agent)."""
+    out = _ip("netns", "pids", name, check=False).stdout
+    for pid in out.split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
 
 
 def list_netns(config: NetConfig) -> list[str]:
@@ -157,7 +169,9 @@ class PodNetworks:
         index = self._allocate()
         cfg = self.config
         address = str(cfg.network.network_address + index)
-        net = PodNet(name=f"{cfg.prefix}-{index}", host_link=f"{cfg.prefix}v{index}", address=address)
+        net = PodNet(
+            name=f"{cfg.prefix}-{index}", host_link=f"{cfg.prefix}v{index}", address=address
+        )
         peer = f"{cfg.prefix}p{index}"
         plen = cfg.network.prefixlen
         try:
