@@ -1,3 +1,124 @@
-"""arkor-ops: Arkor's trainer API in Python, on your own Kubernetes cluster."""
+"""arkor-ops: Arkor's trainer API in Python, on your own Kubernetes cluster.
+
+The public API is :data:`__all__`; everything else is private. ``LocalBackend`` and
+``KubernetesBackend`` are imported on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from arkor_ops.abort import AbortController, AbortError, AbortSignal
+from arkor_ops.backends import resolve_backend
+from arkor_ops.backends.base import Backend, JobDescription, TrainingJob
+from arkor_ops.config import TrainerConfig, config_json_schema, validate_config
+from arkor_ops.errors import (
+    ArkorOpsError,
+    BackendError,
+    CheckpointError,
+    ConfigError,
+    JobNotFoundError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    ReconnectGiveUpError,
+    StorageError,
+    StreamError,
+)
+from arkor_ops.events import (
+    Artifact,
+    CheckpointSaved,
+    Event,
+    JobPhase,
+    Metrics,
+    TrainingCancelled,
+    TrainingCompleted,
+    TrainingFailed,
+    TrainingLog,
+    TrainingStarted,
+    parse_event,
+)
+from arkor_ops.trainer import (
+    AsyncTrainer,
+    CancelledContext,
+    CheckpointContext,
+    CompletedContext,
+    FailedContext,
+    LogContext,
+    PhaseContext,
+    ReconnectPolicy,
+    StartedContext,
+    StartResult,
+    Trainer,
+    TrainingResult,
+    create_async_trainer,
+    create_trainer,
+)
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "LocalBackend": "arkor_ops.backends.local",
+    "KubernetesBackend": "arkor_ops.backends.kubernetes",
+}
+
+__all__ = [
+    "AbortController",
+    "AbortError",
+    "AbortSignal",
+    "ArkorOpsError",
+    "Artifact",
+    "AsyncTrainer",
+    "Backend",
+    "BackendError",
+    "CancelledContext",
+    "CheckpointContext",
+    "CheckpointError",
+    "CheckpointSaved",
+    "CompletedContext",
+    "ConfigError",
+    "Event",
+    "FailedContext",
+    "JobDescription",
+    "JobNotFoundError",
+    "JobPhase",
+    "KubernetesBackend",
+    "LocalBackend",
+    "LogContext",
+    "Metrics",
+    "PermissionDeniedError",
+    "PhaseContext",
+    "QuotaExceededError",
+    "ReconnectGiveUpError",
+    "ReconnectPolicy",
+    "StartResult",
+    "StartedContext",
+    "StorageError",
+    "StreamError",
+    "Trainer",
+    "TrainerConfig",
+    "TrainingCancelled",
+    "TrainingCompleted",
+    "TrainingFailed",
+    "TrainingJob",
+    "TrainingLog",
+    "TrainingResult",
+    "TrainingStarted",
+    "__version__",
+    "config_json_schema",
+    "create_async_trainer",
+    "create_trainer",
+    "parse_event",
+    "resolve_backend",
+    "validate_config",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the backends on first access, so ``import arkor_ops`` stays light."""
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

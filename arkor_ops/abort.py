@@ -1,0 +1,132 @@
+"""Abort a local ``wait()``: :class:`AbortController` and its :class:`AbortSignal`.
+
+The Python shape of the web platform's ``AbortController``, as Arkor uses it::
+
+    controller = AbortController()
+    trainer = create_trainer(..., abort_signal=controller.signal)
+    controller.abort()          # from any thread, or a signal handler
+
+Aborting makes a ``wait()`` in progress (or the next one) raise at once, even while it is
+blocked reading the stream or sleeping before a reconnect. It never cancels the run and sends
+nothing to the backend: the GPU job keeps going. Catch the error and call ``cancel()`` to stop it.
+
+What ``wait()`` raises: the abort *reason* itself when it is an exception (as Arkor rejects with
+``signal.reason``), otherwise an :class:`AbortError` whose ``reason`` attribute holds the reason
+(``None`` when ``abort()`` was called without one).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from arkor_ops.errors import ArkorOpsError
+
+
+class AbortError(ArkorOpsError):
+    """``wait()`` stopped because its abort signal fired. The run itself keeps going.
+
+    Attributes:
+        reason: what was passed to :meth:`AbortController.abort` (``None`` by default).
+    """
+
+    def __init__(self, reason: Any = None) -> None:
+        text = "wait() was aborted; the run keeps going (call cancel() to stop it)"
+        super().__init__(text if reason is None else f"{text}: {reason}")
+        self.reason = reason
+
+
+class AbortSignal:
+    """Read side of an :class:`AbortController`: whether and why it was aborted.
+
+    Thread-safe: it may be aborted from another thread or from a signal handler.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()  # re-entrant: a signal handler may interrupt a holder
+        self._aborted = False
+        self._reason: Any = None
+        self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def aborted(self) -> bool:
+        """Whether :meth:`AbortController.abort` was called."""
+        return self._aborted
+
+    @property
+    def reason(self) -> Any:
+        """The reason given to :meth:`AbortController.abort` (``None`` if none was given)."""
+        return self._reason
+
+    def error(self) -> BaseException:
+        """The exception ``wait()`` raises for this abort.
+
+        Returns:
+            The reason when it is an exception, else an :class:`AbortError` carrying it.
+        """
+        if isinstance(self._reason, BaseException):
+            return self._reason
+        return AbortError(self._reason)
+
+    def throw_if_aborted(self) -> None:
+        """Raise :meth:`error` if the signal has been aborted.
+
+        Raises:
+            BaseException: the abort reason, or :class:`AbortError`.
+        """
+        if self._aborted:
+            raise self.error()
+
+    def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener()`` once when the signal aborts (at once if it already has).
+
+        The listener runs in the thread that calls ``abort()``; it must be quick and thread-safe
+        (``loop.call_soon_threadsafe`` is).
+
+        Args:
+            listener: a function of no arguments.
+
+        Returns:
+            A function that removes the listener again.
+        """
+        with self._lock:
+            if not self._aborted:
+                self._listeners.append(listener)
+                return lambda: self._remove(listener)
+        listener()
+        return lambda: None
+
+    def _remove(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def _abort(self, reason: Any) -> None:
+        with self._lock:
+            if self._aborted:
+                return
+            self._aborted = True
+            self._reason = reason
+            listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener()
+
+    def __repr__(self) -> str:
+        return f"AbortSignal(aborted={self._aborted}, reason={self._reason!r})"
+
+
+class AbortController:
+    """Owns an :class:`AbortSignal` and fires it."""
+
+    def __init__(self) -> None:
+        self.signal = AbortSignal()
+
+    def abort(self, reason: Any = None) -> None:
+        """Abort the signal; later calls do nothing.
+
+        Args:
+            reason: why. An exception instance is what ``wait()`` will raise; anything else is
+                carried by the :class:`AbortError` it raises.
+        """
+        self.signal._abort(reason)

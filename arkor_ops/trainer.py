@@ -1,0 +1,844 @@
+"""The trainer: ``create_trainer`` → ``start()`` / ``wait()`` / ``cancel()``, as in Arkor.
+
+:func:`create_trainer` validates the config locally and contacts nothing; the backend is resolved
+and reached on ``start()``. :class:`AsyncTrainer` is the implementation; :class:`Trainer` is its
+blocking twin, which runs the same coroutines on a private event loop in a daemon thread, so it
+works from plain scripts and from threads that already run an event loop.
+
+Semantics (Arkor's, see the port notes in ``docs``):
+
+- ``start()`` submits once and returns the same :class:`StartResult` afterwards; two concurrent
+  calls share one submission.
+- ``wait()`` starts if needed, follows the event stream, awaits each callback before reading on,
+  and returns a :class:`TrainingResult` on ``training.completed`` / ``failed`` / ``cancelled`` or an
+  ``end`` frame. A failed run *returns*; a raising callback makes ``wait()`` raise that same
+  exception (never retried); an aborted signal makes it raise at once without cancelling the run.
+- Reconnects follow :class:`ReconnectPolicy`: resume with ``Last-Event-ID``; a clean close after
+  progress reconnects after exactly ``base_delay_seconds`` without counting; other failures wait
+  ``delay(attempt)``; 401/403/410/426 are fatal.
+- ``cancel()`` does nothing before a job exists; otherwise it asks the backend to stop the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import random as _random
+import threading
+import weakref
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+)
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from arkor_ops.abort import AbortSignal
+from arkor_ops.backends.base import Backend, TrainingJob
+from arkor_ops.config import TrainerConfig, validate_config
+from arkor_ops.errors import ReconnectGiveUpError, StreamError
+from arkor_ops.events import (
+    Artifact,
+    CheckpointSaved,
+    Event,
+    Frame,
+    JobPhase,
+    Metrics,
+    TrainingCancelled,
+    TrainingCompleted,
+    TrainingFailed,
+    TrainingLog,
+    TrainingStarted,
+    parse_event,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+__all__ = [
+    "AsyncTrainer",
+    "CancelledContext",
+    "CheckpointContext",
+    "CompletedContext",
+    "FailedContext",
+    "LogContext",
+    "PhaseContext",
+    "ReconnectPolicy",
+    "StartResult",
+    "StartedContext",
+    "Trainer",
+    "TrainingResult",
+    "create_async_trainer",
+    "create_trainer",
+]
+
+
+# --- results and callback contexts ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartResult:
+    """What ``start()`` returns."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What ``wait()`` returns: the final job snapshot and what the run produced.
+
+    Check ``job.status``: a failed run returns normally with ``status == "failed"``.
+    """
+
+    job: TrainingJob
+    artifacts: list[Artifact] = field(default_factory=list)
+    metrics: Metrics | None = None
+
+
+@dataclass(frozen=True)
+class StartedContext:
+    """``on_started``: training began (``job.status`` is already ``running``)."""
+
+    job: TrainingJob
+
+
+@dataclass(frozen=True)
+class LogContext:
+    """``on_log``: step metrics; missing metrics are ``None``."""
+
+    job: TrainingJob
+    step: int
+    loss: float | None = None
+    eval_loss: float | None = None
+    learning_rate: float | None = None
+    epoch: float | None = None
+    samples_per_second: float | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointContext:
+    """``on_checkpoint``: a checkpoint was committed.
+
+    ``adapter`` is ``{"kind": "checkpoint", "jobId": ..., "step": ...}``, bound to this checkpoint.
+    """
+
+    job: TrainingJob
+    step: int
+    artifacts: list[Artifact]
+    adapter: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CompletedContext:
+    """``on_completed``: the run finished (``job.status`` is ``completed``)."""
+
+    job: TrainingJob
+    artifacts: list[Artifact]
+    metrics: Metrics | None = None
+
+
+@dataclass(frozen=True)
+class FailedContext:
+    """``on_failed``: the run failed; ``step`` is None when training never began."""
+
+    job: TrainingJob
+    error: str
+    step: int | None = None
+
+
+@dataclass(frozen=True)
+class CancelledContext:
+    """``on_cancelled``: the run stopped because it was asked to."""
+
+    job: TrainingJob
+    step: int | None = None
+    checkpoint: Artifact | None = None
+
+
+@dataclass(frozen=True)
+class PhaseContext:
+    """``on_phase``: the backend explains why the run is not training (yet)."""
+
+    job: TrainingJob
+    phase: str
+    reason: str | None = None
+    message: str | None = None
+    hint: str | None = None
+
+
+Callback = Callable[[Any], Any]
+
+#: Callback names, snake_case → Arkor's camelCase.
+CALLBACK_NAMES: dict[str, str] = {
+    "on_started": "onStarted",
+    "on_log": "onLog",
+    "on_checkpoint": "onCheckpoint",
+    "on_completed": "onCompleted",
+    "on_failed": "onFailed",
+    "on_cancelled": "onCancelled",
+    "on_phase": "onPhase",
+}
+_CAMEL_TO_SNAKE = {camel: snake for snake, camel in CALLBACK_NAMES.items()}
+
+
+# --- reconnect policy -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """How ``wait()`` reconnects to the event stream (Arkor's defaults).
+
+    Attributes:
+        base_delay_seconds: first backoff delay, and the fixed delay after a clean close that
+            followed progress.
+        max_delay_seconds: cap of every delay.
+        max_attempts: consecutive failures tolerated before giving up; ``None`` retries forever.
+        jitter: relative jitter, uniform in ``±jitter``.
+        sleep: the async sleep to use (injectable for tests).
+        random: returns a float in ``[0, 1)`` (injectable for tests).
+    """
+
+    base_delay_seconds: float = 1.0
+    max_delay_seconds: float = 60.0
+    max_attempts: int | None = None
+    jitter: float = 0.25
+    sleep: Callable[[float], Awaitable[Any]] = field(default=asyncio.sleep, repr=False)
+    random: Callable[[], float] = field(default=_random.random, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.base_delay_seconds < 0 or self.max_delay_seconds < 0:
+            raise ValueError("reconnect delays must be >= 0")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("jitter must be within [0, 1]")
+        if self.max_attempts is not None and self.max_attempts < 0:
+            raise ValueError("max_attempts must be >= 0 or None")
+
+    def delay(self, attempt: int) -> float:
+        """Backoff before reconnecting after failure number ``attempt`` (0-based, consecutive).
+
+        Args:
+            attempt: how many consecutive failures preceded this one.
+
+        Returns:
+            ``clamp(min(base·2^attempt, max) · (1 + jitter·(2r − 1)), 0, max)`` seconds.
+        """
+        exp = min(self.base_delay_seconds * 2.0 ** min(attempt, 1024), self.max_delay_seconds)
+        jittered = exp * (1 + self.jitter * (2 * self.random() - 1))
+        return max(0.0, min(jittered, self.max_delay_seconds))
+
+
+# --- abort plumbing -------------------------------------------------------------------------
+
+
+class _AbortScope:
+    """Turns an :class:`AbortSignal` into a prompt cancellation of the waiting task.
+
+    Only the parts of ``wait()`` that block on the backend (reading the stream, sleeping before a
+    reconnect) are interruptible; a callback that is running is allowed to finish.
+    """
+
+    def __init__(self, signal: AbortSignal | None) -> None:
+        self._signal = signal
+        self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+        self._interruptible = False
+        self._cancelling = False
+        self._remove: Callable[[], None] = lambda: None
+
+    def __enter__(self) -> _AbortScope:
+        if self._signal is not None:
+            self._remove = self._signal.add_listener(self._from_any_thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._remove()
+
+    def _from_any_thread(self) -> None:
+        with contextlib.suppress(RuntimeError):  # loop already closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._fire)
+
+    def _fire(self) -> None:
+        if self._interruptible and self._task is not None and not self._cancelling:
+            self._cancelling = True
+            self._task.cancel()
+
+    def check(self) -> None:
+        if self._signal is not None:
+            self._signal.throw_if_aborted()
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        self.check()
+        self._interruptible = True
+        try:
+            yield
+        except asyncio.CancelledError:
+            if not self._cancelling or self._signal is None:
+                raise
+            self._cancelling = False
+            if self._task is not None:
+                self._task.uncancel()
+            raise self._signal.error() from None
+        finally:
+            self._interruptible = False
+
+
+# --- the async trainer ----------------------------------------------------------------------
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # mark as retrieved; the caller that awaited it got it
+
+
+class AsyncTrainer:
+    """One training run, driven with coroutines. Made by :func:`create_async_trainer`."""
+
+    def __init__(
+        self,
+        config: TrainerConfig,
+        *,
+        backend: Backend | None = None,
+        callbacks: Mapping[str, Callback] | None = None,
+        abort_signal: AbortSignal | None = None,
+        idempotency_key: str | None = None,
+        reconnect: ReconnectPolicy | None = None,
+    ) -> None:
+        self._config = config
+        self._backend = backend
+        self._callbacks: dict[str, Callback] = dict(callbacks or {})
+        self._abort_signal = abort_signal
+        self._idempotency_key = idempotency_key
+        self._reconnect = reconnect or ReconnectPolicy()
+        self._job: TrainingJob | None = None
+        self._submitting: asyncio.Future[TrainingJob] | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, job_id={self.job_id!r})"
+
+    @property
+    def name(self) -> str:
+        """The run name from the config."""
+        return self._config.name
+
+    @property
+    def config(self) -> TrainerConfig:
+        """The validated config."""
+        return self._config
+
+    @property
+    def job(self) -> TrainingJob | None:
+        """The latest job snapshot (``None`` before ``start()``)."""
+        return self._job
+
+    @property
+    def job_id(self) -> str | None:
+        """The job id (``None`` before ``start()``)."""
+        return None if self._job is None else self._job.id
+
+    @property
+    def backend(self) -> Backend:
+        """The backend, resolved on first use from ``$ARKOR_BACKEND`` when none was given.
+
+        Raises:
+            BackendError: the configured backend is unknown or unavailable.
+        """
+        if self._backend is None:
+            from arkor_ops.backends import resolve_backend
+
+            self._backend = resolve_backend()
+        return self._backend
+
+    # -- start ---------------------------------------------------------------------------
+
+    async def start(self) -> StartResult:
+        """Submit the run once; later calls return the same job id without a request.
+
+        Concurrent calls share one submission.
+
+        Returns:
+            The job id.
+
+        Raises:
+            BackendError: the backend could not create the job (a later call tries again).
+        """
+        if self._job is not None:
+            return StartResult(self._job.id)
+        if self._submitting is None:
+            self._submitting = asyncio.ensure_future(self._submit())
+            self._submitting.add_done_callback(_retrieve)
+        fut = self._submitting
+        try:
+            job = await asyncio.shield(fut)
+        except BaseException:
+            if fut.done() and self._submitting is fut:
+                self._submitting = None  # failed: let the next start() try again
+            raise
+        return StartResult(job.id)
+
+    async def _submit(self) -> TrainingJob:
+        job = await self.backend.submit(self._config, idempotency_key=self._idempotency_key)
+        self._job = job
+        logger.info("submitted run %s as job %s", self.name, job.id)
+        return job
+
+    # -- cancel --------------------------------------------------------------------------
+
+    async def cancel(self) -> None:
+        """Ask the backend to stop the run; a no-op when no job was created.
+
+        A submission still in flight is awaited first, so a run being created is cancelled too.
+
+        Raises:
+            BackendError: the backend refused or failed (errors propagate).
+        """
+        if self._job is None and self._submitting is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._submitting)
+        if self._job is None:
+            return
+        await self.backend.cancel(self._job.id)
+
+    # -- wait ----------------------------------------------------------------------------
+
+    async def wait(self) -> TrainingResult:
+        """Start if needed, follow the run's events, fire callbacks, return at the end.
+
+        Returns:
+            The result; ``result.job.status`` says how the run ended (a failed run returns).
+
+        Raises:
+            AbortError: the abort signal fired (or the abort reason, if it is an exception);
+                the run keeps going.
+            StreamError: the stream failed with a fatal status (401, 403, 410, 426).
+            ReconnectGiveUpError: ``max_attempts`` consecutive failures.
+            Exception: whatever a callback raised, unchanged.
+        """
+        with _AbortScope(self._abort_signal) as scope:
+            scope.check()  # an already aborted signal submits nothing
+            await self.start()
+            return await self._follow(scope)
+
+    async def _follow(self, scope: _AbortScope) -> TrainingResult:
+        policy = self._reconnect
+        cursor = _Cursor()
+        while True:
+            cursor.progressed = False
+            error: BaseException
+            try:
+                result = await self._follow_once(scope, cursor)
+            except StreamError as exc:
+                if not exc.retryable:
+                    raise
+                error = exc
+            else:
+                if result is not None:
+                    return result
+                if cursor.progressed:
+                    logger.debug("event stream closed after progress; reconnecting")
+                    with scope.interruptible():
+                        await policy.sleep(policy.base_delay_seconds)
+                    continue
+                error = StreamError("event stream closed before any event arrived")
+            if policy.max_attempts is not None and cursor.attempt >= policy.max_attempts:
+                raise ReconnectGiveUpError(
+                    f"Trainer SSE stream failed {cursor.attempt + 1} consecutive times; giving up."
+                ) from error
+            delay = policy.delay(cursor.attempt)
+            cursor.attempt += 1
+            logger.info("event stream failed (%s); reconnecting in %.1fs", error, delay)
+            with scope.interruptible():
+                await policy.sleep(delay)
+
+    async def _follow_once(self, scope: _AbortScope, cursor: _Cursor) -> TrainingResult | None:
+        """Read one connection; a result on a terminal event or ``end``, None on a clean close."""
+        job_id = self._snapshot().id
+        source = self.backend.events(job_id, cursor.last_event_id)
+        async with contextlib.aclosing(_aiter(source)) as frames:
+            while True:
+                with scope.interruptible():
+                    frame = await anext(frames, None)
+                if frame is None:
+                    return None
+                if frame.id is not None:
+                    cursor.last_event_id = frame.id
+                if frame.is_ping:
+                    continue
+                if frame.is_end:
+                    return TrainingResult(job=self._snapshot())
+                payload = _json_object(frame.data)
+                if payload is None:
+                    logger.debug("skipping a malformed frame: %.200r", frame.data)
+                    continue
+                cursor.progressed = True
+                cursor.attempt = 0
+                result = await self._dispatch(payload)
+                if result is not None:
+                    return result
+
+    def _snapshot(self) -> TrainingJob:
+        assert self._job is not None
+        return self._job
+
+    def _patch(self, **changes: Any) -> TrainingJob:
+        self._job = self._snapshot().model_copy(update=changes)
+        return self._job
+
+    async def _call(self, name: str, ctx: Any) -> None:
+        callback = self._callbacks.get(name)
+        if callback is None:
+            return
+        outcome = callback(ctx)
+        if inspect.isawaitable(outcome):
+            await outcome
+
+    async def _dispatch(self, payload: dict[str, Any]) -> TrainingResult | None:
+        event: Event | None = parse_event(payload)
+        if event is None:
+            logger.debug("skipping an event of unknown type %r", payload.get("type"))
+            return None
+        if isinstance(event, TrainingStarted):
+            job = self._patch(status="running", started_at=event.timestamp)
+            await self._call("on_started", StartedContext(job=job))
+        elif isinstance(event, TrainingLog):
+            ctx = LogContext(
+                job=self._snapshot(),
+                step=event.step,
+                loss=event.loss,
+                eval_loss=event.eval_loss,
+                learning_rate=event.learning_rate,
+                epoch=event.epoch,
+                samples_per_second=event.samples_per_second,
+            )
+            await self._call("on_log", ctx)
+        elif isinstance(event, CheckpointSaved):
+            job = self._snapshot()
+            adapter = {"kind": "checkpoint", "jobId": job.id, "step": event.step}
+            ckpt = CheckpointContext(
+                job=job, step=event.step, artifacts=list(event.artifacts), adapter=adapter
+            )
+            await self._call("on_checkpoint", ckpt)
+        elif isinstance(event, JobPhase):
+            phase = PhaseContext(
+                job=self._snapshot(),
+                phase=event.phase,
+                reason=event.reason,
+                message=event.message,
+                hint=event.hint,
+            )
+            await self._call("on_phase", phase)
+        elif isinstance(event, TrainingCompleted):
+            job = self._patch(status="completed", completed_at=event.timestamp)
+            artifacts = list(event.artifacts)
+            await self._call(
+                "on_completed",
+                CompletedContext(job=job, artifacts=artifacts, metrics=event.metrics),
+            )
+            return TrainingResult(job=job, artifacts=artifacts, metrics=event.metrics)
+        elif isinstance(event, TrainingFailed):
+            job = self._patch(status="failed", error=event.error, completed_at=event.timestamp)
+            await self._call(
+                "on_failed", FailedContext(job=job, error=event.error, step=event.step)
+            )
+            return TrainingResult(job=job)
+        elif isinstance(event, TrainingCancelled):
+            job = self._patch(status="cancelled", completed_at=event.timestamp)
+            cancelled = CancelledContext(job=job, step=event.step, checkpoint=event.checkpoint)
+            await self._call("on_cancelled", cancelled)
+            artifacts = [event.checkpoint] if event.checkpoint is not None else []
+            return TrainingResult(job=job, artifacts=artifacts)
+        return None
+
+
+@dataclass
+class _Cursor:
+    """Where ``wait()`` is in the stream: resume point and consecutive failures."""
+
+    last_event_id: str | None = None
+    attempt: int = 0
+    progressed: bool = False
+
+
+async def _aiter(source: AsyncIterator[Frame]) -> AsyncGenerator[Frame, None]:
+    """Wrap any async iterator in an async generator (so it can be closed)."""
+    try:
+        async for item in source:
+            yield item
+    finally:
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _json_object(data: str) -> dict[str, Any] | None:
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+# --- the sync twin --------------------------------------------------------------------------
+
+
+class _LoopThread:
+    """A private event loop running in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._run, name="arkor-ops-trainer-loop", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    @staticmethod
+    def stop(loop: asyncio.AbstractEventLoop) -> None:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(loop.stop)
+
+
+class Trainer:
+    """Blocking twin of :class:`AsyncTrainer`. Made by :func:`create_trainer`.
+
+    Its coroutines run on a private event loop in a daemon thread, so it works from a plain
+    script and from a thread that already runs an event loop. A ``KeyboardInterrupt`` while
+    blocked in a method propagates at once; it stops following the stream but never cancels
+    the run (call :meth:`cancel` for that).
+    """
+
+    def __init__(self, inner: AsyncTrainer) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self._loop_thread: _LoopThread | None = None
+
+    def __repr__(self) -> str:
+        return f"Trainer(name={self.name!r}, job_id={self.job_id!r})"
+
+    @property
+    def name(self) -> str:
+        """The run name from the config."""
+        return self._inner.name
+
+    @property
+    def config(self) -> TrainerConfig:
+        """The validated config."""
+        return self._inner.config
+
+    @property
+    def job(self) -> TrainingJob | None:
+        """The latest job snapshot (``None`` before ``start()``)."""
+        return self._inner.job
+
+    @property
+    def job_id(self) -> str | None:
+        """The job id (``None`` before ``start()``)."""
+        return self._inner.job_id
+
+    @property
+    def backend(self) -> Backend:
+        """The backend (resolved on first use; see :attr:`AsyncTrainer.backend`)."""
+        return self._inner.backend
+
+    @property
+    def async_trainer(self) -> AsyncTrainer:
+        """The :class:`AsyncTrainer` this object drives."""
+        return self._inner
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        with self._lock:
+            if self._loop_thread is None:
+                self._loop_thread = _LoopThread()
+                weakref.finalize(self, _LoopThread.stop, self._loop_thread.loop)
+            loop = self._loop_thread.loop
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # e.g. KeyboardInterrupt: stop following locally, keep the run
+            raise
+
+    def start(self) -> StartResult:
+        """Blocking :meth:`AsyncTrainer.start`."""
+        return self._run(self._inner.start())
+
+    def wait(self) -> TrainingResult:
+        """Blocking :meth:`AsyncTrainer.wait`."""
+        return self._run(self._inner.wait())
+
+    def cancel(self) -> None:
+        """Blocking :meth:`AsyncTrainer.cancel`."""
+        self._run(self._inner.cancel())
+
+
+# --- construction ---------------------------------------------------------------------------
+
+
+def _merge_callbacks(
+    callbacks: Mapping[str, Callback | None] | None, explicit: Mapping[str, Callback | None]
+) -> dict[str, Callback]:
+    merged: dict[str, Callback] = {}
+    for key, fn in (callbacks or {}).items():
+        name = _CAMEL_TO_SNAKE.get(key, key)
+        if name not in CALLBACK_NAMES:
+            known = ", ".join(CALLBACK_NAMES)
+            raise TypeError(f"unknown callback {key!r} in callbacks; expected one of: {known}")
+        if name in merged:
+            raise TypeError(f"callback {name!r} given twice in callbacks ({key!r})")
+        if fn is not None:
+            if not callable(fn):
+                raise TypeError(f"callback {key!r} is not callable")
+            merged[name] = fn
+    for name, fn in explicit.items():
+        if fn is None:
+            continue
+        if name in merged:
+            raise TypeError(
+                f"callback {name!r} given both in callbacks= and as {name}=; pass it once"
+            )
+        if not callable(fn):
+            raise TypeError(f"callback {name!r} is not callable")
+        merged[name] = fn
+    return merged
+
+
+def _build(
+    config: TrainerConfig | Mapping[str, Any] | None,
+    fields: Mapping[str, Any],
+) -> TrainerConfig:
+    if config is not None and fields:
+        raise TypeError(
+            "pass the config either as the first argument or as keyword fields, not both"
+        )
+    return validate_config(config if config is not None else dict(fields))
+
+
+def create_async_trainer(
+    config: TrainerConfig | Mapping[str, Any] | None = None,
+    /,
+    *,
+    backend: Backend | None = None,
+    callbacks: Mapping[str, Callback | None] | None = None,
+    on_started: Callback | None = None,
+    on_log: Callback | None = None,
+    on_checkpoint: Callback | None = None,
+    on_completed: Callback | None = None,
+    on_failed: Callback | None = None,
+    on_cancelled: Callback | None = None,
+    on_phase: Callback | None = None,
+    abort_signal: AbortSignal | None = None,
+    idempotency_key: str | None = None,
+    reconnect: ReconnectPolicy | None = None,
+    **fields: Any,
+) -> AsyncTrainer:
+    """Make an :class:`AsyncTrainer`. Same arguments as :func:`create_trainer`.
+
+    Returns:
+        The trainer; nothing has been sent to a backend yet.
+
+    Raises:
+        ConfigError: the config is invalid (every bad field path is named).
+        TypeError: a callback is unknown, not callable, or given twice.
+    """
+    cfg = _build(config, fields)
+    merged = _merge_callbacks(
+        callbacks,
+        {
+            "on_started": on_started,
+            "on_log": on_log,
+            "on_checkpoint": on_checkpoint,
+            "on_completed": on_completed,
+            "on_failed": on_failed,
+            "on_cancelled": on_cancelled,
+            "on_phase": on_phase,
+        },
+    )
+    return AsyncTrainer(
+        cfg,
+        backend=backend,
+        callbacks=merged,
+        abort_signal=abort_signal,
+        idempotency_key=idempotency_key,
+        reconnect=reconnect,
+    )
+
+
+def create_trainer(
+    config: TrainerConfig | Mapping[str, Any] | None = None,
+    /,
+    *,
+    backend: Backend | None = None,
+    callbacks: Mapping[str, Callback | None] | None = None,
+    on_started: Callback | None = None,
+    on_log: Callback | None = None,
+    on_checkpoint: Callback | None = None,
+    on_completed: Callback | None = None,
+    on_failed: Callback | None = None,
+    on_cancelled: Callback | None = None,
+    on_phase: Callback | None = None,
+    abort_signal: AbortSignal | None = None,
+    idempotency_key: str | None = None,
+    reconnect: ReconnectPolicy | None = None,
+    **fields: Any,
+) -> Trainer:
+    """Make a :class:`Trainer` (Arkor's ``createTrainer``). Validates locally; contacts nothing.
+
+    Args:
+        config: a :class:`TrainerConfig` or a mapping of fields; or leave it out and pass the
+            fields as keywords (snake_case or Arkor camelCase: ``max_steps`` / ``maxSteps``).
+        backend: where to run; default: resolved on ``start()`` from ``$ARKOR_BACKEND``.
+        callbacks: callbacks by name, ``on_log`` or Arkor's ``onLog`` style; plain functions or
+            coroutine functions, each awaited before the next event.
+        on_started: called on ``training.started`` with a :class:`StartedContext`.
+        on_log: called on ``training.log`` with a :class:`LogContext`.
+        on_checkpoint: called on ``checkpoint.saved`` with a :class:`CheckpointContext`.
+        on_completed: called on ``training.completed`` with a :class:`CompletedContext`.
+        on_failed: called on ``training.failed`` with a :class:`FailedContext`.
+        on_cancelled: called on ``training.cancelled`` with a :class:`CancelledContext`.
+        on_phase: called on backend ``job.phase`` updates with a :class:`PhaseContext`.
+        abort_signal: an :class:`~arkor_ops.abort.AbortSignal`; aborting makes ``wait()`` raise
+            at once and never cancels the run.
+        idempotency_key: submitting again with the same key adopts the job made the first time.
+        reconnect: the stream reconnect policy; default :class:`ReconnectPolicy()`.
+        **fields: config fields, when ``config`` is not given.
+
+    Returns:
+        The trainer; nothing has been sent to a backend yet.
+
+    Raises:
+        ConfigError: the config is invalid (every bad field path is named).
+        TypeError: a callback is unknown, not callable, or given twice; or both ``config``
+            and keyword fields were passed.
+    """
+    inner = create_async_trainer(
+        config,
+        backend=backend,
+        callbacks=callbacks,
+        on_started=on_started,
+        on_log=on_log,
+        on_checkpoint=on_checkpoint,
+        on_completed=on_completed,
+        on_failed=on_failed,
+        on_cancelled=on_cancelled,
+        on_phase=on_phase,
+        abort_signal=abort_signal,
+        idempotency_key=idempotency_key,
+        reconnect=reconnect,
+        **fields,
+    )
+    return Trainer(inner)
