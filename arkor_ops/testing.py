@@ -1,0 +1,491 @@
+"""A fake backend for tests: a scripted run served over real HTTP and SSE on loopback.
+
+:class:`FakeBackend` runs a small HTTP/1.1 server on ``127.0.0.1`` in a background thread and
+implements :class:`~arkor_ops.backends.base.Backend` against it with httpx, so a trainer's
+submit, event stream (through :func:`arkor_ops.sse.stream_frames`) and cancel all cross a real
+socket. Routes (shaped like Arkor's cloud API)::
+
+    POST /v1/jobs                         {name, config, idempotencyKey?} -> 201 {job}
+    GET  /v1/jobs/{id}                    -> {job}
+    GET  /v1/jobs/{id}/events/stream      SSE; honours Last-Event-ID
+    POST /v1/jobs/{id}/cancel             -> {job}; appends training.cancelled if still running
+
+Each stream connection follows the next :class:`Connection` in ``connections`` (then the
+default: stream until the terminal event, then ``end``), which is how tests inject status codes,
+drops, clean closes, delays, pings and malformed frames::
+
+    with FakeBackend(scripted_events("fake-1", steps=3), connections=[
+        Connection(status=503, error="warming up"),
+        Connection(frames=2, then="drop"),
+    ]) as fake:
+        result = create_trainer(..., backend=fake).wait()
+    assert fake.last_event_ids == [None, None, "2"]
+
+Everything a test may assert on is recorded: :attr:`requests` (with headers), :attr:`submits`,
+:attr:`cancels`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BaseModel
+
+from arkor_ops.backends.base import Backend, JobDescription, TrainingJob
+from arkor_ops.config import TrainerConfig
+from arkor_ops.errors import BackendError, JobNotFoundError, PermissionDeniedError
+from arkor_ops.events import (
+    TERMINAL_TYPES,
+    Artifact,
+    CheckpointSaved,
+    Frame,
+    Metrics,
+    TrainingCancelled,
+    TrainingCompleted,
+    TrainingFailed,
+    TrainingLog,
+    TrainingStarted,
+    encode_frame,
+    end_frame,
+    event_to_dict,
+    ping_frame,
+    utc_now,
+)
+from arkor_ops.sse import _error_text, stream_frames
+
+__all__ = ["Connection", "FakeBackend", "Fault", "RecordedRequest", "scripted_events"]
+
+Then = Literal["end", "close", "drop", "hang"]
+
+#: A frame whose data is not JSON (the client must skip it).
+MALFORMED_FRAME = encode_frame("training.log", "{not json")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What one stream connection does.
+
+    Attributes:
+        status: HTTP status; anything but 200 answers with ``{"error": error}`` and closes.
+        error: the error text for a non-200 answer (``None``: an empty body).
+        body: a raw text body for a non-200 answer, instead of the JSON one.
+        delay_seconds: wait this long before answering.
+        before: raw SSE frames sent first (pings, malformed or unknown frames; see
+            :func:`arkor_ops.events.encode_frame`).
+        frames: send at most this many events (after ``Last-Event-ID``), then do ``then``;
+            ``None``: until the terminal event has been sent.
+        then: ``end`` (an ``end`` frame, then a clean close), ``close`` (clean close),
+            ``drop`` (cut the connection mid-body: a network error for the client) or ``hang``
+            (keep the connection open, sending nothing more).
+        ping_seconds: while waiting for new events, send a ping this often.
+    """
+
+    status: int = 200
+    error: str | None = "fake failure"
+    body: str | None = None
+    delay_seconds: float = 0.0
+    before: tuple[bytes, ...] = ()
+    frames: int | None = None
+    then: Then = "end"
+    ping_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A non-2xx answer for one submit or cancel request (fields as in :class:`Connection`)."""
+
+    status: int
+    error: str | None = "fake failure"
+    body: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One HTTP request the fake server received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any = None
+
+
+def scripted_events(
+    job_id: str,
+    *,
+    steps: int = 3,
+    outcome: Literal["completed", "failed", "cancelled", None] = "completed",
+    checkpoint_every: int | None = 2,
+) -> list[BaseModel]:
+    """A typical run's events: started, one log per step, checkpoints, then the outcome.
+
+    Args:
+        job_id: the job id the events carry.
+        steps: how many ``training.log`` events.
+        outcome: the terminal event, or ``None`` for a run still going.
+        checkpoint_every: a ``checkpoint.saved`` after every this many steps (``None``: none).
+
+    Returns:
+        The events, without ids (the fake numbers them from 1).
+    """
+    events: list[BaseModel] = [TrainingStarted(job_id=job_id, metadata={"model": "fake"})]
+    for step in range(1, steps + 1):
+        events.append(
+            TrainingLog(job_id=job_id, step=step, loss=round(2.0 / step, 4), learning_rate=1e-4)
+        )
+        if checkpoint_every and step % checkpoint_every == 0:
+            uri = f"file:///fake/{job_id}/checkpoints/step-{step:08d}/"
+            art = Artifact(kind="checkpoint", job_id=job_id, uri=uri, step=step)
+            events.append(CheckpointSaved(job_id=job_id, step=step, artifacts=[art]))
+    if outcome == "completed":
+        final = Artifact(kind="final", job_id=job_id, uri=f"file:///fake/{job_id}/final/")
+        metrics = Metrics(final_loss=round(2.0 / max(steps, 1), 4), total_steps=steps)
+        events.append(TrainingCompleted(job_id=job_id, artifacts=[final], metrics=metrics))
+    elif outcome == "failed":
+        events.append(TrainingFailed(job_id=job_id, error="CUDA OOM", step=steps))
+    elif outcome == "cancelled":
+        events.append(TrainingCancelled(job_id=job_id, step=steps))
+    return events
+
+
+class FakeBackend(Backend):
+    """A :class:`Backend` whose one job replays a script over real HTTP/SSE on loopback.
+
+    Args:
+        events: the run's events (typed events or dicts); numbered ``1, 2, …`` unless they
+            carry an ``id``. More can be added live with :meth:`emit`.
+        connections: per stream connection, in order; afterwards :class:`Connection()`.
+        job_id: the id of the job that ``submit`` creates.
+        submit_faults: answers for the first submits (then 201).
+        cancel_faults: answers for the first cancels (then 200).
+    """
+
+    def __init__(
+        self,
+        events: Iterable[BaseModel | Mapping[str, Any]] = (),
+        *,
+        connections: Iterable[Connection] = (),
+        job_id: str = "fake-job-1",
+        submit_faults: Iterable[Fault] = (),
+        cancel_faults: Iterable[Fault] = (),
+    ) -> None:
+        self.job_id = job_id
+        self.connections = list(connections)
+        self.submit_faults = list(submit_faults)
+        self.cancel_faults = list(cancel_faults)
+        self.requests: list[RecordedRequest] = []
+        self.submits: list[dict[str, Any]] = []
+        self.cancels: list[str] = []
+        self.job: TrainingJob | None = None
+        self._events: list[dict[str, Any]] = []
+        self._keys: dict[str, TrainingJob] = {}
+        self._changed: asyncio.Condition | None = None
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.Server | None = None
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._serve, args=(ready,), name="fake-backend", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        for event in events:
+            self._append(event)
+
+    # -- test-facing API -----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Base URL of the fake server, e.g. ``http://127.0.0.1:54321``."""
+        assert self._server is not None
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def stream_requests(self) -> list[RecordedRequest]:
+        """The event-stream requests, in order."""
+        return [r for r in self.requests if r.path.endswith("/events/stream")]
+
+    @property
+    def last_event_ids(self) -> list[str | None]:
+        """The ``Last-Event-ID`` header of each stream request (``None`` when absent)."""
+        return [r.headers.get("last-event-id") for r in self.stream_requests]
+
+    def emit(self, event: BaseModel | Mapping[str, Any]) -> None:
+        """Append an event to the script; open streams deliver it.
+
+        Args:
+            event: a typed event or its dict; numbered after the last one unless it has an id.
+        """
+        fut = asyncio.run_coroutine_threadsafe(self._emit(event), self._loop)
+        fut.result(timeout=5)
+
+    def close(self) -> None:
+        """Stop the server and its thread."""
+        if self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- Backend ---------------------------------------------------------------------------
+
+    async def submit(
+        self, config: TrainerConfig, *, idempotency_key: str | None = None
+    ) -> TrainingJob:
+        """Create the job over HTTP (``POST /v1/jobs``).
+
+        Raises:
+            BackendError: the fake answered with a fault (message from its ``error`` field).
+        """
+        body: dict[str, Any] = {"name": config.name, "config": config.to_wire()}
+        if idempotency_key is not None:
+            body["idempotencyKey"] = idempotency_key
+        data = await self._request("POST", "/v1/jobs", body)
+        return TrainingJob.model_validate(data["job"])
+
+    async def events(self, job_id: str, last_event_id: str | None = None) -> AsyncIterator[Frame]:
+        """Open the job's SSE stream once with :func:`arkor_ops.sse.stream_frames`.
+
+        Raises:
+            StreamError: non-200 (with ``status``) or a broken connection (``status=None``).
+        """
+        timeout = httpx.Timeout(10.0, read=None)
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            url = f"{self.url}/v1/jobs/{job_id}/events/stream"
+            async for frame in stream_frames(client, url, last_event_id=last_event_id):
+                yield frame
+
+    async def cancel(self, job_id: str) -> None:
+        """Cancel over HTTP (``POST /v1/jobs/{id}/cancel``).
+
+        Raises:
+            BackendError: the fake answered with a fault.
+        """
+        await self._request("POST", f"/v1/jobs/{job_id}/cancel")
+
+    async def describe(self, job_id: str) -> JobDescription:
+        """The job over HTTP (``GET /v1/jobs/{id}``).
+
+        Raises:
+            JobNotFoundError: no such job.
+        """
+        data = await self._request("GET", f"/v1/jobs/{job_id}")
+        return JobDescription(job=TrainingJob.model_validate(data["job"]))
+
+    async def _request(self, method: str, path: str, body: Any = None) -> Any:
+        async with httpx.AsyncClient(base_url=self.url, timeout=10.0) as client:
+            response = await client.request(method, path, json=body)
+        if response.is_success:
+            return response.json()
+        status = response.status_code
+        cls = {401: PermissionDeniedError, 403: PermissionDeniedError, 404: JobNotFoundError}
+        raise cls.get(status, BackendError)(_error_text(response), status=status)
+
+    # -- the server (runs in its own thread) ----------------------------------------------
+
+    def _serve(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._changed = asyncio.Condition()
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", 0)
+        )
+        ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._server.close()
+            tasks = asyncio.all_tasks(self._loop)
+            for task in tasks:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            self._loop.close()
+
+    def _append(self, event: BaseModel | Mapping[str, Any]) -> None:
+        data = event_to_dict(event) if isinstance(event, BaseModel) else dict(event)
+        if data.get("id") is None:
+            data["id"] = int(self._events[-1]["id"]) + 1 if self._events else 1
+        self._events.append(data)
+
+    async def _emit(self, event: BaseModel | Mapping[str, Any]) -> None:
+        assert self._changed is not None
+        async with self._changed:
+            self._append(event)
+            self._changed.notify_all()
+
+    def _terminal(self) -> bool:
+        return any(e.get("type") in TERMINAL_TYPES for e in self._events)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            request_line, *header_lines = head.decode("latin-1").split("\r\n")
+            method, target, _ = request_line.split(" ", 2)
+            headers = {}
+            for line in header_lines:
+                if ":" in line:
+                    key, value = line.split(":", 1)
+                    headers[key.strip().lower()] = value.strip()
+            length = int(headers.get("content-length", "0"))
+            raw = await reader.readexactly(length) if length else b""
+            body = json.loads(raw) if raw else None
+            path = urlsplit(target).path
+            self.requests.append(RecordedRequest(method, path, headers, body))
+            await self._route(method, path, headers, body, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _route(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: Any,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        parts = path.strip("/").split("/")
+        if method == "POST" and parts == ["v1", "jobs"]:
+            await self._on_submit(body or {}, writer)
+        elif len(parts) < 3 or parts[:2] != ["v1", "jobs"] or parts[2] != self.job_id:
+            await _respond(writer, 404, {"error": f"job not found: {path}"})
+        elif method == "GET" and parts[3:] == ["events", "stream"]:
+            await self._on_stream(headers.get("last-event-id"), writer)
+        elif method == "POST" and parts[3:] == ["cancel"]:
+            await self._on_cancel(writer)
+        elif method == "GET" and len(parts) == 3:
+            await _respond(writer, 200, {"job": self._job_json()})
+        else:
+            await _respond(writer, 404, {"error": f"no route {method} {path}"})
+
+    def _job_json(self) -> dict[str, Any]:
+        assert self.job is not None
+        return self.job.model_dump(mode="json", by_alias=True)
+
+    async def _on_submit(self, body: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        self.submits.append(body)
+        if self.submit_faults:
+            fault = self.submit_faults.pop(0)
+            await _fail(writer, fault.status, fault.error, fault.body)
+            return
+        key = body.get("idempotencyKey")
+        if self.job is None or key is None or key not in self._keys:
+            self.job = TrainingJob(
+                id=self.job_id,
+                name=str(body.get("name", "")),
+                status="queued",
+                config=body.get("config") or {},
+                created_at=utc_now(),
+            )
+            if key is not None:
+                self._keys[key] = self.job
+        await _respond(writer, 201, {"job": self._job_json()})
+
+    async def _on_cancel(self, writer: asyncio.StreamWriter) -> None:
+        self.cancels.append(self.job_id)
+        if self.cancel_faults:
+            fault = self.cancel_faults.pop(0)
+            await _fail(writer, fault.status, fault.error, fault.body)
+            return
+        if not self._terminal():
+            steps = [e["step"] for e in self._events if e.get("type") == "training.log"]
+            await self._emit(TrainingCancelled(job_id=self.job_id, step=max(steps, default=None)))
+        if self.job is not None:
+            self.job = self.job.model_copy(update={"status": "cancelled"})
+        await _respond(writer, 200, {"job": self._job_json() if self.job else None})
+
+    async def _on_stream(self, last_event_id: str | None, writer: asyncio.StreamWriter) -> None:
+        conn = self.connections.pop(0) if self.connections else Connection()
+        if conn.delay_seconds:
+            await asyncio.sleep(conn.delay_seconds)
+        if conn.status != 200:
+            await _fail(writer, conn.status, conn.error, conn.body)
+            return
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+        for chunk in conn.before:
+            await _chunk(writer, chunk)
+        pos = self._position_after(last_event_id)
+        sent = 0
+        assert self._changed is not None
+        while conn.frames is None or sent < conn.frames:
+            if pos < len(self._events):
+                data = self._events[pos]
+                pos += 1
+                sent += 1
+                payload = json.dumps(data, separators=(",", ":"))
+                await _chunk(writer, encode_frame(data["type"], payload, data["id"]))
+                if conn.frames is None and data["type"] in TERMINAL_TYPES:
+                    break
+                continue
+            async with self._changed:
+                if pos >= len(self._events):
+                    try:
+                        await asyncio.wait_for(self._changed.wait(), conn.ping_seconds)
+                    except TimeoutError:
+                        await _chunk(writer, ping_frame())
+        await _finish(conn.then, writer)
+
+    def _position_after(self, last_event_id: str | None) -> int:
+        try:
+            after = int(last_event_id) if last_event_id else 0
+        except ValueError:
+            after = 0
+        return next(
+            (i for i, e in enumerate(self._events) if int(e["id"]) > after), len(self._events)
+        )
+
+
+async def _finish(then: Then, writer: asyncio.StreamWriter) -> None:
+    if then == "end":
+        await _chunk(writer, end_frame())
+    if then in ("end", "close"):
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+    elif then == "drop":
+        writer.transport.abort()
+    else:  # hang until the server stops
+        await asyncio.Event().wait()
+
+
+async def _chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+    await writer.drain()
+
+
+async def _fail(
+    writer: asyncio.StreamWriter, status: int, error: str | None, text: str | None
+) -> None:
+    if text is not None:
+        await _respond(writer, status, text.encode(), "text/plain")
+    else:
+        await _respond(writer, status, b"" if error is None else {"error": error})
+
+
+async def _respond(
+    writer: asyncio.StreamWriter, status: int, body: Any, content_type: str = "application/json"
+) -> None:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    writer.write(
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(data)}\r\n"
+        "Connection: close\r\n\r\n".encode()
+        + data
+    )
+    await writer.drain()
+
+
+_REASONS = {200: "OK", 201: "Created", 404: "Not Found", 500: "Internal Server Error"}
