@@ -1,0 +1,10 @@
+"""Kubernetes building blocks of :class:`~arkor_ops.backends.kubernetes.KubernetesBackend`.
+
+| module | owns |
+|---|---|
+| ``settings`` | :class:`KubernetesSettings` (``ARKOR_K8S_*`` environment) |
+| ``manifests`` | pure builder: trainer config + settings → Job, Secret, ConfigMap |
+| ``diagnostics`` | pure function: Job + Pods + Events → why the run is waiting or failed |
+| ``errors`` | ``ApiException`` → :mod:`arkor_ops.errors`, with hints |
+| ``client`` | API clients from a kubeconfig, and an httpx client with the same credentials |
+"""

@@ -1,0 +1,403 @@
+"""Pure builder: (trainer config, settings) → the Job of one run and the objects it needs.
+
+Nothing here talks to a cluster. The result is plain camelCase dicts, exactly what
+``kubectl get -o yaml`` would show, so tests assert on them directly.
+
+Objects of one run ``{job}`` (all in ``settings.namespace``):
+
+* Job ``{job}``: trainer container + the sidecar as a native sidecar (init container with
+  ``restartPolicy: Always``) sharing an ``emptyDir`` at ``/var/run/arkor``.
+* ConfigMap ``{job}-config``: ``config.json`` (the wire config, no secrets), mounted read-only.
+* Secret ``{job}-secrets``: only when the run has secrets (dataset token, HF token); referenced
+  by ``secretKeyRef``, never copied into the Job. S3 keys come from an existing Secret
+  (``settings.s3_secret_name``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from arkor_ops.config import TrainerConfig
+from arkor_ops.kube.settings import KubernetesSettings
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+APP_NAME = "app.kubernetes.io/name"
+RUN_NAME_LABEL = "arkor-ops.dev/run-name"
+FLOW_RUN_LABEL = "arkor-ops.dev/flow-run-id"
+IDEMPOTENCY_LABEL = "arkor-ops.dev/idempotency-key"
+CANCEL_ANNOTATION = "arkor-ops.dev/cancel-requested"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+TRAINER = "trainer"
+SIDECAR = "sidecar"
+RUN_DIR = "/var/run/arkor"
+HOME_DIR = "/home/arkor"
+CONFIG_DIR = "/etc/arkor"
+TMP_DIR = "/tmp"  # noqa: S108 - a pod-private emptyDir, not the host's /tmp
+SHM_DIR = "/dev/shm"  # noqa: S108 - a pod-private memory emptyDir
+RUN_USER_ID = 1000
+EXIT_NEVER_RETRY = 2
+SELECTOR = f"{MANAGED_BY}=arkor-ops"
+
+_NAME_MAX = 40
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class RunObjects:
+    """What one run creates: the Job, its ConfigMap and (when needed) its Secret."""
+
+    job: dict[str, Any]
+    config_map: dict[str, Any]
+    secret: dict[str, Any] | None
+
+
+def dns_name(name: str, max_length: int = _NAME_MAX) -> str:
+    """``name`` as a DNS-1123 label prefix: lower case, ``[a-z0-9-]``, at most ``max_length``.
+
+    Args:
+        name: any run name, e.g. ``"Support Bot v1"``.
+        max_length: longest result.
+
+    Returns:
+        A non-empty DNS-safe string (``"run"`` when nothing usable is left).
+    """
+    out = re.sub(r"[^a-z0-9-]+", "-", name.lower())
+    out = re.sub(r"-{2,}", "-", out).strip("-")[:max_length].strip("-")
+    return out or "run"
+
+
+def key_hash(idempotency_key: str) -> str:
+    """A label-safe digest of an idempotency key (32 hex characters)."""
+    return hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+
+
+def job_name(run_name: str, idempotency_key: str | None = None) -> str:
+    """The Job name of a run: DNS-safe run name plus a suffix.
+
+    Args:
+        run_name: the config's ``name``.
+        idempotency_key: when given, the suffix is derived from it, so the same key always
+            names the same Job; otherwise the suffix is random.
+
+    Returns:
+        A DNS-1123 label of at most 49 characters (room for the pod's random suffix).
+    """
+    suffix = key_hash(idempotency_key)[:8] if idempotency_key else secrets.token_hex(4)
+    return f"{dns_name(run_name)}-{suffix}"
+
+
+def label_value(value: str) -> str | None:
+    """``value`` if it is a valid label value, else None (it then goes into an annotation)."""
+    return value if len(value) <= 63 and _LABEL_VALUE.match(value) else None
+
+
+def labels(
+    config: TrainerConfig, *, idempotency_key: str | None, flow_run_id: str | None
+) -> dict[str, str]:
+    """The labels of every object of a run (selectable with ``kubectl -l``)."""
+    out = {
+        MANAGED_BY: "arkor-ops",
+        APP_NAME: "arkor-ops-run",
+        RUN_NAME_LABEL: dns_name(config.name, 63),
+    }
+    if flow_run_id and label_value(flow_run_id):
+        out[FLOW_RUN_LABEL] = flow_run_id
+    if idempotency_key:
+        out[IDEMPOTENCY_LABEL] = key_hash(idempotency_key)
+    return out
+
+
+def _secret_env(name: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": secret, "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
+
+
+def _storage_env(job: str, storage_uri: str, settings: KubernetesSettings) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "ARKOR_JOB_ID", "value": job},
+        {"name": "ARKOR_STORAGE_URI", "value": storage_uri},
+        {"name": "ARKOR_EVENT_LOG", "value": f"{RUN_DIR}/events.jsonl"},
+        {"name": "HOME", "value": HOME_DIR},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    if storage_uri.startswith("s3://"):
+        if settings.s3_endpoint_url:
+            env.append({"name": "ARKOR_S3_ENDPOINT_URL", "value": settings.s3_endpoint_url})
+        env.append({"name": "AWS_REGION", "value": settings.s3_region})
+        if settings.s3_secret_name:
+            env.append(
+                _secret_env("AWS_ACCESS_KEY_ID", settings.s3_secret_name, "AWS_ACCESS_KEY_ID")
+            )
+            env.append(
+                _secret_env(
+                    "AWS_SECRET_ACCESS_KEY", settings.s3_secret_name, "AWS_SECRET_ACCESS_KEY"
+                )
+            )
+    return env
+
+
+def _security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _resources(settings: KubernetesSettings) -> dict[str, Any]:
+    requests: dict[str, str] = {"cpu": settings.cpu_request, "memory": settings.memory_request}
+    limits: dict[str, str] = {}
+    if settings.cpu_limit:
+        limits["cpu"] = settings.cpu_limit
+    if settings.memory_limit:
+        limits["memory"] = settings.memory_limit
+    if settings.gpu_count:
+        requests[settings.gpu_resource] = str(settings.gpu_count)
+        limits[settings.gpu_resource] = str(settings.gpu_count)
+    return {"requests": requests, "limits": limits}
+
+
+def _mounts(*names: tuple[str, str]) -> list[dict[str, Any]]:
+    return [{"name": name, "mountPath": path} for name, path in names]
+
+
+def _containers(
+    job: str, storage_uri: str, settings: KubernetesSettings, secret_keys: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    common = _storage_env(job, storage_uri, settings)
+    trainer_env = [
+        *common,
+        {"name": "ARKOR_CONFIG_FILE", "value": f"{CONFIG_DIR}/config.json"},
+        {"name": "ARKOR_WORK_DIR", "value": f"{TMP_DIR}/arkor-work"},
+        {"name": "ARKOR_MODEL_CACHE", "value": f"{HOME_DIR}/.cache/arkor-ops/models"},
+        {"name": "ARKOR_CANCEL_GRACE_SECONDS", "value": str(settings.cancel_grace_seconds)},
+        *({"name": k, "value": v} for k, v in sorted(settings.env.items())),
+        *(_secret_env(key, f"{job}-secrets", key) for key in secret_keys),
+    ]
+    trainer = {
+        "name": TRAINER,
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": list(settings.worker_command),
+        "env": trainer_env,
+        "resources": _resources(settings),
+        "securityContext": _security_context(),
+        # /tmp last: a node agent that bind-mounts in order keeps the other sources reachable.
+        "volumeMounts": [
+            *_mounts(("run", RUN_DIR), ("home", HOME_DIR), ("dshm", SHM_DIR)),
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            *_mounts(("tmp", TMP_DIR)),
+        ],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    port = settings.sidecar_port
+    sidecar = {
+        "name": SIDECAR,
+        "image": settings.sidecar_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": list(settings.sidecar_command),
+        "restartPolicy": "Always",
+        "env": [*common, {"name": "ARKOR_SIDECAR_PORT", "value": str(port)}],
+        "ports": [{"name": "events", "containerPort": port, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "events"}, "periodSeconds": 5},
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+        "securityContext": _security_context(),
+        "volumeMounts": _mounts(("run", RUN_DIR), ("home", HOME_DIR), ("tmp", TMP_DIR)),
+    }
+    return trainer, sidecar
+
+
+def _affinity(settings: KubernetesSettings) -> dict[str, Any] | None:
+    if not settings.gpu_type:
+        return None
+    term = {"key": settings.gpu_type_label, "operator": "In", "values": [settings.gpu_type]}
+    required = {"nodeSelectorTerms": [{"matchExpressions": [term]}]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    """Disruptions are retried for free; exit code 2 ("never retry") fails the Job at once."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": TRAINER,
+                    "operator": "In",
+                    "values": [EXIT_NEVER_RETRY],
+                },
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        ]
+    }
+
+
+def _pod_spec(
+    job: str, storage_uri: str, settings: KubernetesSettings, secret_keys: list[str]
+) -> dict[str, Any]:
+    trainer, sidecar = _containers(job, storage_uri, settings, secret_keys)
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": settings.cancel_grace_seconds + 15,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_USER_ID,
+            "runAsGroup": RUN_USER_ID,
+            "fsGroup": RUN_USER_ID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": [sidecar],
+        "containers": [trainer],
+        "volumes": [
+            {"name": "run", "emptyDir": {"sizeLimit": "1Gi"}},
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "home", "emptyDir": {}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+            {"name": "config", "configMap": {"name": f"{job}-config"}},
+        ],
+    }
+    if settings.node_selector:
+        spec["nodeSelector"] = dict(settings.node_selector)
+    if settings.tolerations:
+        spec["tolerations"] = [dict(t) for t in settings.tolerations]
+    affinity = _affinity(settings)
+    if affinity:
+        spec["affinity"] = affinity
+    if settings.priority_class:
+        spec["priorityClassName"] = settings.priority_class
+    if settings.service_account:
+        spec["serviceAccountName"] = settings.service_account
+    if settings.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
+    return spec
+
+
+def secret_data(config: TrainerConfig, settings: KubernetesSettings) -> dict[str, str]:
+    """The run's secret values by environment name (empty when the run has none)."""
+    data = dict(config.secret_env())
+    if settings.hf_token is not None:
+        data["HF_TOKEN"] = settings.hf_token.get_secret_value()
+    return data
+
+
+def build_run(
+    config: TrainerConfig,
+    settings: KubernetesSettings,
+    *,
+    name: str,
+    storage_uri: str,
+    idempotency_key: str | None = None,
+    flow_run_id: str | None = None,
+) -> RunObjects:
+    """Build every object of one run.
+
+    Args:
+        config: the validated trainer config.
+        settings: backend settings (namespace, images, node pool, resources, limits).
+        name: the Job name (see :func:`job_name`).
+        storage_uri: the storage prefix; the run lives under ``{storage_uri}/{name}/``.
+        idempotency_key: labelled (hashed) so a second submit can find the Job.
+        flow_run_id: the Prefect flow-run id, labelled when known.
+
+    Returns:
+        The Job, ConfigMap and Secret (None when the run has no secrets). The Job is suspended;
+        the backend resumes it once the ConfigMap and Secret exist (Kueue resumes it instead when
+        a queue is set).
+    """
+    import json
+
+    meta_labels = labels(config, idempotency_key=idempotency_key, flow_run_id=flow_run_id)
+    values = secret_data(config, settings)
+    annotations = {
+        "arkor-ops.dev/run-name": config.name,
+        "arkor-ops.dev/model": config.model,
+        "arkor-ops.dev/storage-uri": f"{storage_uri.rstrip('/')}/{name}",
+        "arkor-ops.dev/config-hash": config.config_hash(),
+    }
+    if flow_run_id and FLOW_RUN_LABEL not in meta_labels:
+        annotations["arkor-ops.dev/flow-run-id"] = flow_run_id
+    job_labels = dict(meta_labels)
+    if settings.kueue_queue:
+        job_labels[KUEUE_QUEUE_LABEL] = settings.kueue_queue
+    template_meta = {
+        "labels": dict(meta_labels),
+        "annotations": {"kubectl.kubernetes.io/default-container": TRAINER},
+    }
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": settings.namespace,
+            "labels": job_labels,
+            "annotations": annotations,
+        },
+        "spec": {
+            "suspend": True,
+            "backoffLimit": settings.backoff_limit,
+            "activeDeadlineSeconds": settings.active_deadline_seconds,
+            "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
+            "podFailurePolicy": pod_failure_policy(),
+            "template": {
+                "metadata": template_meta,
+                "spec": _pod_spec(name, storage_uri, settings, sorted(values)),
+            },
+        },
+    }
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"{name}-config",
+            "namespace": settings.namespace,
+            "labels": meta_labels,
+        },
+        "data": {"config.json": json.dumps(config.to_wire(), indent=2, sort_keys=True)},
+    }
+    secret = None
+    if values:
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": f"{name}-secrets",
+                "namespace": settings.namespace,
+                "labels": meta_labels,
+            },
+            "stringData": values,
+        }
+    return RunObjects(job=job, config_map=config_map, secret=secret)
+
+
+def owner_reference(job: dict[str, Any]) -> dict[str, Any]:
+    """An ownerReference to a created Job (so deleting the Job deletes its objects).
+
+    Args:
+        job: the Job as returned by the API server (it must have a ``uid``).
+
+    Returns:
+        The reference, for ``metadata.ownerReferences``.
+    """
+    meta = job["metadata"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": False,
+    }
