@@ -7,7 +7,7 @@ Routes:
   ``event: ping`` while idle; ``event: end`` after the terminal event, then the stream closes.
   When the server stops, each stream first receives every event read so far, then closes
   without ``end`` (the client resumes elsewhere with ``Last-Event-ID``).
-- ``GET /healthz``: ``{"status": "ok", "jobId", "lastEventId", "terminal"}``.
+- ``GET /healthz``: ``{"status": "ok", "jobId", "lastEventId", "terminal", "clients"}``.
 
 Errors are JSON ``{"error": "..."}``: 404 for another job id or an unknown path, 400 for a
 ``Last-Event-ID`` that is not an integer.
@@ -55,6 +55,7 @@ class Sidecar:
         self.events_uri = layout.events
         self.tail = LogTail(settings.event_log, poll_seconds=settings.poll_seconds, persist=persist)
         self._tasks: list[asyncio.Task[None]] = []
+        self.clients = 0
 
     async def start(self) -> None:
         """Start reading the log (and the linger timer, when configured)."""
@@ -96,9 +97,10 @@ async def stream_events(tail: LogTail, after: int) -> AsyncIterator[bytes]:
     Ends after ``end`` once the terminal event is sent, or (without ``end``) once the tail is
     closed and everything it read has been sent.
     """
-    pos = tail.index_after(after)
+    pos = 0
     while True:
         events = tail.events
+        pos = max(pos, tail.index_after(after))  # `after` may be newer than what was read yet
         while pos < len(events):
             batch = events[pos : pos + MAX_BATCH]
             pos += len(batch)
@@ -110,6 +112,9 @@ async def stream_events(tail: LogTail, after: int) -> AsyncIterator[bytes]:
                     yield b"".join(chunks)
                     return
             yield b"".join(chunks)
+        if tail.terminal.is_set():
+            yield _sse(END, "").encode()  # the client already has the terminal event
+            return
         if tail.closed:
             return
         await tail.wait(pos)
@@ -141,13 +146,21 @@ def create_app(sidecar: Sidecar) -> Starlette:
             return _error(400, f"Last-Event-ID must be an integer event id, got {raw[:40]!r}")
         log.debug("client %s streams after id %d", request.client, after)
         return EventSourceResponse(
-            stream_events(sidecar.tail, after),
+            _counted(stream_events(sidecar.tail, after)),
             ping=settings.ping_seconds,
             ping_message_factory=_ping,
             sep="\n",
             shutdown_grace_period=settings.shutdown_grace_seconds,
             send_timeout=30,
         )
+
+    async def _counted(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        sidecar.clients += 1
+        try:
+            async for chunk in frames:
+                yield chunk
+        finally:
+            sidecar.clients -= 1
 
     async def healthz(request: Request) -> Response:
         tail = sidecar.tail
@@ -157,6 +170,7 @@ def create_app(sidecar: Sidecar) -> Starlette:
                 "jobId": settings.job_id,
                 "lastEventId": tail.last_id,
                 "terminal": tail.terminal.is_set(),
+                "clients": sidecar.clients,
             }
         )
 
