@@ -193,7 +193,8 @@ class RunStream:
                 except StreamError as exc:
                     now = loop.time()
                     refused_since = refused_since or now
-                    if relayed or now - refused_since > SIDECAR_START_SECONDS:
+                    starting = exc.status in (None, 502, 503)
+                    if relayed or not starting or now - refused_since > SIDECAR_START_SECONDS:
                         raise
                     log.debug("sidecar of %s not answering yet: %s", job_id, exc)
             names = [job_id, *(p["metadata"]["name"] for p in pods)]

@@ -1,0 +1,404 @@
+"""``KubernetesBackend``: one run = one Job on the cluster's GPU node pool.
+
+* :meth:`KubernetesBackend.submit` creates the Job suspended, then its ConfigMap and Secret
+  owned by the Job, then resumes it (Kueue resumes it instead when a queue is set). Any failure
+  deletes the Job, and with it whatever it owns, so nothing is left behind. With an idempotency
+  key the Job name is derived from the key and an existing Job is adopted (HTTP 409).
+* :meth:`KubernetesBackend.events`: see :mod:`arkor_ops.kube.stream`.
+* :meth:`KubernetesBackend.cancel` annotates the Job, deletes it (foreground), and returns once
+  no pod of the run is left.
+* :meth:`KubernetesBackend.describe` / :meth:`KubernetesBackend.list_jobs`: status from the Job
+  conditions, step and loss from the event log in storage (or the live sidecar).
+
+Settings: :class:`~arkor_ops.kube.settings.KubernetesSettings` (``ARKOR_K8S_*``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from arkor_ops.backends.base import Backend, JobDescription, TrainingJob
+from arkor_ops.config import TrainerConfig
+from arkor_ops.errors import BackendError, JobNotFoundError, StorageError
+from arkor_ops.eventlog import iter_log_lines
+from arkor_ops.events import TERMINAL_TYPES, Frame
+from arkor_ops.kube import manifests as m
+from arkor_ops.kube.client import KubeApi, httpx_client, load_configuration
+from arkor_ops.kube.diagnostics import Diagnosis, current_pod, diagnose, sidecar_ready
+from arkor_ops.kube.settings import KubernetesSettings
+from arkor_ops.kube.stream import RunStream
+from arkor_ops.storage import FileStorage, RunLayout, S3Storage, Storage, s3_client_kwargs
+
+log = logging.getLogger(__name__)
+
+_STATUS_OF_TERMINAL = {
+    "training.completed": "completed",
+    "training.failed": "failed",
+    "training.cancelled": "cancelled",
+}
+_QUEUED_PHASES = frozenset({"queued", "pending", "create-failed", "unschedulable"})
+
+
+class KubernetesBackend(Backend):
+    """Runs training jobs as Kubernetes Jobs (see the module docstring)."""
+
+    def __init__(
+        self, settings: KubernetesSettings | None = None, *, configuration: Any = None
+    ) -> None:
+        """Create the backend; nothing is contacted until the first call.
+
+        Args:
+            settings: backend settings; default: from the environment.
+            configuration: a ``kubernetes.client.Configuration``; default: from the settings'
+                kubeconfig (or in-cluster).
+        """
+        self.settings = settings or KubernetesSettings()
+        self._cfg = configuration
+        self._api: KubeApi | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._storage: Storage | None = None
+        self._cancelled: set[str] = set()
+
+    @classmethod
+    def from_env(cls) -> KubernetesBackend:
+        """The backend configured by ``ARKOR_K8S_*`` variables."""
+        return cls(KubernetesSettings())
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @property
+    def api(self) -> KubeApi:
+        """The API wrapper (created on first use)."""
+        if self._api is None:
+            cfg = self._cfg or load_configuration(self.settings)
+            self._cfg = cfg
+            self._api = KubeApi(cfg, self.settings.namespace)
+        return self._api
+
+    def storage(self) -> Storage:
+        """Run storage as this client reaches it."""
+        if self._storage is None:
+            uri = self.settings.storage_uri or ""
+            if uri.startswith("file://"):
+                self._storage = FileStorage()
+            else:
+                import boto3
+
+                env = dict(os.environ)
+                if self.settings.s3_client_endpoint_url:
+                    env["ARKOR_S3_ENDPOINT_URL"] = self.settings.s3_client_endpoint_url
+                env.setdefault("AWS_REGION", self.settings.s3_region)
+                self._storage = S3Storage(boto3.client("s3", **s3_client_kwargs(env)))
+        return self._storage
+
+    def events_uri(self, job_id: str, job: dict[str, Any] | None) -> str:
+        """Where the run's persisted event log is (from the Job's annotation when known)."""
+        annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}
+        root = annotations.get("arkor-ops.dev/storage-uri")
+        if root:
+            return f"{root.rstrip('/')}/events.jsonl"
+        if not self.settings.storage_uri:
+            raise BackendError("ARKOR_K8S_STORAGE_URI is not set: cannot find the run's log")
+        return RunLayout(self.settings.storage_uri, job_id).events
+
+    def _stream(self) -> RunStream:
+        if self._http is None:
+            direct = self.settings.events_via == "direct"
+            self._http = httpx.AsyncClient(timeout=60) if direct else httpx_client(self.api.cfg)
+        return RunStream(
+            self.api,
+            self._http,
+            self.storage,
+            self.events_uri,
+            port=self.settings.sidecar_port,
+            direct=self.settings.events_via == "direct",
+            cancelled=self._cancelled,
+        )
+
+    # -- submit -------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        config: TrainerConfig,
+        *,
+        idempotency_key: str | None = None,
+        flow_run_id: str | None = None,
+    ) -> TrainingJob:
+        """Create the run's Job (or adopt the one made with the same idempotency key).
+
+        Args:
+            config: the validated trainer config.
+            idempotency_key: names the Job deterministically; a second submit adopts it.
+            flow_run_id: Prefect flow-run id to label; default ``$PREFECT__FLOW_RUN_ID``.
+
+        Returns:
+            The run as the backend knows it.
+
+        Raises:
+            BackendError: (PermissionDeniedError, QuotaExceededError, …) nothing is left behind.
+        """
+        if not self.settings.storage_uri:
+            raise BackendError("set ARKOR_K8S_STORAGE_URI (s3://bucket/prefix) to submit runs")
+        name = m.job_name(config.name, idempotency_key)
+        objs = m.build_run(
+            config,
+            self.settings,
+            name=name,
+            storage_uri=self.settings.storage_uri,
+            idempotency_key=idempotency_key,
+            flow_run_id=flow_run_id or os.environ.get("PREFECT__FLOW_RUN_ID"),
+        )
+        try:
+            job = await self.api.create("jobs", objs.job)
+        except BackendError as exc:
+            if exc.status != 409 or not idempotency_key:
+                raise
+            job = await self.api.get_job(name)
+            labels = (job.get("metadata") or {}).get("labels") or {}
+            if labels.get(m.IDEMPOTENCY_LABEL) != m.key_hash(idempotency_key):
+                raise BackendError(
+                    f"Job {self.settings.namespace}/{name} exists but was not created with this "
+                    "idempotency key; choose another run name or key",
+                    status=409,
+                ) from exc
+            log.info("adopting existing Job %s/%s", self.settings.namespace, name)
+        else:
+            log.info("created Job %s/%s", self.settings.namespace, name)
+        try:
+            await self._complete(job, objs)
+        except BaseException:
+            with contextlib.suppress(BackendError):
+                await self.api.delete("jobs", name)
+            raise
+        return self._training_job(job, config.to_wire())
+
+    async def _complete(self, job: dict[str, Any], objs: m.RunObjects) -> None:
+        """Create the ConfigMap/Secret owned by ``job`` (409 = already there), then resume it."""
+        owner = m.owner_reference(job)
+        parts = [("configmaps", objs.config_map)]
+        if objs.secret is not None:
+            parts.append(("secrets", objs.secret))
+        for kind, body in parts:
+            owned = json.loads(json.dumps(body))
+            owned["metadata"]["ownerReferences"] = [owner]
+            try:
+                await self.api.create(kind, owned)
+            except BackendError as exc:
+                if exc.status != 409:
+                    raise
+        if (job.get("spec") or {}).get("suspend") and not self.settings.kueue_queue:
+            await self.api.patch_job(job["metadata"]["name"], {"spec": {"suspend": False}})
+
+    def _training_job(
+        self, job: dict[str, Any], config: dict[str, Any] | None = None, status: str = "queued"
+    ) -> TrainingJob:
+        meta = job.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        job_status = job.get("status") or {}
+        return TrainingJob.model_validate(
+            {
+                "id": meta["name"],
+                "name": annotations.get("arkor-ops.dev/run-name", meta["name"]),
+                "status": status,
+                "config": config or {},
+                "created_at": meta.get("creationTimestamp"),
+                "started_at": job_status.get("startTime"),
+                "completed_at": job_status.get("completionTime"),
+            }
+        )
+
+    # -- events -------------------------------------------------------------------------------
+
+    async def events(self, job_id: str, last_event_id: str | None = None) -> AsyncIterator[Frame]:
+        """The run's frames: sidecar stream, ``job.phase`` while waiting, replay when gone.
+
+        Raises:
+            StreamError: with the status the trainer's reconnect policy needs.
+        """
+        async for frame in self._stream().frames(job_id, last_event_id):
+            yield frame
+
+    # -- cancel -------------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> None:
+        """Stop the run and return once no pod of it is left.
+
+        Cancelling a finished, cancelled or unknown run is harmless.
+
+        Raises:
+            PermissionDeniedError: the credentials may not patch/delete Jobs.
+            BackendError: pods were still there after ``cancel_timeout_seconds``.
+        """
+        self._cancelled.add(job_id)
+        api = self.api
+        try:
+            job = await api.get_job(job_id)
+            if diagnose(job, [], []).terminal and not job["metadata"].get("deletionTimestamp"):
+                log.info("run %s already finished; nothing to cancel", job_id)
+                return
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            await api.patch_job(job_id, {"metadata": {"annotations": {m.CANCEL_ANNOTATION: stamp}}})
+            await api.delete("jobs", job_id, grace_seconds=self.settings.cancel_grace_seconds)
+        except JobNotFoundError:
+            log.debug("Job %s is already gone", job_id)
+        await self._wait_gone(job_id)
+        for kind, name in (("configmaps", f"{job_id}-config"), ("secrets", f"{job_id}-secrets")):
+            with contextlib.suppress(JobNotFoundError):
+                await api.delete(kind, name)
+
+    async def _wait_gone(self, job_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.cancel_timeout_seconds
+        delay = 0.2
+        while True:
+            try:
+                await self.api.get_job(job_id)
+                job_left = True
+            except JobNotFoundError:
+                job_left = False
+            pods = await self.api.job_pods(job_id)
+            if not job_left and not pods:
+                return
+            if loop.time() > deadline:
+                raise BackendError(
+                    f"cancel of {self.settings.namespace}/{job_id}: "
+                    f"{len(pods)} pod(s) still terminating after "
+                    f"{self.settings.cancel_timeout_seconds:.0f}s; see `kubectl get pods "
+                    f"-l batch.kubernetes.io/job-name={job_id}`"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+    # -- describe / list ----------------------------------------------------------------------
+
+    async def describe(self, job_id: str) -> JobDescription:
+        """The run's status, phase, last step and loss.
+
+        Raises:
+            JobNotFoundError: neither a Job nor an event log exists for ``job_id``.
+        """
+        try:
+            job: dict[str, Any] | None = await self.api.get_job(job_id)
+        except JobNotFoundError:
+            job = None
+        if job is None:
+            log_events = await self._stored_events(job_id, None)
+            if log_events is None:
+                raise JobNotFoundError(
+                    f"run {self.settings.namespace}/{job_id}: no Job and no event log", status=404
+                )
+            return self._describe(job_id, None, None, log_events)
+        pods = await self.api.job_pods(job_id)
+        names = [job_id, *(p["metadata"]["name"] for p in pods)]
+        diagnosis = diagnose(job, pods, await self.api.events(names))
+        pod = current_pod(pods)
+        if pod is not None and sidecar_ready(pod):
+            log_events = await self._peek(job_id)
+        else:
+            log_events = await self._stored_events(job_id, job)
+        return self._describe(job_id, job, diagnosis, log_events or [])
+
+    def _describe(
+        self,
+        job_id: str,
+        job: dict[str, Any] | None,
+        diagnosis: Diagnosis | None,
+        log_events: list[dict[str, Any]],
+    ) -> JobDescription:
+        terminal = next((e for e in reversed(log_events) if e.get("type") in TERMINAL_TYPES), None)
+        last_log = next((e for e in reversed(log_events) if e.get("type") == "training.log"), None)
+        if terminal is not None:
+            status = _STATUS_OF_TERMINAL[str(terminal["type"])]
+        elif diagnosis is None:
+            status = "failed"
+        elif diagnosis.phase == "cancelling" or job_id in self._cancelled:
+            status = "cancelled"
+        elif diagnosis.phase in ("completed", "failed"):
+            status = diagnosis.phase
+        elif diagnosis.phase in _QUEUED_PHASES:
+            status = "queued"
+        else:
+            status = "running"
+        base = job or {"metadata": {"name": job_id}}
+        training_job = self._training_job(base, status=status)
+        if terminal is not None and terminal.get("type") == "training.failed":
+            training_job.error = terminal.get("error")
+        elif status == "failed" and diagnosis is not None:
+            training_job.error = diagnosis.message
+        return JobDescription(
+            job=training_job,
+            step=(last_log or {}).get("step"),
+            loss=(last_log or {}).get("loss"),
+            phase=diagnosis.phase if diagnosis else None,
+            message=diagnosis.message if diagnosis else None,
+        )
+
+    async def _stored_events(
+        self, job_id: str, job: dict[str, Any] | None
+    ) -> list[dict[str, Any]] | None:
+        try:
+            uri = self.events_uri(job_id, job)
+            data = await asyncio.to_thread(self.storage().get_bytes, uri)
+        except (StorageError, BackendError):
+            return None
+        return list(iter_log_lines(data))
+
+    async def _peek(self, job_id: str, idle_seconds: float = 0.5) -> list[dict[str, Any]]:
+        """Events the live sidecar has so far (read until the stream goes quiet)."""
+        out: list[dict[str, Any]] = []
+        frames = self.events(job_id).__aiter__()
+        try:
+            while True:
+                frame = await asyncio.wait_for(anext(frames), timeout=idle_seconds)
+                with contextlib.suppress(ValueError):
+                    data = json.loads(frame.data) if frame.data else None
+                    if isinstance(data, dict) and frame.id is not None:
+                        out.append(data)
+        except (TimeoutError, StopAsyncIteration, BackendError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await frames.aclose()  # type: ignore[attr-defined]
+        return out
+
+    async def list_jobs(self) -> list[JobDescription]:
+        """Every run in the namespace, newest first.
+
+        Raises:
+            PermissionDeniedError: the credentials may not list Jobs or pods there.
+        """
+        jobs = await self.api.list_jobs(m.SELECTOR)
+        pods_data = await self.api.call(
+            "list", "pods", self.api.core.list_namespaced_pod, self.api.namespace,
+            label_selector=m.SELECTOR,
+        )  # fmt: skip
+        by_job: dict[str, list[dict[str, Any]]] = {}
+        for pod in pods_data.get("items") or []:
+            owner = ((pod.get("metadata") or {}).get("labels") or {}).get(m.JOB_NAME_LABEL, "")
+            by_job.setdefault(owner, []).append(pod)
+        out = []
+        for job in jobs:
+            name = job["metadata"]["name"]
+            diagnosis = diagnose(job, by_job.get(name, []), [])
+            stored = await self._stored_events(name, job) or []
+            out.append(self._describe(name, job, diagnosis, stored))
+        out.sort(key=lambda d: d.job.created_at or "", reverse=True)
+        return out
+
+    async def aclose(self) -> None:
+        """Close the HTTP and API connections."""
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        if self._api is not None:
+            self._api.close()
+            self._api = None
