@@ -98,7 +98,7 @@ class TrainingLog(_Event):
     samples_per_second: float | None = None
 
     _finite = field_validator(
-        "loss", "eval_loss", "learning_rate", "epoch", "samples_per_second", mode="before"
+        "loss", "eval_loss", "learning_rate", "epoch", "samples_per_second", mode="after"
     )(_finite_or_none)
 
 
