@@ -231,7 +231,7 @@ class ReconnectPolicy:
         Returns:
             ``clamp(min(base·2^attempt, max) · (1 + jitter·(2r − 1)), 0, max)`` seconds.
         """
-        exp = min(self.base_delay_seconds * 2.0 ** min(attempt, 1024), self.max_delay_seconds)
+        exp = min(self.base_delay_seconds * 2.0 ** min(attempt, 64), self.max_delay_seconds)
         jittered = exp * (1 + self.jitter * (2 * self.random() - 1))
         return max(0.0, min(jittered, self.max_delay_seconds))
 
