@@ -613,6 +613,18 @@ class _LoopThread:
             loop.call_soon_threadsafe(loop.stop)
 
 
+@dataclass(frozen=True)
+class _Raised:
+    error: Exception
+
+
+async def _boxed(coro: Coroutine[Any, Any, T]) -> T | _Raised:
+    try:
+        return await coro
+    except Exception as exc:
+        return _Raised(exc)
+
+
 class Trainer:
     """Blocking twin of :class:`AsyncTrainer`. Made by :func:`create_trainer`.
 
@@ -666,12 +678,15 @@ class Trainer:
                 self._loop_thread = _LoopThread()
                 weakref.finalize(self, _LoopThread.stop, self._loop_thread.loop)
             loop = self._loop_thread.loop
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        future = asyncio.run_coroutine_threadsafe(_boxed(coro), loop)
         try:
-            return future.result()
+            outcome = future.result()
         except BaseException:
             future.cancel()  # e.g. KeyboardInterrupt: stop following locally, keep the run
             raise
+        if isinstance(outcome, _Raised):
+            raise outcome.error  # the very object raised (futures would copy TimeoutError)
+        return outcome
 
     def start(self) -> StartResult:
         """Blocking :meth:`AsyncTrainer.start`."""
