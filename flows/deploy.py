@@ -1,0 +1,151 @@
+"""The deployments, built in code and served by a runner (``serve()``): works offline.
+
+| deployment | flow | how runs start |
+|---|---|---|
+| ``fine-tune/fine-tune`` | ``fine_tune`` | from the UI or the API, with a typed parameter form |
+| ``fine-tune/retrain-nightly`` | ``fine_tune`` | cron schedule, with the retrain config |
+| ``fine-tune/retrain-on-dataset-update`` | ``fine_tune`` | ``arkor-ops.dataset.updated`` events |
+| ``watch-datasets/dataset-watcher`` | ``watch_datasets`` | interval; emits those events |
+| ``reap-orphaned-runs/reaper`` | ``reap_orphans`` | interval |
+
+``python -m flows.deploy`` serves them against ``$PREFECT_API_URL`` (see ``arkor-ops dev`` for a
+local server too). Settings come from the environment: ``ARKOR_RETRAIN_CONFIG`` (a YAML or JSON
+trainer config for the retrain deployments; they are skipped without one),
+``ARKOR_WATCH_DATASETS`` (comma-separated dataset URIs), ``ARKOR_RETRAIN_CRON``
+(default ``0 3 * * *``) and ``ARKOR_BACKEND``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import serve
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.events import DeploymentEventTrigger
+
+from arkor_ops.config import TrainerConfig, validate_config
+from flows.fine_tune import fine_tune
+from flows.reaper import reap_orphans
+from flows.settings import BackendSettings
+from flows.watcher import EVENT, RESOURCE_PREFIX, URI_LABEL, VERSION_LABEL, watch_datasets
+
+DEFAULT_CRON = "0 3 * * *"
+
+
+def dataset_trigger(match: str = RESOURCE_PREFIX + "*") -> DeploymentEventTrigger:
+    """The trigger that starts a retrain for each ``arkor-ops.dataset.updated`` event.
+
+    The event's dataset URI and version become the run's ``dataset_uri``/``dataset_version``.
+    """
+    return DeploymentEventTrigger(
+        name="dataset-updated",
+        expect={EVENT},
+        match={"prefect.resource.id": match},
+        parameters={
+            "dataset_uri": f"{{{{ event.resource.get('{URI_LABEL}') }}}}",
+            "dataset_version": f"{{{{ event.resource.get('{VERSION_LABEL}') }}}}",
+        },
+    )
+
+
+def build_deployments(
+    *,
+    backend: BackendSettings | None = None,
+    retrain_config: TrainerConfig | None = None,
+    watched: list[str] | None = None,
+    cron: str = DEFAULT_CRON,
+    watch_interval_seconds: int = 60,
+    reap_interval_seconds: int = 300,
+    dataset_match: str = RESOURCE_PREFIX + "*",
+    suffix: str = "",
+) -> list[RunnerDeployment]:
+    """The deployments to serve.
+
+    Args:
+        backend: backend settings given to every training and reaper run.
+        retrain_config: the config of the retrain deployments; they are left out without one.
+        watched: dataset URIs for the watcher; it is left out without any.
+        cron: schedule of ``retrain-nightly``.
+        watch_interval_seconds: how often the watcher checks the datasets.
+        reap_interval_seconds: how often the reaper runs.
+        dataset_match: the ``prefect.resource.id`` pattern the dataset trigger matches.
+        suffix: appended to every deployment name (tests serve several sets on one server).
+    """
+    settings = (backend or BackendSettings()).model_dump(mode="json", exclude_none=True)
+    common: dict[str, Any] = {"entrypoint_type": EntrypointType.MODULE_PATH}
+    out = [
+        fine_tune.to_deployment(
+            name=f"fine-tune{suffix}",
+            parameters={"backend": settings},
+            description="Fine-tune a model with LoRA; fill in the trainer config.",
+            **common,
+        ),
+        reap_orphans.to_deployment(
+            name=f"reaper{suffix}",
+            interval=reap_interval_seconds,
+            parameters={"backend": settings},
+            concurrency_limit=1,
+            description="Stop training runs whose flow run has ended.",
+            **common,
+        ),
+    ]
+    if retrain_config is not None:
+        params = {
+            "config": retrain_config.model_dump(mode="json", exclude_none=True),
+            "backend": settings,
+        }
+        out.append(
+            fine_tune.to_deployment(
+                name=f"retrain-nightly{suffix}",
+                cron=cron,
+                parameters=params,
+                description="Scheduled retraining with the retrain config.",
+                **common,
+            )
+        )
+        out.append(
+            fine_tune.to_deployment(
+                name=f"retrain-on-dataset-update{suffix}",
+                parameters=params,
+                triggers=[dataset_trigger(dataset_match)],
+                description="Retrain on each new version of a watched dataset.",
+                **common,
+            )
+        )
+    if watched:
+        out.append(
+            watch_datasets.to_deployment(
+                name=f"dataset-watcher{suffix}",
+                interval=watch_interval_seconds,
+                parameters={"datasets": list(watched)},
+                concurrency_limit=1,
+                description="Announce each new version of the watched datasets.",
+                **common,
+            )
+        )
+    return out
+
+
+def from_env() -> list[RunnerDeployment]:
+    """The deployments configured by the environment (see the module docstring)."""
+    from arkor_ops.cli.loader import load_config_data
+
+    config_path = os.environ.get("ARKOR_RETRAIN_CONFIG")
+    config = validate_config(load_config_data(Path(config_path))) if config_path else None
+    watched = [u.strip() for u in os.environ.get("ARKOR_WATCH_DATASETS", "").split(",")]
+    return build_deployments(
+        retrain_config=config,
+        watched=[u for u in watched if u],
+        cron=os.environ.get("ARKOR_RETRAIN_CRON", DEFAULT_CRON),
+    )
+
+
+def main() -> None:
+    """Serve the deployments from the environment until interrupted."""
+    serve(*from_env())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The ``fine_tune`` flow: one training run, started, followed and cleaned up.
+
+Its parameters are the trainer config (the typed :class:`~arkor_ops.config.TrainerConfig`, so the
+Prefect UI renders a form and validates it) and :class:`~flows.settings.BackendSettings`.
+
+No GPU pod outlives its flow run:
+
+* ``on_cancellation`` / ``on_crashed`` hooks stop the run. They run in the runner's process
+  (about 3 s after a cancel request), so they find the run from the flow run id, which is the
+  run's idempotency key;
+* a failure of the flow itself (a timeout, a callback error, losing the stream) cancels the run
+  through the ``cancel_training`` task before the flow fails;
+* the Job deadline (``BackendSettings.active_deadline_seconds``) and the reaper flow
+  (:mod:`flows.reaper`) are the backstops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, runtime
+from prefect.client.schemas.objects import FlowRun
+from prefect.logging import get_run_logger
+from prefect.states import State
+
+from arkor_ops.config import TrainerConfig
+from flows.settings import BackendSettings
+from flows.training import (
+    TrainingFailed,
+    cancel_training,
+    start_training,
+    stop_run,
+    wait_for_training,
+    with_dataset,
+)
+
+DEFAULT_BACKEND = BackendSettings()
+
+
+async def stop_training_hook(flow: Any, flow_run: FlowRun, state: State) -> None:
+    """Flow hook: stop the run this flow run started (runs in the runner's process)."""
+    params = flow_run.parameters
+    settings = BackendSettings.model_validate(params.get("backend") or {})
+    config = with_dataset(TrainerConfig.model_validate(params["config"]), params.get("dataset_uri"))
+    found = await stop_run(config, settings, str(flow_run.id))
+    logger = get_run_logger(flow_run=flow_run, flow=flow) if flow else None
+    if logger is not None:
+        logger.info("Flow run %s: training run %s", state.name, "stopped" if found else "not found")
+
+
+@flow(
+    name="fine-tune",
+    on_cancellation=[stop_training_hook],
+    on_crashed=[stop_training_hook],
+)
+async def fine_tune(
+    config: TrainerConfig,
+    backend: BackendSettings = DEFAULT_BACKEND,
+    dataset_uri: str | None = None,
+    dataset_version: str | None = None,
+) -> dict[str, Any]:
+    """Fine-tune a model with LoRA: start the training run and follow it to its end.
+
+    Args:
+        config: the trainer config (Arkor's `createTrainer` fields, snake_case or camelCase).
+        backend: where the training runs (local processes or a Kubernetes Job).
+        dataset_uri: train on this dataset instead of the config's (`s3://…`, `hf://datasets/…`
+            or a file path); set by the dataset-update trigger.
+        dataset_version: the dataset version that triggered this run (for the record).
+
+    Returns:
+        The training result: job, artifacts and metrics.
+    """
+    log = get_run_logger()
+    key = str(runtime.flow_run.id)
+    config = with_dataset(config, dataset_uri)
+    if dataset_uri:
+        log.info("Training on %s (version %s)", dataset_uri, dataset_version or "unknown")
+    job_id = await start_training(config, backend, key)
+    try:
+        return await wait_for_training(config, backend, key, job_id)
+    except TrainingFailed:
+        raise
+    except Exception:
+        log.warning("Following training job %s failed; cancelling it", job_id)
+        await cancel_training(config, backend, key)
+        raise

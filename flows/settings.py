@@ -1,0 +1,61 @@
+"""Flow parameters that are not the trainer config: which backend runs the training.
+
+:class:`BackendSettings` is a flow parameter, so the Prefect UI renders it as a small typed form
+next to the trainer config. Everything it leaves unset comes from the environment of the process
+that runs the flow (``ARKOR_BACKEND``, ``KUBECONFIG``, ``ARKOR_STORAGE_URI``, …), exactly as for
+``create_trainer(backend=None)``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BackendSettings(BaseModel):
+    """Where a flow's training runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["local", "kubernetes"] | None = Field(
+        default=None,
+        description="`local` (worker + sidecar as local processes) or `kubernetes` (a Job); "
+        "default: `ARKOR_BACKEND`, else `local`.",
+    )
+    namespace: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Kubernetes namespace of the Job; default from the backend's settings.",
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None,
+        gt=0,
+        description="Kubernetes Job deadline: the cluster stops the run after this many seconds, "
+        "a backstop should every other cleanup fail.",
+    )
+
+    def resolved_name(self) -> str:
+        """The backend name after applying the environment default."""
+        return self.backend or os.environ.get("ARKOR_BACKEND") or "local"
+
+
+def make_backend(settings: BackendSettings) -> Any:
+    """Build the backend that ``settings`` names, from the environment plus its overrides."""
+    name = settings.resolved_name()
+    if name == "kubernetes":
+        from arkor_ops.backends.kubernetes import KubernetesBackend
+        from arkor_ops.kube.settings import KubernetesSettings
+
+        overrides: dict[str, Any] = {}
+        if settings.namespace:
+            overrides["namespace"] = settings.namespace
+        if settings.active_deadline_seconds:
+            overrides["active_deadline_seconds"] = settings.active_deadline_seconds
+        return KubernetesBackend(KubernetesSettings(**overrides))
+    from arkor_ops.backends import resolve_backend
+
+    return resolve_backend(name)

@@ -1,0 +1,139 @@
+"""The three tasks that wrap the trainer, and the clean-up the flow's hooks and the reaper share.
+
+* ``start_training`` submits the run; its idempotency key is the flow run id, so a retried task
+  (or a retried flow run) adopts the job it created before instead of creating a second one.
+* ``wait_for_training`` follows the run's events into the flow run's logs and artifacts and
+  returns the result; a failed training raises :class:`TrainingFailed` with the trainer's error.
+* ``cancel_training`` stops the run.
+
+All of them build the backend from :class:`~flows.settings.BackendSettings`, so they work in the
+flow run's process and in the runner's (where the cancellation hooks run).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.logging import get_run_logger
+
+from arkor_ops.config import (
+    FileDataset,
+    HuggingFaceDataset,
+    S3Dataset,
+    TrainerConfig,
+    validate_config,
+)
+from flows.reporting import RunReporter
+from flows.settings import BackendSettings, make_backend
+
+
+class TrainingFailed(Exception):  # noqa: N818 - reads as the flow run's failure reason
+    """The training run ended in ``failed``; the message is the trainer's error."""
+
+
+def with_dataset(config: TrainerConfig, dataset_uri: str | None) -> TrainerConfig:
+    """``config`` training on ``dataset_uri`` instead (s3://, hf://datasets/…, or a file path)."""
+    if not dataset_uri:
+        return config
+    dataset: Any
+    if dataset_uri.startswith("s3://"):
+        dataset = S3Dataset(type="s3", uri=dataset_uri)
+    elif dataset_uri.startswith("hf://datasets/"):
+        dataset = HuggingFaceDataset(type="huggingface", name=dataset_uri[len("hf://datasets/") :])
+    else:
+        dataset = FileDataset(type="file", path=dataset_uri.removeprefix("file://"))
+    return config.model_copy(update={"dataset": dataset})
+
+
+def make_trainer(
+    config: TrainerConfig,
+    settings: BackendSettings,
+    idempotency_key: str,
+    callbacks: dict[str, Any] | None = None,
+) -> Any:
+    """An async trainer for ``config`` on the backend ``settings`` names."""
+    from arkor_ops import create_async_trainer
+
+    return create_async_trainer(
+        config,
+        backend=make_backend(settings),
+        idempotency_key=idempotency_key,
+        callbacks=callbacks or {},
+    )
+
+
+@task(retries=2, retry_delay_seconds=2, task_run_name="start-training")
+async def start_training(
+    config: TrainerConfig, settings: BackendSettings, idempotency_key: str
+) -> str:
+    """Submit the run (or adopt the one this key already created); returns its job id."""
+    trainer = make_trainer(config, settings, idempotency_key)
+    started = await trainer.start()
+    get_run_logger().info(
+        "Training job %s submitted to the %s backend", started.job_id, settings.resolved_name()
+    )
+    return str(started.job_id)
+
+
+@task(task_run_name="wait-for-training")
+async def wait_for_training(
+    config: TrainerConfig, settings: BackendSettings, idempotency_key: str, job_id: str
+) -> dict[str, Any]:
+    """Follow the run to its end, mirroring events into logs and artifacts.
+
+    Returns:
+        The training result as JSON data (job, artifacts, metrics).
+
+    Raises:
+        TrainingFailed: the run failed; the message is the trainer's error.
+    """
+    reporter = RunReporter(job_id, config.max_steps)
+    await reporter.begin()
+    trainer = make_trainer(config, settings, idempotency_key, reporter.callbacks())
+    result = await trainer.wait()
+    await reporter.finish(result)
+    job = result.job
+    if job.status == "failed":
+        raise TrainingFailed(job.error or f"training job {job.id} failed")
+    get_run_logger().info("Training job %s ended: %s", job.id, job.status)
+    return _result_data(result)
+
+
+def _result_data(result: Any) -> dict[str, Any]:
+    def dump(obj: Any) -> Any:
+        return obj.model_dump(mode="json") if hasattr(obj, "model_dump") else obj
+
+    return {
+        "job": dump(result.job),
+        "artifacts": [dump(a) for a in result.artifacts or []],
+        "metrics": dump(result.metrics),
+    }
+
+
+@task(task_run_name="cancel-training")
+async def cancel_training(
+    config: TrainerConfig, settings: BackendSettings, idempotency_key: str
+) -> bool:
+    """Stop the run this key created, if any; returns whether there was one."""
+    return await stop_run(config, settings, idempotency_key)
+
+
+async def stop_run(
+    config: TrainerConfig | dict[str, Any], settings: BackendSettings, idempotency_key: str
+) -> bool:
+    """Cancel the run created with ``idempotency_key`` (never creating one); True if found."""
+    backend = make_backend(settings)
+    try:
+        job_id = await find_job_id(backend, validate_config(config), idempotency_key)
+        if job_id is None:
+            return False
+        await backend.cancel(job_id)
+        return True
+    finally:
+        await backend.aclose()
+
+
+async def find_job_id(backend: Any, config: TrainerConfig, idempotency_key: str) -> str | None:
+    """The id of the job that ``idempotency_key`` created on ``backend``, or None."""
+    raise NotImplementedError("waiting for the backends' lookup by idempotency key")

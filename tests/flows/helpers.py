@@ -1,0 +1,71 @@
+"""Helpers for the flow tests: configs, polling the Prefect API, reading a run's artifacts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def tiny_config(dataset_path: str, model: str = "tiny", **extra: Any) -> dict[str, Any]:
+    """A UI-style (camelCase) trainer config for a few steps of the tiny model."""
+    config: dict[str, Any] = {
+        "name": "flow-test",
+        "model": model,
+        "dataset": {"type": "file", "path": dataset_path},
+        "lora": {"r": 4, "alpha": 8, "maxLength": 64},
+        "maxSteps": 4,
+        "batchSize": 2,
+        "loggingSteps": 1,
+        "saveSteps": 2,
+    }
+    config.update(extra)
+    return config
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], timeout: float, interval: float = 0.5
+) -> T:
+    """Await ``probe()`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+async def wait_final(client: Any, flow_run_id: uuid.UUID, timeout: float = 120) -> Any:
+    """The flow run once it is in a final state."""
+
+    async def probe() -> Any:
+        run = await client.read_flow_run(flow_run_id)
+        return run if run.state is not None and run.state.is_final() else None
+
+    return await eventually(probe, timeout)
+
+
+async def run_artifacts(client: Any, flow_run_id: uuid.UUID) -> list[Any]:
+    """Every artifact (all versions) the flow run created."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    return list(
+        await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    )
+
+
+def latest(artifacts: list[Any], type_: str) -> list[Any]:
+    """The newest version of each artifact key of one type (unkeyed ones all count)."""
+    newest: dict[Any, Any] = {}
+    for art in sorted(artifacts, key=lambda a: a.created):
+        if art.type == type_:
+            newest[art.key or art.id] = art
+    return list(newest.values())

@@ -1,0 +1,109 @@
+"""The fine_tune flow's logic against the scripted FakeBackend (in this process, fast).
+
+The FakeBackend lives in this process, so the flow runs here too (called directly) and the
+tasks get the fake through ``flows.training.make_backend``, the one seam for choosing a backend.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from arkor_ops.testing import FakeBackend, scripted_events
+from tests.flows.helpers import latest, run_artifacts, tiny_config
+
+pytestmark = [pytest.mark.prefect]
+
+
+@pytest.fixture
+def use_fake(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Returns a function that makes every task use the given FakeBackend."""
+    fakes: list[FakeBackend] = []
+
+    def install(fake: FakeBackend) -> FakeBackend:
+        import flows.training
+
+        fakes.append(fake)
+        monkeypatch.setattr(flows.training, "make_backend", lambda settings: fake)
+        return fake
+
+    yield install
+    for fake in fakes:
+        fake.close()
+
+
+async def test_completed_run_fills_logs_and_artifacts(use_fake: Any) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.fine_tune import fine_tune
+
+    fake = use_fake(FakeBackend(scripted_events("fake-ok", steps=4), job_id="fake-ok"))
+    state = await fine_tune(config=tiny_config("/data/train.jsonl"), return_state=True)
+    assert state.is_completed(), state.message
+    result = await state.result()
+    assert result["job"]["status"] == "completed"
+    assert result["metrics"]["total_steps"] == 4
+    flow_run_id = state.state_details.flow_run_id
+    # start_training submits, wait_for_training adopts: one key, the flow run id
+    assert {s["idempotencyKey"] for s in fake.submits} == {str(flow_run_id)}
+
+    async with get_client() as client:
+        arts = await run_artifacts(client, flow_run_id)
+    (progress,) = latest(arts, "progress")
+    assert float(progress.data) == 100.0
+    (table,) = latest(arts, "table")
+    rows = json.loads(table.data)
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
+    assert rows[0]["loss"] == "2"
+    markdown = {a.key: a.data for a in latest(arts, "markdown")}  # links are markdown too
+    listing = markdown["fake-ok-checkpoints"]
+    assert "step-00000002" in listing and "step-00000004" in listing
+    assert "(file:///fake/fake-ok/checkpoints/step-00000002/)" in markdown["fake-ok-checkpoint-2"]
+    assert "(file:///fake/fake-ok/final/)" in markdown["fake-ok-final"]
+
+
+async def test_failed_training_fails_the_flow_run_with_its_error(use_fake: Any) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.fine_tune import fine_tune
+
+    use_fake(FakeBackend(scripted_events("fake-bad", outcome="failed"), job_id="fake-bad"))
+    state = await fine_tune(config=tiny_config("/data/train.jsonl"), return_state=True)
+    assert state.is_failed()
+    assert "CUDA OOM" in (state.message or "")
+    async with get_client() as client:
+        run = await client.read_flow_run(state.state_details.flow_run_id)
+    assert run.state.is_failed() and "CUDA OOM" in run.state.message
+
+
+async def test_retried_start_training_adopts_its_job(use_fake: Any) -> None:
+    from prefect import flow, runtime, task
+
+    from flows.settings import BackendSettings
+    from flows.training import start_training
+
+    fake = use_fake(FakeBackend(scripted_events("fake-r", outcome=None), job_id="fake-r"))
+    attempts: list[str] = []
+
+    @task(retries=1, retry_delay_seconds=0)
+    async def flaky_start(config: Any) -> str:
+        job_id = await start_training.fn(config, BackendSettings(), str(runtime.flow_run.id))
+        attempts.append(job_id)
+        if len(attempts) == 1:
+            raise ConnectionError("lost the answer after the job was created")
+        return job_id
+
+    @flow
+    async def start_twice(config: dict[str, Any]) -> str:
+        from arkor_ops.config import validate_config
+
+        return await flaky_start(validate_config(config))
+
+    state = await start_twice(tiny_config("/data/train.jsonl"), return_state=True)
+    assert state.is_completed()
+    key = str(state.state_details.flow_run_id)
+    assert attempts == ["fake-r", "fake-r"]
+    assert [s["idempotencyKey"] for s in fake.submits] == [key, key]
