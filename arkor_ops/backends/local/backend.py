@@ -1,0 +1,291 @@
+"""`LocalBackend`: one run = the worker and the SSE sidecar as local processes.
+
+The process and file handling of one run is :mod:`.run`.
+
+Each run lives in ``{runs_dir}/{job_id}/``: ``config.json`` (the wire config, no secrets),
+``state.json`` (pids, port, status, so a later process can describe, follow or cancel it),
+``events.jsonl`` (the log the worker writes), ``work/``, ``worker.log`` and ``sidecar.log``.
+Checkpoints, the final adapter and the persisted log go to the storage URI (``file://`` or
+``s3://``), as on Kubernetes. Both processes run in their own session (process group), so a
+Ctrl-C in the terminal that started them reaches neither.
+
+Settings (environment, prefix ``ARKOR_``): see :class:`LocalSettings`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from arkor_ops.backends.base import Backend, JobDescription, TrainingJob
+from arkor_ops.backends.local import run as runs
+from arkor_ops.config import DATASET_TOKEN_ENV, TrainerConfig
+from arkor_ops.errors import BackendError, JobNotFoundError, StreamError
+from arkor_ops.events import Frame, TrainingCancelled, utc_now
+from arkor_ops.sse import stream_frames
+from arkor_ops.storage import RunLayout, open_storage
+
+log = logging.getLogger(__name__)
+
+
+class LocalSettings(BaseSettings):
+    """Where local runs live and how their processes start (``ARKOR_*`` variables)."""
+
+    model_config = SettingsConfigDict(env_prefix="ARKOR_", extra="ignore", frozen=True)
+
+    runs_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "arkor-ops" / "runs",
+        description="One folder per run: config, state, event log, process logs.",
+    )
+    storage_uri: str | None = Field(
+        default=None,
+        pattern=r"^(s3|file)://",
+        description="Run storage; default `file://{runs_dir}/storage`.",
+    )
+    python: str = Field(default=sys.executable, description="Python that runs worker and sidecar.")
+    worker_module: str = Field(
+        default="arkor_ops.worker",
+        description="Module run as the worker (`python -m`); tests swap in a scripted one.",
+    )
+    cancel_timeout_seconds: float = Field(
+        default=60, gt=0, description="How long cancel() waits for `training.cancelled`."
+    )
+    sidecar_linger_seconds: float = Field(
+        default=30, ge=0, description="The sidecar exits this long after the run ends."
+    )
+    start_timeout_seconds: float = Field(
+        default=30, gt=0, description="How long submit() waits for the sidecar to answer."
+    )
+
+
+def job_id_for(name: str, idempotency_key: str | None = None) -> str:
+    """The run name made DNS-safe plus a short suffix (derived from the key when one is given)."""
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:50].strip("-") or "run"
+    if idempotency_key:
+        suffix = hashlib.sha256(idempotency_key.encode()).hexdigest()[:8]
+    else:
+        suffix = secrets.token_hex(4)
+    return f"{base}-{suffix}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalBackend(Backend):
+    """Runs training as local processes (worker + sidecar), with `file://` or `s3://` storage.
+
+    Args:
+        settings: where runs live and how processes start; default: from the environment.
+    """
+
+    def __init__(self, settings: LocalSettings | None = None) -> None:
+        self.settings = settings or LocalSettings()
+        self.runs_dir = self.settings.runs_dir.expanduser().resolve()
+        self.storage_uri = self.settings.storage_uri or f"file://{self.runs_dir}/storage"
+        self._children: dict[str, dict[str, subprocess.Popen[bytes]]] = {}
+
+    @classmethod
+    def from_env(cls) -> LocalBackend:
+        """A backend configured from ``ARKOR_*`` environment variables."""
+        return cls(LocalSettings())
+
+    def _run(self, job_id: str) -> runs.LocalRun:
+        return runs.LocalRun(self.runs_dir / job_id, job_id, self.storage_uri, self._children)
+
+    # -- submit --------------------------------------------------------------------------
+
+    async def submit(
+        self, config: TrainerConfig, *, idempotency_key: str | None = None
+    ) -> TrainingJob:
+        """Start the sidecar, then the worker, for a new run (or adopt the keyed one).
+
+        Raises:
+            BackendError: a process did not start; nothing of the run is left behind.
+        """
+        for _ in range(3):
+            job_id = job_id_for(config.name, idempotency_key)
+            run = self._run(job_id)
+            try:
+                run.dir.mkdir(parents=True)
+                break
+            except FileExistsError:
+                if idempotency_key:
+                    log.info("adopting run %s (same idempotency key)", job_id)
+                    return (await self._adopt(run)).job
+        else:
+            raise BackendError(f"could not pick a free run id under {self.runs_dir}")
+        try:
+            await self._launch(run, config)
+        except BaseException as exc:
+            run.kill_all()
+            shutil.rmtree(run.dir, ignore_errors=True)
+            if isinstance(exc, BackendError | asyncio.CancelledError | KeyboardInterrupt):
+                raise
+            raise BackendError(f"could not start local run {job_id}: {exc}") from exc
+        return run.describe().job
+
+    async def _adopt(self, run: runs.LocalRun) -> JobDescription:
+        for _ in range(100):  # a concurrent submit may still be writing the state
+            if run.state_path.exists():
+                return run.describe()
+            await asyncio.sleep(0.05)
+        raise BackendError(f"run {run.job_id} exists but has no state file")
+
+    async def _launch(self, run: runs.LocalRun, config: TrainerConfig) -> None:
+        s = self.settings
+        wire = config.to_wire()
+        run.config_path.write_text(json.dumps(wire, indent=2), encoding="utf-8")
+        layout = RunLayout(self.storage_uri, run.job_id)
+        storage = open_storage(self.storage_uri)
+        await asyncio.to_thread(storage.put_bytes, layout.config, json.dumps(wire).encode())
+        base = {k: v for k, v in os.environ.items() if k != DATASET_TOKEN_ENV}
+        base.update(
+            ARKOR_JOB_ID=run.job_id,
+            ARKOR_STORAGE_URI=self.storage_uri,
+            ARKOR_EVENT_LOG=str(run.log_path),
+            PYTHONUNBUFFERED="1",
+        )
+        port = _free_port()
+        sidecar_env = {
+            **base,
+            "ARKOR_SIDECAR_HOST": "127.0.0.1",
+            "ARKOR_SIDECAR_PORT": str(port),
+            "ARKOR_SIDECAR_LINGER_SECONDS": str(s.sidecar_linger_seconds),
+        }
+        sidecar = run.spawn("sidecar", [s.python, "-m", "arkor_ops.sidecar"], sidecar_env)
+        state: dict[str, Any] = {
+            "jobId": run.job_id,
+            "name": config.name,
+            "createdAt": utc_now(),
+            "storageUri": self.storage_uri,
+            "port": port,
+            "status": "running",
+            "sidecar": runs.proc_info(sidecar.pid),
+        }
+        await self._wait_healthy(run, port, sidecar)
+        worker_env = {
+            **base,
+            **config.secret_env(),  # secrets only here: never in files or the sidecar's env
+            "ARKOR_CONFIG_FILE": str(run.config_path),
+            "ARKOR_WORK_DIR": str(run.dir / "work"),
+        }
+        worker = run.spawn("worker", [s.python, "-m", s.worker_module], worker_env)
+        state["worker"] = runs.proc_info(worker.pid)
+        run.save_state(state)
+        log.info("started run %s: worker pid %d, sidecar on port %d", run.job_id, worker.pid, port)
+
+    async def _wait_healthy(
+        self, run: runs.LocalRun, port: int, proc: subprocess.Popen[bytes]
+    ) -> None:
+        deadline = time.monotonic() + self.settings.start_timeout_seconds
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise BackendError(
+                        f"the sidecar exited with code {proc.returncode}: "
+                        f"{run.output_tail('sidecar')}"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                        return
+                await asyncio.sleep(0.05)
+        raise BackendError(
+            f"the sidecar did not answer within {self.settings.start_timeout_seconds} s"
+        )
+
+    # -- events, describe, cancel --------------------------------------------------------
+
+    async def events(self, job_id: str, last_event_id: str | None = None) -> AsyncIterator[Frame]:
+        """Frames from the run's sidecar; once it is gone, a replay of the log (then ``end``).
+
+        Raises:
+            StreamError: the stream broke off (``status=None``), or 410 when no such run exists
+                here or in storage.
+        """
+        run = self._run(job_id)
+        if not run.exists():
+            raise StreamError(
+                f"no local run {job_id!r} (in {self.runs_dir} or storage)", status=410
+            )
+        port = run.sidecar_port()
+        if port is not None:
+            url = f"http://127.0.0.1:{port}/v1/jobs/{job_id}/events/stream"
+            watchdog = asyncio.create_task(run.watch_worker())
+            try:
+                async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as client:
+                    async for frame in stream_frames(client, url, last_event_id=last_event_id):
+                        if frame.id is not None and not frame.is_end:
+                            last_event_id = frame.id
+                        yield frame
+                return
+            except StreamError:
+                if run.sidecar_port() is not None:
+                    raise
+                log.info("the sidecar of %s is gone; replaying its log", job_id)
+            finally:
+                watchdog.cancel()
+        async for frame in run.replay(last_event_id):
+            yield frame
+
+    async def describe(self, job_id: str) -> JobDescription:
+        """Status, step and loss of the run, read from its event log.
+
+        Raises:
+            JobNotFoundError: no such run here or in storage.
+        """
+        run = self._run(job_id)
+        if not run.exists():
+            raise JobNotFoundError(f"no local run {job_id!r} (in {self.runs_dir} or storage)")
+        return await asyncio.to_thread(run.describe)
+
+    async def cancel(self, job_id: str) -> None:
+        """SIGTERM the worker, wait (bounded) for ``training.cancelled``, then stop the sidecar.
+
+        Raises:
+            JobNotFoundError: no such run.
+        """
+        run = self._run(job_id)
+        if not run.state_path.exists():
+            if run.exists():
+                return  # only its persisted log is left: it ended long ago
+            raise JobNotFoundError(f"no local run {job_id!r} in {self.runs_dir}")
+        if run.terminal_event() is None and run.alive("worker"):
+            run.signal("worker", signal.SIGTERM)
+            deadline = time.monotonic() + self.settings.cancel_timeout_seconds
+            while time.monotonic() < deadline and run.alive("worker"):
+                if run.terminal_event() is not None:
+                    break
+                await asyncio.sleep(0.1)
+            for _ in range(50):  # it wrote its terminal event; give it a moment to exit
+                if not run.alive("worker"):
+                    break
+                await asyncio.sleep(0.1)
+            if run.alive("worker"):
+                log.warning("worker of %s did not stop in time: killing it", job_id)
+                run.signal("worker", signal.SIGKILL)
+        if run.terminal_event() is None:
+            run.write_post_mortem(TrainingCancelled(job_id=job_id, step=run.last_step()))
+        await asyncio.to_thread(run.stop_sidecar)
+        run.update_state(status=run.describe().job.status)
