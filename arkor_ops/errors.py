@@ -11,7 +11,8 @@ Every error the library raises on purpose derives from :class:`ArkorOpsError`::
     │   └── StreamError          the event stream could not be opened or broke off
     ├── StorageError             reading or writing s3:// or file:// storage failed
     ├── CheckpointError          a checkpoint is missing, uncommitted or does not match the run
-    └── ReconnectGiveUpError     wait() gave up after too many consecutive stream failures
+    ├── ReconnectGiveUpError     wait() gave up after too many consecutive stream failures
+    └── AbortError               wait() stopped by its abort signal (in :mod:`arkor_ops.abort`)
 
 Callback exceptions are never wrapped: ``wait()`` re-raises exactly what a callback raised.
 """
