@@ -50,6 +50,16 @@ def dataset_trigger(match: str = RESOURCE_PREFIX + "*") -> DeploymentEventTrigge
     )
 
 
+def config_parameter(config: TrainerConfig) -> dict[str, Any]:
+    """The config as a deployment parameter: the shape of the UI form's JSON schema, no secrets."""
+    data = config.to_wire()
+    lora = data.get("lora")
+    if isinstance(lora, dict) and "loadIn4bit" in lora:
+        # the JSON schema names this field by its first validation alias, `load_in_4bit`
+        lora["load_in_4bit"] = lora.pop("loadIn4bit")
+    return data
+
+
 def build_deployments(
     *,
     backend: BackendSettings | None = None,
@@ -74,7 +84,8 @@ def build_deployments(
         suffix: appended to every deployment name (tests serve several sets on one server).
     """
     settings = (backend or BackendSettings()).model_dump(mode="json", exclude_none=True)
-    common: dict[str, Any] = {"entrypoint_type": EntrypointType.MODULE_PATH}
+    # `_sync`: build synchronously even when called from a coroutine (tests, async callers)
+    common: dict[str, Any] = {"entrypoint_type": EntrypointType.MODULE_PATH, "_sync": True}
     out = [
         fine_tune.to_deployment(
             name=f"fine-tune{suffix}",
@@ -93,7 +104,7 @@ def build_deployments(
     ]
     if retrain_config is not None:
         params = {
-            "config": retrain_config.model_dump(mode="json", exclude_none=True),
+            "config": config_parameter(retrain_config),
             "backend": settings,
         }
         out.append(

@@ -20,8 +20,8 @@ def tiny_config(dataset_path: str, model: str = "tiny", **extra: Any) -> dict[st
         "lora": {"r": 4, "alpha": 8, "maxLength": 64},
         "maxSteps": 4,
         "batchSize": 2,
-        "loggingSteps": 1,
-        "saveSteps": 2,
+        "loggingSteps": {"steps": 1},
+        "saveSteps": {"steps": 2},
     }
     config.update(extra)
     return config
