@@ -26,19 +26,17 @@ import contextlib
 import inspect
 import json
 import logging
-import random as _random
 import threading
 import weakref
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
-    Awaitable,
     Callable,
     Coroutine,
     Iterator,
     Mapping,
 )
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from arkor_ops.abort import AbortSignal
@@ -46,18 +44,31 @@ from arkor_ops.backends.base import Backend, TrainingJob
 from arkor_ops.config import TrainerConfig, validate_config
 from arkor_ops.errors import ReconnectGiveUpError, StreamError
 from arkor_ops.events import (
-    Artifact,
     CheckpointSaved,
     Event,
     Frame,
     JobPhase,
-    Metrics,
     TrainingCancelled,
     TrainingCompleted,
     TrainingFailed,
     TrainingLog,
     TrainingStarted,
     parse_event,
+)
+from arkor_ops.reconnect import ReconnectPolicy
+from arkor_ops.results import (
+    CALLBACK_NAMES,
+    CAMEL_TO_SNAKE,
+    Callback,
+    CancelledContext,
+    CheckpointContext,
+    CompletedContext,
+    FailedContext,
+    LogContext,
+    PhaseContext,
+    StartedContext,
+    StartResult,
+    TrainingResult,
 )
 
 logger = logging.getLogger(__name__)
@@ -80,160 +91,6 @@ __all__ = [
     "create_async_trainer",
     "create_trainer",
 ]
-
-
-# --- results and callback contexts ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StartResult:
-    """What ``start()`` returns."""
-
-    job_id: str
-
-
-@dataclass(frozen=True)
-class TrainingResult:
-    """What ``wait()`` returns: the final job snapshot and what the run produced.
-
-    Check ``job.status``: a failed run returns normally with ``status == "failed"``.
-    """
-
-    job: TrainingJob
-    artifacts: list[Artifact] = field(default_factory=list)
-    metrics: Metrics | None = None
-
-
-@dataclass(frozen=True)
-class StartedContext:
-    """``on_started``: training began (``job.status`` is already ``running``)."""
-
-    job: TrainingJob
-
-
-@dataclass(frozen=True)
-class LogContext:
-    """``on_log``: step metrics; missing metrics are ``None``."""
-
-    job: TrainingJob
-    step: int
-    loss: float | None = None
-    eval_loss: float | None = None
-    learning_rate: float | None = None
-    epoch: float | None = None
-    samples_per_second: float | None = None
-
-
-@dataclass(frozen=True)
-class CheckpointContext:
-    """``on_checkpoint``: a checkpoint was committed.
-
-    ``adapter`` is ``{"kind": "checkpoint", "jobId": ..., "step": ...}``, bound to this checkpoint.
-    """
-
-    job: TrainingJob
-    step: int
-    artifacts: list[Artifact]
-    adapter: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class CompletedContext:
-    """``on_completed``: the run finished (``job.status`` is ``completed``)."""
-
-    job: TrainingJob
-    artifacts: list[Artifact]
-    metrics: Metrics | None = None
-
-
-@dataclass(frozen=True)
-class FailedContext:
-    """``on_failed``: the run failed; ``step`` is None when training never began."""
-
-    job: TrainingJob
-    error: str
-    step: int | None = None
-
-
-@dataclass(frozen=True)
-class CancelledContext:
-    """``on_cancelled``: the run stopped because it was asked to."""
-
-    job: TrainingJob
-    step: int | None = None
-    checkpoint: Artifact | None = None
-
-
-@dataclass(frozen=True)
-class PhaseContext:
-    """``on_phase``: the backend explains why the run is not training (yet)."""
-
-    job: TrainingJob
-    phase: str
-    reason: str | None = None
-    message: str | None = None
-    hint: str | None = None
-
-
-Callback = Callable[[Any], Any]
-
-#: Callback names, snake_case → Arkor's camelCase.
-CALLBACK_NAMES: dict[str, str] = {
-    "on_started": "onStarted",
-    "on_log": "onLog",
-    "on_checkpoint": "onCheckpoint",
-    "on_completed": "onCompleted",
-    "on_failed": "onFailed",
-    "on_cancelled": "onCancelled",
-    "on_phase": "onPhase",
-}
-_CAMEL_TO_SNAKE = {camel: snake for snake, camel in CALLBACK_NAMES.items()}
-
-
-# --- reconnect policy -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ReconnectPolicy:
-    """How ``wait()`` reconnects to the event stream (Arkor's defaults).
-
-    Attributes:
-        base_delay_seconds: first backoff delay, and the fixed delay after a clean close that
-            followed progress.
-        max_delay_seconds: cap of every delay.
-        max_attempts: consecutive failures tolerated before giving up; ``None`` retries forever.
-        jitter: relative jitter, uniform in ``±jitter``.
-        sleep: the async sleep to use (injectable for tests).
-        random: returns a float in ``[0, 1)`` (injectable for tests).
-    """
-
-    base_delay_seconds: float = 1.0
-    max_delay_seconds: float = 60.0
-    max_attempts: int | None = None
-    jitter: float = 0.25
-    sleep: Callable[[float], Awaitable[Any]] = field(default=asyncio.sleep, repr=False)
-    random: Callable[[], float] = field(default=_random.random, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.base_delay_seconds < 0 or self.max_delay_seconds < 0:
-            raise ValueError("reconnect delays must be >= 0")
-        if not 0 <= self.jitter <= 1:
-            raise ValueError("jitter must be within [0, 1]")
-        if self.max_attempts is not None and self.max_attempts < 0:
-            raise ValueError("max_attempts must be >= 0 or None")
-
-    def delay(self, attempt: int) -> float:
-        """Backoff before reconnecting after failure number ``attempt`` (0-based, consecutive).
-
-        Args:
-            attempt: how many consecutive failures preceded this one.
-
-        Returns:
-            ``clamp(min(base·2^attempt, max) · (1 + jitter·(2r − 1)), 0, max)`` seconds.
-        """
-        exp = min(self.base_delay_seconds * 2.0 ** min(attempt, 64), self.max_delay_seconds)
-        jittered = exp * (1 + self.jitter * (2 * self.random() - 1))
-        return max(0.0, min(jittered, self.max_delay_seconds))
 
 
 # --- abort plumbing -------------------------------------------------------------------------
@@ -709,7 +566,7 @@ def _merge_callbacks(
 ) -> dict[str, Callback]:
     merged: dict[str, Callback] = {}
     for key, fn in (callbacks or {}).items():
-        name = _CAMEL_TO_SNAKE.get(key, key)
+        name = CAMEL_TO_SNAKE.get(key, key)
         if name not in CALLBACK_NAMES:
             known = ", ".join(CALLBACK_NAMES)
             raise TypeError(f"unknown callback {key!r} in callbacks; expected one of: {known}")

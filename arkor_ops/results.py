@@ -1,0 +1,115 @@
+"""What ``start()``/``wait()`` return and what each lifecycle callback receives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from arkor_ops.backends.base import TrainingJob
+from arkor_ops.events import Artifact, Metrics
+
+
+@dataclass(frozen=True)
+class StartResult:
+    """What ``start()`` returns."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What ``wait()`` returns: the final job snapshot and what the run produced.
+
+    Check ``job.status``: a failed run returns normally with ``status == "failed"``.
+    """
+
+    job: TrainingJob
+    artifacts: list[Artifact] = field(default_factory=list)
+    metrics: Metrics | None = None
+
+
+@dataclass(frozen=True)
+class StartedContext:
+    """``on_started``: training began (``job.status`` is already ``running``)."""
+
+    job: TrainingJob
+
+
+@dataclass(frozen=True)
+class LogContext:
+    """``on_log``: step metrics; missing metrics are ``None``."""
+
+    job: TrainingJob
+    step: int
+    loss: float | None = None
+    eval_loss: float | None = None
+    learning_rate: float | None = None
+    epoch: float | None = None
+    samples_per_second: float | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointContext:
+    """``on_checkpoint``: a checkpoint was committed.
+
+    ``adapter`` is ``{"kind": "checkpoint", "jobId": ..., "step": ...}``, bound to this checkpoint.
+    """
+
+    job: TrainingJob
+    step: int
+    artifacts: list[Artifact]
+    adapter: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CompletedContext:
+    """``on_completed``: the run finished (``job.status`` is ``completed``)."""
+
+    job: TrainingJob
+    artifacts: list[Artifact]
+    metrics: Metrics | None = None
+
+
+@dataclass(frozen=True)
+class FailedContext:
+    """``on_failed``: the run failed; ``step`` is None when training never began."""
+
+    job: TrainingJob
+    error: str
+    step: int | None = None
+
+
+@dataclass(frozen=True)
+class CancelledContext:
+    """``on_cancelled``: the run stopped because it was asked to."""
+
+    job: TrainingJob
+    step: int | None = None
+    checkpoint: Artifact | None = None
+
+
+@dataclass(frozen=True)
+class PhaseContext:
+    """``on_phase``: the backend explains why the run is not training (yet)."""
+
+    job: TrainingJob
+    phase: str
+    reason: str | None = None
+    message: str | None = None
+    hint: str | None = None
+
+
+Callback = Callable[[Any], Any]
+
+#: Callback names, snake_case → Arkor's camelCase.
+CALLBACK_NAMES: dict[str, str] = {
+    "on_started": "onStarted",
+    "on_log": "onLog",
+    "on_checkpoint": "onCheckpoint",
+    "on_completed": "onCompleted",
+    "on_failed": "onFailed",
+    "on_cancelled": "onCancelled",
+    "on_phase": "onPhase",
+}
+CAMEL_TO_SNAKE = {camel: snake for snake, camel in CALLBACK_NAMES.items()}
