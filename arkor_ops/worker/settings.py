@@ -1,0 +1,156 @@
+"""The worker's environment: read and checked before anything heavy is imported.
+
+Every variable the worker reads is listed in :mod:`arkor_ops.worker.__main__` and
+``docs/contracts.md``. A missing or malformed one raises :class:`SettingsError` naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from arkor_ops.config import DATASET_TOKEN_ENV, TrainerConfig
+from arkor_ops.errors import ArkorOpsError
+
+BackendChoice = Literal["auto", "unsloth", "trl"]
+
+DEFAULT_EVENT_LOG = "/var/run/arkor/events.jsonl"
+DEFAULT_WORK_DIR = "/tmp/arkor-work"  # noqa: S108 - the documented default scratch dir
+DEFAULT_GRACE_SECONDS = 20.0
+
+#: Variables whose values are secrets: never logged, scrubbed from every event.
+SECRET_ENV = (DATASET_TOKEN_ENV, "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+
+
+class SettingsError(ArkorOpsError):
+    """The worker's environment is missing a variable or holds a bad value (names it)."""
+
+
+def default_model_cache() -> Path:
+    """``~/.cache/arkor-ops/models`` (``$XDG_CACHE_HOME`` respected)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "arkor-ops" / "models"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The worker's environment, checked."""
+
+    job_id: str
+    config_data: dict[str, Any]
+    storage_uri: str
+    event_log: Path
+    work_dir: Path
+    model_cache: Path
+    cancel_grace_seconds: float
+    backend: BackendChoice
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def config(self) -> TrainerConfig:
+        """The run's config, re-validated with the core's model (secrets put back from env).
+
+        Raises:
+            ConfigError: naming every bad field.
+        """
+        return TrainerConfig.from_wire(self.config_data, self.env)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret value replaced by ``***``."""
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _require(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise SettingsError(f"{name} is not set: {_HELP[name]}")
+    return value
+
+
+_HELP = {
+    "ARKOR_JOB_ID": "the run's id (the Job name on Kubernetes)",
+    "ARKOR_STORAGE_URI": "where the run lives, s3://bucket/prefix or file:///path",
+    "ARKOR_CONFIG_FILE": (
+        "set ARKOR_CONFIG_FILE (a JSON file) or ARKOR_CONFIG_JSON (the config's wire form)"
+    ),
+}
+
+
+def _config_data(env: Mapping[str, str]) -> dict[str, Any]:
+    path = env.get("ARKOR_CONFIG_FILE", "").strip()
+    raw = env.get("ARKOR_CONFIG_JSON", "").strip()
+    name = "ARKOR_CONFIG_FILE" if path else "ARKOR_CONFIG_JSON"
+    if path:
+        try:
+            raw = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SettingsError(f"ARKOR_CONFIG_FILE={path} cannot be read: {exc}") from None
+    elif not raw:
+        raise SettingsError(f"no config: {_HELP['ARKOR_CONFIG_FILE']}")
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{name} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
+    """Read and check the worker's environment.
+
+    Args:
+        env: the environment (default ``os.environ``).
+
+    Returns:
+        The checked settings.
+
+    Raises:
+        SettingsError: naming the first missing or malformed variable.
+    """
+    env = dict(os.environ if env is None else env)
+    job_id = _require(env, "ARKOR_JOB_ID")
+    if not _JOB_ID.match(job_id):
+        raise SettingsError(f"ARKOR_JOB_ID={job_id!r} is not a valid run id (letters, digits, .-_)")
+    storage_uri = _require(env, "ARKOR_STORAGE_URI")
+    if not storage_uri.startswith(("s3://", "file://")):
+        raise SettingsError(
+            f"ARKOR_STORAGE_URI must start with s3:// or file://, got {storage_uri!r}"
+        )
+    config_data = _config_data(env)
+    grace_raw = env.get("ARKOR_CANCEL_GRACE_SECONDS", "").strip()
+    try:
+        grace = float(grace_raw) if grace_raw else DEFAULT_GRACE_SECONDS
+    except ValueError:
+        raise SettingsError(
+            f"ARKOR_CANCEL_GRACE_SECONDS must be a number, got {grace_raw!r}"
+        ) from None
+    if grace < 0:
+        raise SettingsError("ARKOR_CANCEL_GRACE_SECONDS must be >= 0")
+    backend = env.get("ARKOR_TRAINER_BACKEND", "auto").strip().lower() or "auto"
+    if backend not in ("auto", "unsloth", "trl"):
+        raise SettingsError(f"ARKOR_TRAINER_BACKEND must be auto, unsloth or trl, got {backend!r}")
+    model_cache = env.get("ARKOR_MODEL_CACHE", "").strip()
+    secrets = tuple(
+        sorted({env[name] for name in SECRET_ENV if len(env.get(name, "")) >= 4}, key=len)[::-1]
+    )
+    return WorkerSettings(
+        job_id=job_id,
+        config_data=config_data,
+        storage_uri=storage_uri.rstrip("/"),
+        event_log=Path(env.get("ARKOR_EVENT_LOG", "").strip() or DEFAULT_EVENT_LOG),
+        work_dir=Path(env.get("ARKOR_WORK_DIR", "").strip() or DEFAULT_WORK_DIR),
+        model_cache=Path(model_cache) if model_cache else default_model_cache(),
+        cancel_grace_seconds=grace,
+        backend=backend,  # type: ignore[arg-type]
+        secrets=secrets,
+        env=env,
+    )

@@ -1,0 +1,376 @@
+"""Training: pick the backend, load model and LoRA, map the config to TRL, write events.
+
+Two backends, same config, same events:
+
+- ``unsloth``: ``unsloth.FastLanguageModel`` loads the model and adds LoRA, then TRL's
+  ``SFTTrainer`` trains. Chosen when a CUDA device is present and ``unsloth`` imports, or when
+  ``ARKOR_TRAINER_BACKEND=unsloth`` forces it (Unsloth then runs in its CPU mode).
+- ``trl``: transformers + peft + TRL's ``SFTTrainer``.
+
+Heavy imports happen inside functions; the backend is chosen before transformers or TRL are
+imported, since Unsloth must patch them first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arkor_ops.config import TrainerConfig
+from arkor_ops.events import TrainingLog
+from arkor_ops.worker.data import PreparedDataset
+from arkor_ops.worker.errors import ModelError
+from arkor_ops.worker.settings import BackendChoice
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DRY_RUN_STEPS = 10
+
+
+@dataclass
+class RunState:
+    """What the training loop shares with the entrypoint and the signal handler."""
+
+    step: int = 0
+    last_loss: float | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_at: float | None = None
+    grace_seconds: float = 20.0
+    saved_on_cancel: int | None = None
+
+    def request_cancel(self) -> None:
+        """Ask the loop to stop at the next step boundary (signal-handler safe)."""
+        if self.cancel_at is None:
+            self.cancel_at = time.monotonic()
+        self.cancel.set()
+
+    def grace_left(self) -> float:
+        """Seconds left of the cancel grace period (the full period when not cancelling)."""
+        if self.cancel_at is None:
+            return self.grace_seconds
+        return self.grace_seconds - (time.monotonic() - self.cancel_at)
+
+
+def select_backend(prefer: BackendChoice) -> tuple[str, str]:
+    """Choose ``unsloth`` or ``trl`` (call before transformers/trl/peft are imported).
+
+    Returns:
+        The backend and why it was chosen.
+
+    Raises:
+        ModelError: ``unsloth`` was forced but does not import.
+    """
+    if prefer == "trl":
+        return "trl", "requested (ARKOR_TRAINER_BACKEND=trl)"
+    if importlib.util.find_spec("unsloth") is None:
+        if prefer == "unsloth":
+            raise ModelError("ARKOR_TRAINER_BACKEND=unsloth but unsloth is not installed")
+        return "trl", "unsloth not installed"
+    import torch
+
+    if not torch.cuda.is_available() and prefer != "unsloth":
+        return "trl", "no CUDA device"
+    try:
+        import unsloth  # noqa: F401  (must precede transformers/trl)
+    except Exception as exc:
+        if prefer == "unsloth":
+            raise ModelError(f"unsloth failed to import: {type(exc).__name__}: {exc}") from exc
+        return "trl", f"unsloth failed to import: {type(exc).__name__}"
+    if not torch.cuda.is_available():
+        return "unsloth", "forced (ARKOR_TRAINER_BACKEND=unsloth); Unsloth CPU mode"
+    return "unsloth", "CUDA device and unsloth available"
+
+
+def device_name() -> str:
+    """``cuda:<name>`` or ``cpu``."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(0)}"
+    return "cpu"
+
+
+def max_length(config: TrainerConfig) -> int:
+    """Max sequence length: ``lora.max_length`` or 1024."""
+    return (config.lora.max_length if config.lora else None) or 1024
+
+
+def sft_kwargs(
+    config: TrainerConfig, data: PreparedDataset, output_dir: Path, *, cuda: bool, eos: str | None
+) -> dict[str, Any]:
+    """Every hyperparameter of the config as ``SFTConfig`` arguments."""
+    dry = config.dry_run
+    steps = config.max_steps
+    if dry:
+        steps = min(steps or DRY_RUN_STEPS, DRY_RUN_STEPS)
+    kw: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "max_steps": steps or -1,
+        "num_train_epochs": config.num_train_epochs or 1.0,
+        "per_device_train_batch_size": config.batch_size or 2,
+        "per_device_eval_batch_size": config.batch_size or 2,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps or 1,
+        "learning_rate": config.learning_rate or 2e-4,
+        "weight_decay": config.weight_decay or 0.0,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "max_length": max_length(config),
+        "logging_steps": config.logging_steps.resolve(steps) if config.logging_steps else 1,
+        "save_strategy": "steps",
+        "save_steps": (
+            config.save_steps.resolve(steps)
+            if config.save_steps
+            else (max(1, (steps or DRY_RUN_STEPS) // 2) if dry else 500)
+        ),
+        "save_total_limit": 2,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "use_cpu": not cuda,
+        "bf16": bool(cuda and _bf16_ok()),
+        "dataloader_pin_memory": cuda,
+        "dataset_num_proc": None,
+        "assistant_only_loss": bool(config.train_on_responses_only) and data.format != "text",
+    }
+    if data.format == "text":
+        kw["dataset_text_field"] = "text"
+    if eos:
+        kw["eos_token"] = eos
+    if config.optim:
+        kw["optim"] = config.optim
+    if config.lr_scheduler_type:
+        kw["lr_scheduler_type"] = config.lr_scheduler_type
+    if config.warmup_steps:
+        kw["warmup_steps"] = config.warmup_steps.resolve(steps)
+    if config.dataset_split and config.dataset_split.enabled:
+        kw["eval_strategy"] = "steps"
+        kw["eval_steps"] = (
+            config.eval_steps.resolve(steps) if config.eval_steps else kw["save_steps"]
+        )
+    return kw
+
+
+def _bf16_ok() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def _targets(config: TrainerConfig, module_names: set[str]) -> list[str] | str:
+    if config.lora and config.lora.target_modules:
+        return list(config.lora.target_modules)
+    present = [t for t in DEFAULT_TARGETS if t in module_names]
+    return present or "all-linear"
+
+
+def _end_of_turn(tok: Any, fmt: str) -> str | None:
+    if fmt == "text":
+        return None
+    template = getattr(tok, "chat_template", None) or ""
+    vocab = tok.get_vocab()
+    return "<end_of_turn>" if "<end_of_turn>" in vocab and "<end_of_turn>" in template else None
+
+
+def _check_template(tok: Any, data: PreparedDataset) -> None:
+    if data.format != "text" and not getattr(tok, "chat_template", None):
+        raise ModelError(
+            "the model's tokenizer has no chat template, which the chat and alpaca formats need; "
+            "use a model with one or dataset_format=text"
+        )
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+
+
+def load_trl(config: TrainerConfig, path: Path, cuda: bool) -> tuple[Any, Any, Any]:
+    """transformers + peft: returns (model, tokenizer, peft LoraConfig)."""
+    import peft
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if cuda and _bf16_ok() else torch.float32}
+    if config.lora and config.lora.load_in_4bit:
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ModelError("lora.load_in_4bit needs bitsandbytes (pip install bitsandbytes)")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+    tok = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    lora = config.lora
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    peft_config = peft.LoraConfig(
+        r=lora.r if lora else 16,
+        lora_alpha=lora.alpha if lora else 16,
+        lora_dropout=lora.dropout if lora else 0.0,
+        target_modules=_targets(config, names),
+        task_type="CAUSAL_LM",
+    )
+    return model, tok, peft_config
+
+
+def load_unsloth(config: TrainerConfig, path: Path, cuda: bool) -> tuple[Any, Any, None]:
+    """Unsloth's FastLanguageModel with LoRA applied: returns (model, tokenizer, None)."""
+    from unsloth import FastLanguageModel
+
+    lora = config.lora
+    model, tok = FastLanguageModel.from_pretrained(
+        model_name=str(path),
+        max_seq_length=max_length(config),
+        load_in_4bit=bool(lora and lora.load_in_4bit),
+        dtype=None,
+    )
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = _targets(config, names)
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=lora.r if lora else 16,
+        lora_alpha=lora.alpha if lora else 16,
+        lora_dropout=lora.dropout if lora else 0.0,
+        target_modules=list(DEFAULT_TARGETS) if targets == "all-linear" else targets,
+        bias="none",
+        use_gradient_checkpointing="unsloth" if cuda else False,
+        random_state=config.seed,
+    )
+    return model, tok, None
+
+
+def make_callback(
+    run_state: RunState,
+    write_log: Callable[[TrainingLog], None],
+    on_checkpoint: Callable[[int, Path], None],
+    check_health: Callable[[], None],
+    samples_per_step: int,
+) -> Any:
+    """A ``TrainerCallback`` that writes ``training.log``, queues checkpoint uploads and stops
+    at the next step boundary once cancellation is requested."""
+    from transformers import TrainerCallback
+
+    class EventCallback(TrainerCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._last = (time.perf_counter(), 0)
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            run_state.step = state.global_step
+            self._last = (time.perf_counter(), state.global_step)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            run_state.step = state.global_step
+            check_health()
+            if run_state.cancel.is_set():
+                control.should_training_stop = True
+                if (
+                    run_state.grace_left() > run_state.grace_seconds / 2
+                    and run_state.saved_on_cancel is None
+                ):
+                    control.should_save = True
+                    run_state.saved_on_cancel = state.global_step
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            logs = logs or {}
+            if "loss" not in logs and "eval_loss" not in logs:
+                return
+            now = time.perf_counter()
+            then, step0 = self._last
+            sps = None
+            if "loss" in logs and state.global_step > step0 and now > then:
+                sps = (state.global_step - step0) * samples_per_step / (now - then)
+                self._last = (now, state.global_step)
+            loss = logs.get("loss")
+            if isinstance(loss, int | float) and math.isfinite(loss):
+                run_state.last_loss = float(loss)
+            write_log(
+                TrainingLog(
+                    job_id="",
+                    step=state.global_step,
+                    loss=loss,
+                    eval_loss=logs.get("eval_loss"),
+                    learning_rate=logs.get("learning_rate"),
+                    epoch=logs.get("epoch"),
+                    samples_per_second=sps,
+                )
+            )
+            if loss is not None:
+                log.info(
+                    "step %d loss %.4f lr %.3g",
+                    state.global_step,
+                    loss,
+                    logs.get("learning_rate", 0),
+                )
+
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                on_checkpoint(state.global_step, folder)
+
+    return EventCallback()
+
+
+def build_trainer(
+    backend: str,
+    *,
+    config: TrainerConfig,
+    data: PreparedDataset,
+    model_path: Path,
+    output_dir: Path,
+    callback_factory: Callable[[int], Any],
+) -> Any:
+    """Load model + LoRA on ``backend`` and build TRL's ``SFTTrainer`` (tokenizes the data)."""
+    import datasets
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    cuda = torch.cuda.is_available()
+    loader = load_unsloth if backend == "unsloth" else load_trl
+    try:
+        model, tok, peft_config = loader(config, model_path, cuda)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the model from {model_path}: {exc}") from exc
+    _check_template(tok, data)
+    import datasets
+    from transformers import PrinterCallback
+    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
+
+    kwargs = sft_kwargs(config, data, output_dir, cuda=cuda, eos=_end_of_turn(tok, data.format))
+    fields = {f.name for f in dataclasses.fields(SFTConfig)}
+    # transformers 5.24 renamed gradient_checkpointing; 5.17 (the Unsloth lock) has only the old.
+    ckpt = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in fields
+        else "gradient_checkpointing"
+    )
+    if backend != "unsloth":
+        kwargs[ckpt] = cuda
+    args = SFTConfig(**kwargs)
+    dataset = datasets.Dataset.from_list(data.examples)
+    eval_dataset = None
+    if config.dataset_split and config.dataset_split.enabled:
+        split = dataset.train_test_split(
+            test_size=config.dataset_split.test_size, seed=config.dataset_split.seed
+        )
+        dataset, eval_dataset = split["train"], split["test"]
+    samples = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tok,
+        peft_config=peft_config,
+        callbacks=[callback_factory(samples)],
+    )
+    trainer.remove_callback(PrinterCallback)  # our callback logs each step to stderr instead
+    return trainer
