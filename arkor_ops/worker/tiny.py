@@ -46,7 +46,7 @@ def build_tiny_model(out: Path, *, seed: int = 0, extra_texts: list[str] | None 
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tk.train_from_iterator(texts * 4, trainer)
-    tok = PreTrainedTokenizerFast(
+    tok = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tk,
         pad_token="<pad>",
         eos_token="<eos>",
