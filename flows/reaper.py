@@ -1,25 +1,41 @@
 """The reaper: stop training runs whose flow run has ended.
 
 The backstop for a cancellation hook that failed or never ran (a runner killed with SIGKILL, a
-lost connection): it lists the backend's runs that carry a flow-run id (the
-``arkor-ops.dev/flow-run-id`` label on Kubernetes; the idempotency key of a local run), reads
-each flow run from the Prefect API, and stops the run when the flow run is in a terminal state
-(or no longer exists).
+lost connection). Two sweeps, both ending in ``backend.cancel(job_id)``:
+
+* active Kubernetes Jobs labelled ``arkor-ops.dev/flow-run-id`` whose flow run is in a terminal
+  state (or no longer exists); finished Jobs hold no pod and are left to their TTL;
+* runs of recently ended ``fine-tune`` flow runs, named from the flow run id (their idempotency
+  key), that are still active: this covers local runs, which carry no label.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import flow
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterEndTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.exceptions import ObjectNotFound
 from prefect.logging import get_run_logger
 
+from arkor_ops.config import TrainerConfig
+from flows.jobs import job_id_for, labelled_jobs, run_is_active
 from flows.settings import BackendSettings, make_backend
+from flows.training import with_dataset
 
 DEFAULT_BACKEND = BackendSettings()
+FINAL_STATES = [StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED]
 
 
 async def flow_run_ended(client: Any, flow_run_id: str) -> bool:
@@ -31,26 +47,60 @@ async def flow_run_ended(client: Any, flow_run_id: str) -> bool:
     return run.state is not None and run.state.is_final()
 
 
-async def runs_by_flow_run(backend: Any) -> dict[str, str]:
-    """``{job_id: flow_run_id}`` for the backend's runs that a flow run started."""
-    raise NotImplementedError("waiting for the backends' listing by flow run")
+async def ended_flow_runs(client: Any, since: datetime) -> list[Any]:
+    """``fine-tune`` flow runs that reached a terminal state after ``since``."""
+    return list(
+        await client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["fine-tune"])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=FINAL_STATES)),
+                end_time=FlowRunFilterEndTime(after_=since),
+            ),
+            limit=200,
+        )
+    )
+
+
+async def orphans(client: Any, backend: Any, lookback: timedelta) -> dict[str, str]:
+    """``{job_id: flow_run_id}`` of active runs whose flow run has ended."""
+    found: dict[str, str] = {}
+    for job_id, flow_run_id in (await labelled_jobs(backend)).items():
+        if await flow_run_ended(client, flow_run_id) and await run_is_active(backend, job_id):
+            found[job_id] = flow_run_id
+    for run in await ended_flow_runs(client, datetime.now(UTC) - lookback):
+        params = run.parameters or {}
+        try:
+            config = with_dataset(
+                TrainerConfig.model_validate(params["config"]), params.get("dataset_uri")
+            )
+        except (KeyError, ValueError):
+            continue
+        job_id = job_id_for(backend, config, str(run.id))
+        if job_id and job_id not in found and await run_is_active(backend, job_id):
+            found[job_id] = str(run.id)
+    return found
 
 
 @flow(name="reap-orphaned-runs")
-async def reap_orphans(backend: BackendSettings = DEFAULT_BACKEND) -> list[str]:
-    """Stop every training run whose flow run has ended; returns the stopped job ids."""
+async def reap_orphans(
+    backend: BackendSettings = DEFAULT_BACKEND, lookback_hours: float = 24
+) -> list[str]:
+    """Stop every training run whose flow run has ended; returns the stopped job ids.
+
+    Args:
+        backend: the backend whose runs are swept.
+        lookback_hours: how far back to look for ended flow runs (the label sweep has no limit).
+    """
     log = get_run_logger()
     runner = make_backend(backend)
     reaped: list[str] = []
     try:
-        runs = await runs_by_flow_run(runner)
         async with get_client() as client:
-            for job_id, flow_run_id in sorted(runs.items()):
-                if not await flow_run_ended(client, flow_run_id):
-                    continue
-                log.warning("Flow run %s has ended; stopping its run %s", flow_run_id, job_id)
-                await runner.cancel(job_id)
-                reaped.append(job_id)
+            found = await orphans(client, runner, timedelta(hours=lookback_hours))
+        for job_id, flow_run_id in sorted(found.items()):
+            log.warning("Flow run %s has ended; stopping its run %s", flow_run_id, job_id)
+            await runner.cancel(job_id)
+            reaped.append(job_id)
     finally:
         await runner.aclose()
     log.info("Reaped %d run(s)", len(reaped))

@@ -24,6 +24,7 @@ from arkor_ops.config import (
     TrainerConfig,
     validate_config,
 )
+from flows.jobs import job_id_for
 from flows.reporting import RunReporter
 from flows.settings import BackendSettings, make_backend
 
@@ -123,17 +124,17 @@ async def stop_run(
     config: TrainerConfig | dict[str, Any], settings: BackendSettings, idempotency_key: str
 ) -> bool:
     """Cancel the run created with ``idempotency_key`` (never creating one); True if found."""
+    from arkor_ops.errors import JobNotFoundError
+
     backend = make_backend(settings)
     try:
-        job_id = await find_job_id(backend, validate_config(config), idempotency_key)
+        job_id = job_id_for(backend, validate_config(config), idempotency_key)
         if job_id is None:
             return False
-        await backend.cancel(job_id)
+        try:
+            await backend.cancel(job_id)
+        except JobNotFoundError:
+            return False
         return True
     finally:
         await backend.aclose()
-
-
-async def find_job_id(backend: Any, config: TrainerConfig, idempotency_key: str) -> str | None:
-    """The id of the job that ``idempotency_key`` created on ``backend``, or None."""
-    raise NotImplementedError("waiting for the backends' lookup by idempotency key")

@@ -1,0 +1,181 @@
+"""The fine_tune flow on the LocalBackend: a real tiny-model run, cancellation, the reaper.
+
+Cancellation needs a runner (``serve()``), so those tests start one in a subprocess; their
+worker is the scripted fake worker of tests/local (the process handling is what is tested).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.flows.helpers import eventually, latest, run_artifacts, tiny_config, wait_final
+
+pytestmark = [pytest.mark.prefect]
+
+REPO = Path(__file__).resolve().parents[2]
+ROW = '{"messages":[{"role":"user","content":"hi %d"},{"role":"assistant","content":"hello %d"}]}'
+
+
+@pytest.fixture
+def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Environment of a local-backend run (this process and runner subprocesses)."""
+    dataset = tmp_path / "train.jsonl"
+    dataset.write_text("\n".join(ROW % (i, i) for i in range(16)) + "\n")
+    env = {
+        "ARKOR_BACKEND": "local",
+        "ARKOR_RUNS_DIR": str(tmp_path / "runs"),
+        "ARKOR_SIDECAR_LINGER_SECONDS": "1",
+        "ARKOR_CANCEL_TIMEOUT_SECONDS": "10",
+        "ARKOR_PING_SECONDS": "1",
+        "PYTHONPATH": str(REPO),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return {"env": env, "dataset": dataset, "runs": tmp_path / "runs"}
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def run_pids(run_dir: Path) -> list[int]:
+    """The worker and sidecar pids recorded in a local run's state file."""
+    import json
+
+    state = json.loads((run_dir / "state.json").read_text())
+    return [state[role]["pid"] for role in ("worker", "sidecar") if role in state]
+
+
+@pytest.mark.train
+async def test_tiny_model_run_completes_with_artifacts(
+    prefect_server: str, local_env: dict[str, Any], tiny_model_dir: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.fine_tune import fine_tune
+
+    config = tiny_config(str(local_env["dataset"]), model=str(tiny_model_dir))
+    state = await fine_tune(config=config, backend={"backend": "local"}, return_state=True)
+    assert state.is_completed(), state.message
+    result = await state.result()
+    assert result["job"]["status"] == "completed"
+    async with get_client() as client:
+        arts = await run_artifacts(client, state.state_details.flow_run_id)
+    (progress,) = latest(arts, "progress")
+    assert float(progress.data) == 100.0
+    (table,) = latest(arts, "table")
+    assert "loss" in table.data and '"4"' in table.data
+    markdown = {a.key: a.data for a in latest(arts, "markdown")}
+    listing = next(v for k, v in markdown.items() if k.endswith("-checkpoints"))
+    assert "step-00000002" in listing and "step-00000004" in listing
+
+
+@pytest.fixture
+def runner(local_env: dict[str, Any], request: pytest.FixtureRequest) -> Iterator[str]:
+    """A ``serve()`` runner subprocess with the fake worker; yields the deployment suffix."""
+    suffix = "-" + uuid.uuid4().hex[:8]
+    env = dict(os.environ, ARKOR_WORKER_MODULE="tests.local.fake_worker", FAKE_STEP_SECONDS="0.5")
+    if getattr(request, "param", None) == "broken-hooks":
+        env["ARKOR_TEST_BREAK_HOOKS"] = "1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.flows.serve_runner", suffix], env=env, cwd=REPO
+    )
+    try:
+        yield suffix
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def deployment_named(client: Any, name: str) -> Any:
+    """The fine-tune deployment ``name`` once the runner has registered it, else None."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return await client.read_deployment_by_name(f"fine-tune/{name}")
+    except ObjectNotFound:
+        return None
+
+
+async def _start_and_cancel(suffix: str, local_env: dict[str, Any]) -> tuple[Any, Path]:
+    """Start a fine-tune run through the runner, cancel it once training; returns (run, dir)."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    from arkor_ops.backends.local.backend import job_id_for
+
+    name = f"cancel-{uuid.uuid4().hex[:6]}"
+    config = tiny_config(str(local_env["dataset"]), name=name, maxSteps=200)
+    async with get_client() as client:
+        deployment = await eventually(lambda: deployment_named(client, f"fine-tune{suffix}"), 60)
+        run = await client.create_flow_run_from_deployment(
+            deployment.id, parameters={"config": config, "backend": {"backend": "local"}}
+        )
+        run_dir = local_env["runs"] / job_id_for(name, str(run.id))
+
+        async def training() -> bool:
+            events = run_dir / "events.jsonl"
+            return events.exists() and "training.log" in events.read_text()
+
+        await eventually(training, timeout=90)
+        await client.set_flow_run_state(run.id, Cancelling(), force=True)
+    return run, run_dir
+
+
+async def test_cancelling_the_flow_run_stops_the_local_run(
+    prefect_server: str, local_env: dict[str, Any], runner: str
+) -> None:
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    run, run_dir = await _start_and_cancel(runner, local_env)
+    pids = run_pids(run_dir)
+    t0 = time.monotonic()
+
+    async def gone() -> bool:
+        return not any(pid_alive(p) for p in pids)
+
+    await eventually(gone, timeout=15, interval=0.2)
+    assert time.monotonic() - t0 < 15
+    async with get_client() as client:
+        final = await wait_final(client, run.id, timeout=30)
+    assert final.state.is_cancelled()
+    assert "training.cancelled" in (run_dir / "events.jsonl").read_text()
+
+
+@pytest.mark.parametrize("runner", ["broken-hooks"], indirect=True)
+async def test_reaper_stops_the_run_when_the_hook_fails(
+    prefect_server: str, local_env: dict[str, Any], runner: str
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.reaper import reap_orphans
+
+    run, run_dir = await _start_and_cancel(runner, local_env)
+    async with get_client() as client:
+        final = await wait_final(client, run.id, timeout=60)
+    assert final.state.is_cancelled()
+    pids = run_pids(run_dir)
+    assert any(pid_alive(p) for p in pids), "the broken hook should have left the run going"
+
+    reaped = await reap_orphans(backend={"backend": "local"})
+    assert reaped == [run_dir.name]
+    assert not any(pid_alive(p) for p in pids)
