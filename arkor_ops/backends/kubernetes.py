@@ -32,7 +32,7 @@ from arkor_ops.errors import BackendError, JobNotFoundError, StorageError
 from arkor_ops.eventlog import iter_log_lines
 from arkor_ops.events import TERMINAL_TYPES, Frame
 from arkor_ops.kube import manifests as m
-from arkor_ops.kube.client import KubeApi, httpx_client, load_configuration
+from arkor_ops.kube.client import KubeApi, bearer_header, httpx_client, load_configuration
 from arkor_ops.kube.diagnostics import Diagnosis, current_pod, diagnose, sidecar_ready
 from arkor_ops.kube.settings import KubernetesSettings
 from arkor_ops.kube.stream import RunStream
@@ -247,6 +247,7 @@ class KubernetesBackend(Backend):
                 return
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             await api.patch_job(job_id, {"metadata": {"annotations": {m.CANCEL_ANNOTATION: stamp}}})
+            await self._tell_sidecar(job_id)
             await api.delete("jobs", job_id, grace_seconds=self.settings.cancel_grace_seconds)
         except JobNotFoundError:
             log.debug("Job %s is already gone", job_id)
@@ -254,6 +255,25 @@ class KubernetesBackend(Backend):
         for kind, name in (("configmaps", f"{job_id}-config"), ("secrets", f"{job_id}-secrets")):
             with contextlib.suppress(JobNotFoundError):
                 await api.delete(kind, name)
+
+    async def _tell_sidecar(self, job_id: str) -> None:
+        """Best effort: ``POST …/cancel`` to the sidecar, which leaves the cancel marker.
+
+        With the marker, the trainer reads the coming SIGTERM as a cancel (``training.cancelled``,
+        exit 0); without it, as a disruption to retry. Failures are logged, never raised.
+        """
+        pods = [p for p in await self.api.job_pods(job_id) if sidecar_ready(p)]
+        if not pods:
+            return
+        stream = self._stream()
+        for pod in pods:
+            url = stream.sidecar_url(job_id, pod).replace("/events/stream", "/cancel")
+            headers = {} if stream.direct else bearer_header(self.api.cfg)
+            try:
+                resp = await stream.http.post(url, headers=headers, timeout=5)
+                log.debug("sidecar cancel of %s: HTTP %s", job_id, resp.status_code)
+            except httpx.HTTPError as exc:
+                log.debug("sidecar cancel of %s failed: %s", job_id, exc)
 
     async def _wait_gone(self, job_id: str) -> None:
         loop = asyncio.get_running_loop()

@@ -35,6 +35,7 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 TRAINER = "trainer"
 SIDECAR = "sidecar"
 RUN_DIR = "/var/run/arkor"
+CANCEL_MARKER = f"{RUN_DIR}/cancel-requested"
 HOME_DIR = "/home/arkor"
 CONFIG_DIR = "/etc/arkor"
 TMP_DIR = "/tmp"  # noqa: S108 - a pod-private emptyDir, not the host's /tmp
@@ -124,6 +125,9 @@ def _storage_env(job: str, storage_uri: str, settings: KubernetesSettings) -> li
         {"name": "ARKOR_JOB_ID", "value": job},
         {"name": "ARKOR_STORAGE_URI", "value": storage_uri},
         {"name": "ARKOR_EVENT_LOG", "value": f"{RUN_DIR}/events.jsonl"},
+        # SIGTERM means "cancelled" only once this file exists (the sidecar writes it when the
+        # client cancels); otherwise it is a disruption (eviction, preemption): retry, resume.
+        {"name": "ARKOR_CANCEL_MARKER", "value": CANCEL_MARKER},
         {"name": "HOME", "value": HOME_DIR},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]

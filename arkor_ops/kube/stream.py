@@ -138,7 +138,7 @@ class RunStream:
         try:
             data = await asyncio.to_thread(self.storage().get_bytes, uri)
         except StorageError:
-            if job is None:
+            if job is None and job_id not in self.cancelled:
                 msg = f"run {job_id}: no Job and no event log at {uri}"
                 raise StreamError(msg, status=404) from None
             data = b""

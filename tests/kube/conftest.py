@@ -1,0 +1,133 @@
+"""Fixtures for KubernetesBackend tests against the real local control plane.
+
+Pods of the local cluster run as processes of this machine, in the project's env, so the tiny
+model's path on disk works as ``model``. Run pods mount a private ``emptyDir`` over ``/tmp``, so
+the model and dataset are copied somewhere else first (pytest's temp dirs live under /tmp).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from arkor_ops.backends.kubernetes import KubernetesBackend
+from arkor_ops.kube.settings import KubernetesSettings
+from tests.fixtures.s3 import S3Server
+from tests.k8senv.fixtures import K8sCluster
+
+HF_TOKEN = "hf_kube_test_secret_value_0123456789"
+S3_SECRET = "arkor-ops-s3"
+
+
+@pytest.fixture(scope="session")
+def run_files(tiny_model_dir: Path) -> Iterator[Path]:
+    """The tiny model and a small chat dataset, outside /tmp."""
+    root = Path.home() / ".cache" / "arkor-ops" / "kube-tests" / uuid.uuid4().hex[:8]
+    shutil.copytree(tiny_model_dir, root / "model")
+    rows = []
+    for i in range(64):
+        rows.append(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": f"ticket {i}: the app crashes on login"},
+                        {"role": "assistant", "content": f"triage {i % 3}: auth, high priority"},
+                    ]
+                }
+            )
+        )
+    (root / "train.jsonl").write_text("\n".join(rows) + "\n")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def s3_secret_yaml(namespace: str, s3: S3Server) -> str:
+    """The Secret with S3 keys that run pods reference (an operator creates it once)."""
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": S3_SECRET, "namespace": namespace},
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": s3.access_key,
+                "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+            },
+        }
+    )
+
+
+def make_settings(
+    cluster: K8sCluster, namespace: str, s3: S3Server, storage_uri: str, **overrides: Any
+) -> KubernetesSettings:
+    """Settings for runs on the local cluster (small requests; the GPU pool by default)."""
+    fields: dict[str, Any] = {
+        "namespace": namespace,
+        "kubeconfig": str(cluster.kubeconfig),
+        "storage_uri": storage_uri,
+        "s3_endpoint_url": s3.endpoint(cluster.host_ip),
+        "s3_client_endpoint_url": s3.endpoint(),
+        "s3_secret_name": S3_SECRET,
+        "cpu_request": "100m",
+        "memory_request": "256Mi",
+        "memory_limit": None,
+        "cancel_grace_seconds": 10,
+        "cancel_timeout_seconds": 90,
+        "hf_token": HF_TOKEN,
+        "env": {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1",
+        },
+    }
+    fields.update(overrides)
+    return KubernetesSettings(**fields)
+
+
+@pytest.fixture
+def kube_settings(
+    k8s_cluster: K8sCluster, k8s_namespace: str, s3_server: S3Server, s3_prefix: str
+) -> KubernetesSettings:
+    """Settings for this test's namespace, whose S3 Secret exists."""
+    k8s_cluster.kubectl("apply", "-f", "-", input=s3_secret_yaml(k8s_namespace, s3_server))
+    return make_settings(k8s_cluster, k8s_namespace, s3_server, s3_prefix)
+
+
+@pytest.fixture
+async def backend(kube_settings: KubernetesSettings) -> AsyncIterator[KubernetesBackend]:
+    """A KubernetesBackend on the test's namespace."""
+    b = KubernetesBackend(kube_settings)
+    yield b
+    await b.aclose()
+
+
+@pytest.fixture
+def run_config(run_files: Path) -> Callable[..., dict[str, Any]]:
+    """Trainer fields for a small run; keyword arguments override them."""
+
+    def make(**extra: Any) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "name": "Kube Run",
+            "model": str(run_files / "model"),
+            "dataset": {"type": "file", "path": str(run_files / "train.jsonl")},
+            "max_steps": 6,
+            "save_steps": 3,
+            "logging_steps": 1,
+            "batch_size": 2,
+            "lora": {"r": 4, "alpha": 8, "max_length": 64},
+        }
+        fields.update(extra)
+        return fields
+
+    return make
+
+
+def job_yaml(cluster: K8sCluster, namespace: str, *args: str) -> str:
+    """``kubectl get … -o yaml`` output."""
+    return cluster.kubectl("get", "-n", namespace, *args, "-o", "yaml").stdout

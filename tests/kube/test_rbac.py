@@ -1,0 +1,88 @@
+"""k8s/ applies to the cluster, and its Role is exactly enough: a client with the
+ServiceAccount's token runs a whole run in its namespace and is forbidden elsewhere."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from arkor_ops import create_async_trainer
+from arkor_ops.backends.kubernetes import KubernetesBackend
+from arkor_ops.config import validate_config
+from arkor_ops.errors import PermissionDeniedError
+from tests.fixtures.s3 import S3Server
+from tests.k8senv.fixtures import K8sCluster
+from tests.kube.conftest import make_settings, s3_secret_yaml
+
+pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.train, pytest.mark.timeout(600)]
+
+K8S = Path(__file__).resolve().parents[2] / "k8s"
+NAMESPACE = "arkor-ops"
+
+
+@pytest.fixture
+def applied_base(k8s_cluster: K8sCluster, s3_server: S3Server) -> Iterator[str]:
+    """`kubectl apply -k k8s/base`, plus the S3 Secret an operator adds; deleted afterwards."""
+    k8s_cluster.kubectl("apply", "-k", str(K8S / "base"))
+    k8s_cluster.kubectl("apply", "-f", "-", input=s3_secret_yaml(NAMESPACE, s3_server))
+    yield NAMESPACE
+    k8s_cluster.kubectl("delete", "-k", str(K8S / "base"), "--wait=false", check=False)
+
+
+def service_account_configuration(cluster: K8sCluster) -> Any:
+    """The admin kubeconfig's server and CA, with the client ServiceAccount's token."""
+    token = cluster.kubectl("create", "token", "arkor-ops-client", "-n", NAMESPACE).stdout.strip()
+    admin = cluster.configuration()
+    cfg = client.Configuration()
+    cfg.host = admin.host
+    cfg.ssl_ca_cert = admin.ssl_ca_cert
+    cfg.verify_ssl = admin.verify_ssl
+    cfg.api_key = {"BearerToken": token}
+    cfg.api_key_prefix = {"BearerToken": "Bearer"}
+    return cfg
+
+
+def test_every_kustomization_renders_and_is_accepted(k8s_cluster: K8sCluster) -> None:
+    for rel in ("base", "overlays/gpu-pool", "minio"):
+        k8s_cluster.kubectl("apply", "-k", str(K8S / rel), "--dry-run=server")
+
+
+async def test_service_account_runs_a_whole_run_and_is_forbidden_elsewhere(  # noqa: PLR0917
+    applied_base: str,
+    k8s_cluster: K8sCluster,
+    k8s_namespace: str,
+    s3_server: S3Server,
+    s3_prefix: str,
+    run_config: Callable[..., dict[str, Any]],
+) -> None:
+    cfg = service_account_configuration(k8s_cluster)
+    settings = make_settings(
+        k8s_cluster, applied_base, s3_server, s3_prefix, service_account="arkor-ops-run"
+    )
+    backend = KubernetesBackend(settings, configuration=cfg)
+    try:
+        trainer = create_async_trainer(**run_config(max_steps=2, save_steps=1), backend=backend)
+        result = await trainer.wait()
+        assert result.job.status == "completed"
+        described = await backend.describe(result.job.id)
+        assert described.job.status == "completed"
+        listed = await backend.list_jobs()
+        assert [d.job.id for d in listed] == [result.job.id]
+        await backend.cancel(result.job.id)  # finished: harmless
+    finally:
+        await backend.aclose()
+
+    elsewhere = KubernetesBackend(
+        make_settings(k8s_cluster, k8s_namespace, s3_server, s3_prefix), configuration=cfg
+    )
+    try:
+        with pytest.raises(PermissionDeniedError) as info:
+            await elsewhere.submit(validate_config(run_config()))
+        assert info.value.status == 403
+        assert f"{k8s_namespace}" in str(info.value) and "arkor-ops-client" in str(info.value)
+    finally:
+        await elsewhere.aclose()
