@@ -31,6 +31,8 @@ from arkor_ops.storage import MANIFEST_NAME, RunLayout, Storage, join_uri
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
+#: Queued checkpoints beyond this many are skipped for newer ones (bounds disk and lag).
+MAX_BACKLOG = 3
 
 
 class ManifestFile(BaseModel):
@@ -169,7 +171,14 @@ class CheckpointUploader:
             if job is None:
                 return
             try:
-                if self.error is None:
+                superseded = self._queue.qsize() >= MAX_BACKLOG
+                if superseded:
+                    log.warning(
+                        "skipping checkpoint step %d: uploads are %d checkpoints behind training",
+                        job.step,
+                        self._queue.qsize(),
+                    )
+                elif self.error is None:
                     self._upload(job)
             except BaseException as exc:
                 self.error = exc

@@ -228,7 +228,9 @@ def _snake(name: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in name)
 
 
-def assert_completed(run: RunDir, *, max_steps: int, save_steps: int, rows: int | None = None) -> None:
+def assert_completed(
+    run: RunDir, *, max_steps: int, save_steps: int, rows: int | None = None
+) -> None:
     """The log of a finished run: started, decreasing finite losses, a checkpoint per save,
     completed with artifacts; every committed checkpoint matches its manifest."""
     events = run.events()

@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 from tests.fixtures.s3 import S3Server
-from tests.worker.conftest import ROWS, RunDir, assert_completed, base_config, run_inprocess, write_rows
+from tests.worker.conftest import (
+    ROWS,
+    RunDir,
+    assert_completed,
+    base_config,
+    run_inprocess,
+    write_rows,
+)
 
 pytestmark = [pytest.mark.s3, pytest.mark.train]
 
@@ -49,11 +56,14 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("source", "kind", "fmt"), CASES, ids=[f"{s}-{k or 'hf'}-{f}" for s, k, f in CASES])
+@pytest.mark.parametrize(
+    ("source", "kind", "fmt"), CASES, ids=[f"{s}-{k or 'hf'}-{f}" for s, k, f in CASES]
+)
 def test_source_and_format_train_to_completion(
     source: str,
     kind: str,
     fmt: str,
+    *,
     tmp_path: Path,
     run_dir: RunDir,
     tiny_model_dir: Path,
@@ -71,7 +81,10 @@ def test_source_and_format_train_to_completion(
     elif source == "blob":
         local = write_rows(tmp_path / f"rows.{kind}", ROWS[fmt]())
         blob_server.token = TOKEN
-        blob_server.files[f"/datasets/rows.{kind}"] = (local.read_bytes(), "application/octet-stream")
+        blob_server.files[f"/datasets/rows.{kind}"] = (
+            local.read_bytes(),
+            "application/octet-stream",
+        )
         dataset = {"type": "blob", "url": blob_server.url(f"/datasets/rows.{kind}")}
         extra_env["ARKOR_DATASET_TOKEN"] = TOKEN
     else:
