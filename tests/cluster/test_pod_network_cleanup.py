@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -31,12 +31,14 @@ def _leftovers(net: netns.NetConfig) -> list[str]:
 
 
 def _run_pod(k8s_cluster: K8sCluster, namespace: str) -> tuple[str, int]:
+    assert k8s_cluster.local is not None
+    net = k8s_cluster.local.config.net
     core = client.CoreV1Api(k8s_cluster.api_client())
     core.create_namespaced_pod(
         namespace, pod_manifest("sleeper", [container("c", "while true; do sleep 0.1; done")])
     )
     pod = wait_running(core, namespace, "sleeper")
-    names = netns.list_netns(netns.TEST_NET)
+    names = netns.list_netns(net)
     assert names, "a running pod has a network namespace"
     pids = [int(p) for n in names for p in netns._ip("netns", "pids", n).stdout.split()]
     assert pids
@@ -44,11 +46,12 @@ def _run_pod(k8s_cluster: K8sCluster, namespace: str) -> tuple[str, int]:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie left to an init that does not reap counts as dead)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_agent_shutdown_removes_pod_namespaces_and_links(

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import urllib3
 from kubernetes import client
 
 from tests.cluster.helpers import pod_manifest, pod_phase, wait_for, wait_running
@@ -105,15 +106,21 @@ def test_streaming_response_is_read_incrementally_through_proxy(
             ).stdout
         ),
     )
-    resp = core.api_client.call_api(
-        f"/api/v1/namespaces/{k8s_namespace}/pods/web:8080/proxy/events",
-        "GET",
-        query_params=[("n", "6"), ("interval", "0.5")],
-        header_params={"Accept": "text/event-stream"},
-        auth_settings=["BearerToken"],
-        _preload_content=False,
-        _return_http_data_only=True,
+    cfg = k8s_cluster.configuration()
+    headers = {}
+    if cfg.api_key.get("authorization"):
+        headers["Authorization"] = cfg.api_key["authorization"]
+    pool = urllib3.PoolManager(
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=cfg.ssl_ca_cert,
+        cert_file=cfg.cert_file,
+        key_file=cfg.key_file,
     )
+    url = f"{cfg.host}/api/v1/namespaces/{k8s_namespace}/pods/web:8080/proxy/events"
+    resp = pool.request(
+        "GET", url + "?n=6&interval=0.5", headers=headers, preload_content=False, timeout=30
+    )
+    assert resp.status == 200
     arrivals: list[tuple[float, bytes]] = []
     started = time.monotonic()
     for chunk in resp.stream(1024):

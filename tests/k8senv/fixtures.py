@@ -119,13 +119,15 @@ def k8s_cluster() -> Iterator[K8sCluster]:
     build = cluster_mod.ensure_binaries()
     _note(f"{build.message} (build step took {time.monotonic() - started:.1f}s)")
     state_dir = Path(tempfile.mkdtemp(prefix="arkor-k8s-"))
+    net = netns.claim_net()
     local = cluster_mod.LocalCluster(
-        cluster_mod.ClusterConfig.ephemeral(state_dir, netns.TEST_NET), build.bin_dir
+        cluster_mod.ClusterConfig.ephemeral(state_dir, net), build.bin_dir
     )
     try:
         local.start()
     except Exception:
         local.stop()
+        netns.release_net(net)
         raise
     _note(f"control plane ready in {local.ready_seconds:.1f}s (state in {state_dir})")
     handle = K8sCluster(
@@ -139,7 +141,9 @@ def k8s_cluster() -> Iterator[K8sCluster]:
     finally:
         handle.close()
         local.stop()
-        shutil.rmtree(state_dir, ignore_errors=True)
+        netns.release_net(net)
+        if not os.environ.get("ARKOR_K8S_KEEP_STATE"):
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
 """Pod network: one network namespace per pod, joined to a host bridge by a veth pair.
 
-Layout (for one agent instance, identified by a one-letter ``tag``)::
+Layout (for one agent instance, identified by a one-letter ``tag``; slot ``i`` uses tag
+``SLOT_TAGS[i]`` and ``10.244.<16*i>.0/20``; the local cluster is slot 0, test sessions claim a
+free slot)::
 
-    host netns                                   pod netns ``ark<tag>-<n>``
-    bridge ``ark<tag>br0`` 10.244.128.1/17  <-- veth ``ark<tag>v<n>`` == eth0 10.244.128.<k>/17
-                                                    default route via 10.244.128.1, lo up
+    host netns                                  pod netns ``ark<tag>-<n>``
+    bridge ``ark<tag>br0`` 10.244.16.1/20  <--  veth ``ark<tag>v<n>`` == eth0 10.244.16.<k>/20
+                                                   default route via 10.244.16.1, lo up
 
 The bridge address is the gateway of every pod, the nodes' ``InternalIP`` (the API server reaches
 the agent's kubelet endpoint there) and the address pods use to reach servers on the host
@@ -66,8 +68,64 @@ class NetConfig:
         return str(self.network.network_address + 1)
 
 
-LOCAL_NET = NetConfig(tag="l", cidr="10.244.0.0/17")
-TEST_NET = NetConfig(tag="t", cidr="10.244.128.0/17")
+SLOT_TAGS = "abcdefghijklmnop"
+CLAIM_DIR = Path("/run/arkor-ops")
+
+
+def slot(index: int) -> NetConfig:
+    """Network slot ``index``: tag ``SLOT_TAGS[index]``, range ``10.244.<16*index>.0/20``."""
+    return NetConfig(tag=SLOT_TAGS[index], cidr=f"10.244.{16 * index}.0/20")
+
+
+LOCAL_NET = slot(0)
+
+
+def _owner_alive(claim: Path) -> bool:
+    try:
+        pid = int(claim.read_text().strip() or "0")
+    except (OSError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_net(owner_pid: int | None = None) -> NetConfig:
+    """Claim a free network slot (1..15) for a test session, so sessions never share names.
+
+    A slot is claimed by creating ``/run/arkor-ops/net-<tag>.pid`` holding the owner's pid; a
+    claim whose owner died is taken over after sweeping its leftovers.
+
+    Raises:
+        RuntimeError: Every slot is held by a live process.
+    """
+    CLAIM_DIR.mkdir(parents=True, exist_ok=True)
+    pid = owner_pid or os.getpid()
+    for index in range(1, len(SLOT_TAGS)):
+        config = slot(index)
+        claim = CLAIM_DIR / f"net-{config.tag}.pid"
+        if claim.exists() and not _owner_alive(claim):
+            claim.unlink(missing_ok=True)
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "w") as out:
+            out.write(f"{pid}\n")
+        sweep(config)
+        return config
+    raise RuntimeError(f"all pod network slots in {CLAIM_DIR} are in use")
+
+
+def release_net(config: NetConfig) -> None:
+    """Give a slot claimed by :func:`claim_net` back."""
+    (CLAIM_DIR / f"net-{config.tag}.pid").unlink(missing_ok=True)
 
 
 def ensure_bridge(config: NetConfig) -> None:

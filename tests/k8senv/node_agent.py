@@ -9,7 +9,7 @@ container logs on the kubelet port (:mod:`tests.k8senv.log_server`).
 Run by :mod:`tests.k8senv.cluster`; as root::
 
     python -m tests.k8senv.node_agent --kubeconfig admin.kubeconfig --state-dir DIR \
-        --net-tag t --net-cidr 10.244.128.0/17 --port 10250 --tls-cert kubelet.crt \
+        --net-tag b --net-cidr 10.244.16.0/20 --port 10250 --tls-cert kubelet.crt \
         --tls-key kubelet.key
 """
 
@@ -159,7 +159,7 @@ class NodeAgent:
         try:
             self.core.delete_namespaced_pod(
                 meta["name"], meta["namespace"], grace_period_seconds=0,
-                body={"preconditions": {"uid": meta["uid"]}},
+                body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
             )  # fmt: skip
         except client.ApiException as exc:
             if exc.status not in (404, 409):

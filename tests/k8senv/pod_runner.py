@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -280,11 +281,12 @@ class PodWorker(threading.Thread):
         try:
             self.core.delete_namespaced_pod(
                 meta["name"], meta["namespace"], grace_period_seconds=0,
-                body={"preconditions": {"uid": meta["uid"]}},
+                body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
             )  # fmt: skip
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
+        shutil.rmtree(self.pod_dir, ignore_errors=True)
         logger.info("%s: deleted", self.ref)
 
     # -- status ----------------------------------------------------------------------------------
