@@ -34,6 +34,7 @@ from tests.k8senv import cluster as cluster_mod
 from tests.k8senv import netns
 
 _REPORT: list[str] = []
+_BUILD: list[cluster_mod.BuildResult] = []
 
 
 @dataclass
@@ -99,6 +100,31 @@ def _external(kubeconfig: str) -> K8sCluster:
     return K8sCluster(kubeconfig=Path(kubeconfig), host_ip=host_ip, kubectl_path=kubectl)
 
 
+def _can_run_local() -> bool:
+    return os.geteuid() == 0 and shutil.which("ip") is not None
+
+
+def _build() -> cluster_mod.BuildResult:
+    started = time.monotonic()
+    build = cluster_mod.ensure_binaries()
+    _note(f"{build.message} (build step took {time.monotonic() - started:.1f}s)")
+    _BUILD.append(build)
+    return build
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the binaries before any test runs when a selected test needs the local cluster.
+
+    Building here keeps a cold build (minutes) out of the per-test timeout.
+    """
+    if os.environ.get("ARKOR_TEST_KUBECONFIG") or not _can_run_local():
+        return
+    if session.config.option.collectonly:
+        return
+    if any("k8s_cluster" in getattr(item, "fixturenames", ()) for item in session.items):
+        _build()
+
+
 def _note(line: str) -> None:
     _REPORT.append(line)
     sys.stderr.write(f"\n{line}\n")
@@ -113,11 +139,9 @@ def k8s_cluster() -> Iterator[K8sCluster]:
         yield handle
         handle.close()
         return
-    if os.geteuid() != 0 or shutil.which("ip") is None:
+    if not _can_run_local():
         pytest.skip("the local cluster's node agent needs root and iproute2")
-    started = time.monotonic()
-    build = cluster_mod.ensure_binaries()
-    _note(f"{build.message} (build step took {time.monotonic() - started:.1f}s)")
+    build = _BUILD[0] if _BUILD else _build()
     state_dir = Path(tempfile.mkdtemp(prefix="arkor-k8s-"))
     net = netns.claim_net()
     local = cluster_mod.LocalCluster(
