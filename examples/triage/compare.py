@@ -1,0 +1,101 @@
+"""Answer unseen tickets with the base model and with the trained adapter, side by side.
+
+    python examples/triage/compare.py JOB_ID [--count 2]
+
+Reads the adapter from the run's storage (`{ARKOR_STORAGE_URI}/{job_id}/final/`, `s3://` or
+`file://`), loads the base model the run used (its `config.json`), and generates greedily with
+the chat template, stopping at `<end_of_turn>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_tickets(count: int) -> list[dict[str, Any]]:
+    """The first ``count`` held-out conversations."""
+    lines = (HERE / "test.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines[:count]]
+
+
+def generate(model: Any, tok: Any, messages: list[dict[str, str]], max_new_tokens: int) -> str:
+    """Greedy answer to the conversation's system + user turns."""
+    import torch
+
+    prompt = tok.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True)
+    inputs = tok(prompt, return_tensors="pt", add_special_tokens=False)
+    stop = [tok.convert_tokens_to_ids("<end_of_turn>"), tok.eos_token_id]
+    with torch.no_grad():
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=[t for t in stop if t is not None],
+            pad_token_id=tok.pad_token_id,
+        )
+    text: str = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    return text.strip()
+
+
+def main() -> int:
+    """Print base vs. adapter answers for a few test tickets."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("job_id")
+    parser.add_argument("--count", type=int, default=2)
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--storage-uri", default=os.environ.get("ARKOR_STORAGE_URI"))
+    args = parser.parse_args()
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from arkor_ops.backends.local import LocalSettings
+    from arkor_ops.storage import RunLayout, open_storage
+    from arkor_ops.worker.models import resolve_model
+    from arkor_ops.worker.settings import default_model_cache
+
+    storage_uri = args.storage_uri or f"file://{LocalSettings().runs_dir.resolve()}/storage"
+    layout = RunLayout(storage_uri, args.job_id)
+    storage = open_storage(storage_uri)
+    config = json.loads(storage.get_bytes(layout.config))
+    base_path = resolve_model(config["model"], default_model_cache()).path
+    console = Console(highlight=False, soft_wrap=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        adapter_dir = Path(tmp) / "adapter"
+        if not storage.download_dir(layout.final, adapter_dir):
+            console.print(f"no adapter under {layout.final}")
+            return 1
+        tok = AutoTokenizer.from_pretrained(
+            adapter_dir if (adapter_dir / "tokenizer_config.json").exists() else base_path
+        )
+        base = AutoModelForCausalLM.from_pretrained(base_path)
+        base.eval()
+        tickets = load_tickets(args.count)
+        before = [generate(base, tok, t["messages"], args.max_new_tokens) for t in tickets]
+        tuned = PeftModel.from_pretrained(base, adapter_dir)
+        tuned.eval()
+        after = [generate(tuned, tok, t["messages"], args.max_new_tokens) for t in tickets]
+    for i, ticket in enumerate(tickets):
+        table = Table(title=f"unseen ticket {i + 1}", show_lines=True, expand=True)
+        table.add_column("", style="bold", width=10)
+        table.add_column("text", overflow="fold")
+        table.add_row("ticket", ticket["messages"][1]["content"])
+        table.add_row("base", before[i] or "(empty)")
+        table.add_row("adapter", after[i] or "(empty)")
+        table.add_row("expected", ticket["messages"][2]["content"])
+        console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
