@@ -178,3 +178,27 @@ def test_native_sidecar_and_init_container_order(
     inits = {s["name"]: s for s in pod["status"]["initContainerStatuses"]}
     assert inits["init"]["state"]["terminated"]["exitCode"] == 0
     assert "terminated" in inits["sidecar"]["state"]
+
+
+def test_on_failure_restarts_the_container_and_keeps_empty_dir(
+    k8s_cluster: K8sCluster, k8s_namespace: str
+) -> None:
+    core = client.CoreV1Api(k8s_cluster.api_client())
+    script = "if [ -e /data/once ]; then echo second; exit 0; fi; touch /data/once; exit 1"
+    body = pod_manifest(
+        "flaky",
+        [container("c", script, volumeMounts=[{"name": "data", "mountPath": "/data"}])],
+        restartPolicy="OnFailure",
+        volumes=[{"name": "data", "emptyDir": {}}],
+    )
+    core.create_namespaced_pod(k8s_namespace, body)
+
+    def succeeded() -> dict | None:
+        pod = read_pod(core, k8s_namespace, "flaky") or {}
+        return pod if pod.get("status", {}).get("phase") == "Succeeded" else None
+
+    pod = wait_for("pod to succeed after one restart", succeeded, timeout=60)
+    status = pod["status"]["containerStatuses"][0]
+    assert status["restartCount"] == 1
+    assert status["lastState"]["terminated"]["exitCode"] == 1
+    assert status["state"]["terminated"]["exitCode"] == 0

@@ -52,7 +52,8 @@ class ContainerProc:
         """Start a (new) run of the container in its own process group."""
         if self.popen is not None:
             self.restart_count += 1
-            self.last_state = self.state
+            if "terminated" in self.state:
+                self.last_state = self.state
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.popen = subprocess.Popen(
