@@ -29,7 +29,7 @@ class SidecarSettings(BaseSettings):
         default=15.0, gt=0, le=3600, description="Seconds between `ping` keepalives when idle."
     )
     poll_seconds: float = Field(
-        default=0.02, gt=0, le=5, description="Seconds between checks of the log for new lines."
+        default=0.01, gt=0, le=5, description="Seconds between checks of the log for new lines."
     )
     shutdown_grace_seconds: float = Field(
         default=5.0,

@@ -75,7 +75,7 @@ class LogTail:
         self,
         path: Path,
         *,
-        poll_seconds: float = 0.02,
+        poll_seconds: float = 0.01,
         persist: Callable[[bytes], None] | None = None,
     ) -> None:
         self.path = path
