@@ -1,0 +1,249 @@
+"""Operator commands: ``arkor-ops list``, ``status JOB``, ``logs JOB [-f]``, ``cancel JOB``.
+
+They act on runs that already exist, through the :class:`~arkor_ops.backends.base.Backend`
+interface. The backend is ``--backend``, else ``$ARKOR_BACKEND``, else ``kubernetes`` (these
+are the commands an operator runs against the cluster). ``list`` needs a backend with
+``list_jobs()`` (Kubernetes has it). Exit codes: 0 ok, 1 the run failed or was not found,
+2 the backend refused (permissions, configuration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from arkor_ops.backends import BACKEND_ENV, resolve_backend
+from arkor_ops.backends.base import Backend, JobDescription
+from arkor_ops.errors import ArkorOpsError, JobNotFoundError, StreamError
+
+
+def register(sub: Any) -> None:
+    """Add the operator commands to the parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--backend",
+        choices=["local", "kubernetes"],
+        help=f"backend of the runs (default: ${BACKEND_ENV}, else kubernetes)",
+    )
+    common.add_argument("-n", "--namespace", help="Kubernetes namespace (ARKOR_K8S_NAMESPACE)")
+    p = sub.add_parser("list", parents=[common], help="runs with status, step, loss and age")
+    p.set_defaults(func=run_list)
+    p = sub.add_parser("status", parents=[common], help="one run's status and phase")
+    p.add_argument("job", help="job id (the Kubernetes Job name)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_status)
+    p = sub.add_parser("logs", parents=[common], help="a run's event stream, for a terminal")
+    p.add_argument("job", help="job id")
+    p.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")
+    p.set_defaults(func=run_logs)
+    p = sub.add_parser("cancel", parents=[common], help="cancel a run; returns once it stopped")
+    p.add_argument("job", help="job id")
+    p.set_defaults(func=run_cancel)
+
+
+def make_backend(args: argparse.Namespace) -> Backend:
+    """The backend the command acts on."""
+    if getattr(args, "namespace", None):
+        os.environ["ARKOR_K8S_NAMESPACE"] = args.namespace
+    name = args.backend or os.environ.get(BACKEND_ENV) or "kubernetes"
+    return resolve_backend(name)
+
+
+def _run(args: argparse.Namespace, body: Any) -> int:
+    err = Console(stderr=True)
+    try:
+        code: int = asyncio.run(body(make_backend(args)))
+    except JobNotFoundError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        return 1
+    except ArkorOpsError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def age(created_at: str | None, now: datetime | None = None) -> str:
+    """``kubectl``-style age: ``42s``, ``5m``, ``3h``, ``2d``."""
+    if not created_at:
+        return "-"
+    try:
+        created = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+    except ValueError:
+        return "-"
+    seconds = int(((now or datetime.now(UTC)) - created).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def jobs_table(rows: list[JobDescription]) -> Table:
+    """The ``list`` table."""
+    table = Table(box=None, header_style="bold")
+    for col in ("JOB", "NAME", "STATUS", "PHASE", "STEP", "LOSS", "AGE"):
+        table.add_column(col, justify="right" if col in ("STEP", "LOSS") else "left")
+    for d in rows:
+        table.add_row(
+            d.job.id,
+            d.job.name,
+            d.job.status,
+            d.phase or "-",
+            "-" if d.step is None else str(d.step),
+            "-" if d.loss is None else f"{d.loss:.4f}",
+            age(d.job.created_at),
+        )
+    return table
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print the runs of the namespace."""
+
+    async def body(backend: Backend) -> int:
+        try:
+            lister = getattr(backend, "list_jobs", None)
+            if lister is None:
+                Console(stderr=True).print(f"{type(backend).__name__} cannot list runs")
+                return 2
+            rows: list[JobDescription] = await lister()
+        finally:
+            await backend.aclose()
+        Console().print(jobs_table(rows))
+        return 0
+
+    return _run(args, body)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Print one run's status; exit 1 when it failed."""
+
+    async def body(backend: Backend) -> int:
+        try:
+            d = await backend.describe(args.job)
+        finally:
+            await backend.aclose()
+        if args.json:
+            print(d.model_dump_json(indent=2))
+        else:
+            out = Console(highlight=False)
+            out.print(f"[bold]{d.job.id}[/bold] ({d.job.name}): {d.job.status}")
+            for label, value in (
+                ("phase", d.phase),
+                ("message", d.message),
+                ("step", d.step),
+                ("loss", d.loss),
+                ("error", d.job.error),
+                ("created", d.job.created_at),
+            ):
+                if value is not None:
+                    out.print(f"  {label:8} {value}", markup=False)
+        return 1 if d.job.status == "failed" else 0
+
+    return _run(args, body)
+
+
+def _log_line(data: dict[str, Any]) -> str:
+    parts = [f"step {data.get('step')}"]
+    for key, label in (("loss", "loss"), ("learningRate", "lr"), ("epoch", "epoch")):
+        if data.get(key) is not None:
+            parts.append(f"{label} {data[key]:.4g}")
+    return "  ".join(parts)
+
+
+def _phase_line(data: dict[str, Any]) -> str:
+    hint = f" (hint: {data['hint']})" if data.get("hint") else ""
+    return f"[{data.get('phase')}] {data.get('message') or ''}{hint}"
+
+
+_RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
+    "training.log": _log_line,
+    "job.phase": _phase_line,
+    "training.started": lambda d: "training started",
+    "checkpoint.saved": lambda d: f"checkpoint at step {d.get('step')}",
+    "training.failed": lambda d: f"FAILED: {d.get('error')}",
+    "training.cancelled": lambda d: f"cancelled at step {d.get('step')}",
+    "training.completed": lambda d: (
+        "completed: " + ", ".join(a.get("uri", "") for a in d.get("artifacts") or [])
+    ),
+}
+
+
+def render(data: dict[str, Any]) -> str:
+    """One event as a terminal line, e.g. ``12:00:01 step 3  loss 1.234``."""
+    kind = str(data.get("type", "?"))
+    stamp = str(data.get("timestamp", ""))[11:19]
+    text = _RENDER[kind](data) if kind in _RENDER else kind
+    return f"{stamp} {text}"
+
+
+async def follow(
+    backend: Backend, job_id: str, *, follow: bool, out: Console, idle_seconds: float = 1.5
+) -> int:
+    """Print the run's events; with ``follow``, reconnect until ``end``.
+
+    Returns:
+        0, or 1 when the run failed.
+    """
+    last_id: str | None = None
+    status = 0
+    while True:
+        frames = backend.events(job_id, last_id).__aiter__()
+        try:
+            while True:
+                timeout = None if follow else idle_seconds
+                frame = await asyncio.wait_for(anext(frames), timeout=timeout)
+                last_id = frame.id or last_id
+                if frame.is_end:
+                    return status
+                if frame.is_ping or not frame.data:
+                    continue
+                with contextlib.suppress(ValueError):
+                    data = json.loads(frame.data)
+                    status = 1 if data.get("type") == "training.failed" else status
+                    out.print(render(data), markup=False, highlight=False)
+        except (StopAsyncIteration, TimeoutError):
+            if not follow:
+                return status
+        except StreamError as exc:
+            if not follow or not exc.retryable:
+                raise
+        finally:
+            with contextlib.suppress(Exception):
+                await frames.aclose()  # type: ignore[attr-defined]
+        await asyncio.sleep(1.0)
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    """Print the run's events (``-f``: until it ends)."""
+
+    async def body(backend: Backend) -> int:
+        try:
+            return await follow(backend, args.job, follow=args.follow, out=Console())
+        finally:
+            await backend.aclose()
+
+    return _run(args, body)
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    """Cancel a run and wait until it stopped."""
+
+    async def body(backend: Backend) -> int:
+        try:
+            await backend.cancel(args.job)
+        finally:
+            await backend.aclose()
+        Console(highlight=False).print(f"{args.job}: cancelled")
+        return 0
+
+    return _run(args, body)
