@@ -69,6 +69,11 @@ def prepare_env(args: argparse.Namespace) -> dict[str, str]:
 def start_server(host: str, port: int, timeout_seconds: float = 90) -> subprocess.Popen[bytes]:
     """Start ``prefect server start`` and wait until ``/api/health`` answers."""
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(
+        PREFECT_SERVER_API_HOST=host,
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_SERVER_UI_API_URL=f"http://{host}:{port}/api",  # what the UI's JavaScript calls
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
         env=env,

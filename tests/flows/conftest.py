@@ -58,7 +58,13 @@ def _flush_prefect_logs() -> None:
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
     """The session's Prefect server (API, UI, scheduler, triggers); yields the API URL."""
-    env = dict(os.environ, PREFECT_HOME=str(_HOME / "server"))
+    env = dict(
+        os.environ,
+        PREFECT_HOME=str(_HOME / "server"),
+        PREFECT_SERVER_API_HOST="127.0.0.1",
+        PREFECT_SERVER_API_PORT=str(_PORT),
+        PREFECT_SERVER_UI_API_URL=API_URL,  # what the UI's JavaScript calls
+    )
     env.pop("PREFECT_API_URL")
     log = open(_HOME / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
