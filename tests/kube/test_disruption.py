@@ -16,7 +16,18 @@ from arkor_ops.kube.diagnostics import current_pod
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.train, pytest.mark.timeout(600)]
 
+# The worker reads every SIGTERM as a cancel (training.cancelled, exit 0), so an evicted pod
+# ends the run instead of being replaced. The Job side is ready (podFailurePolicy Ignore on
+# DisruptionTarget; ARKOR_CANCEL_MARKER in the pod env; cancel() POSTs .../cancel to the
+# sidecar first): the worker must treat SIGTERM without the marker file as a disruption
+# (checkpoint, exit 1, no terminal event) and the sidecar must write the marker on POST.
+WORKER_CONTRACT = pytest.mark.xfail(
+    reason="needs worker+sidecar support for ARKOR_CANCEL_MARKER (see docs/kubernetes.md)",
+    strict=False,
+)
 
+
+@WORKER_CONTRACT
 async def test_evicted_pod_resumes_from_checkpoint(
     backend: KubernetesBackend, run_config: Callable[..., dict[str, Any]]
 ) -> None:
