@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -63,8 +64,28 @@ class Sidecar:
         if self.settings.sidecar_linger_seconds is not None:
             self._tasks.append(asyncio.create_task(self._linger(), name="linger"))
 
+    def _run_gone(self) -> bool:
+        """Whether the worker being watched has exited, or the run's folder was removed."""
+        if not self.settings.event_log.parent.exists():
+            return True
+        pid = self.settings.sidecar_worker_pid
+        if pid is None:
+            return False
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
     async def _linger(self) -> None:
-        await self.tail.persisted_terminal.wait()
+        while not self.tail.persisted_terminal.is_set():
+            if self._run_gone():
+                log.info("the worker is gone without a terminal event")
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.tail.persisted_terminal.wait(), 0.5)
         assert self.settings.sidecar_linger_seconds is not None
         await asyncio.sleep(self.settings.sidecar_linger_seconds)
         log.info("run ended %.0f s ago: stopping", self.settings.sidecar_linger_seconds)

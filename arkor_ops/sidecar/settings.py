@@ -44,3 +44,9 @@ class SidecarSettings(BaseSettings):
         description="Exit this long after the terminal event (local runs); unset: run until "
         "SIGTERM (Kubernetes stops a native sidecar itself).",
     )
+    sidecar_worker_pid: int | None = Field(
+        default=None,
+        gt=0,
+        description="Local runs: with a linger set, also stop once this worker process is gone "
+        "(or the log's folder was removed), even without a terminal event.",
+    )

@@ -192,3 +192,24 @@ async def test_secrets_reach_only_the_worker(
         assert "s3cr3t-tok" not in path.read_text()
     await backend.cancel(job.id)
     assert os.environ.get("ARKOR_DATASET_TOKEN") is None
+
+
+async def test_the_sidecar_stops_when_the_worker_is_gone_and_nobody_watches(
+    runs_dir: Path, dataset_file: Path
+) -> None:
+    backend = make_backend(runs_dir, worker_module="tests.local.no_such_worker")
+    job = await backend.submit(validate_config(config_fields(dataset_file)))
+    state = json.loads((runs_dir / job.id / "state.json").read_text())
+    sidecar = Path(f"/proc/{state['sidecar']['pid']}")
+    for _ in range(200):
+        if not sidecar.exists() or sidecar.joinpath("stat").read_text().split()[2] == "Z":
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the sidecar outlived its worker")
+    assert (await backend.describe(job.id)).job.status == "failed"
+    frames = await frames_of(make_backend(runs_dir), job.id)
+    assert [f.event for f in frames][-2:] == ["training.failed", "end"]
+    storage_uri = f"file://{runs_dir.resolve()}/storage"
+    persisted = open_storage(storage_uri).get_bytes(RunLayout(storage_uri, job.id).events)
+    assert b"training.failed" in persisted

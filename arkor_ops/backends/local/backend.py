@@ -167,12 +167,20 @@ class LocalBackend(Backend):
             ARKOR_EVENT_LOG=str(run.log_path),
             PYTHONUNBUFFERED="1",
         )
+        worker_env = {
+            **base,
+            **config.secret_env(),  # secrets only here: never in files or the sidecar's env
+            "ARKOR_CONFIG_FILE": str(run.config_path),
+            "ARKOR_WORK_DIR": str(run.dir / "work"),
+        }
+        worker = run.spawn("worker", [s.python, "-m", s.worker_module], worker_env)
         port = _free_port()
         sidecar_env = {
             **base,
             "ARKOR_SIDECAR_HOST": "127.0.0.1",
             "ARKOR_SIDECAR_PORT": str(port),
             "ARKOR_SIDECAR_LINGER_SECONDS": str(s.sidecar_linger_seconds),
+            "ARKOR_SIDECAR_WORKER_PID": str(worker.pid),
         }
         sidecar = run.spawn("sidecar", [s.python, "-m", "arkor_ops.sidecar"], sidecar_env)
         state: dict[str, Any] = {
@@ -182,18 +190,11 @@ class LocalBackend(Backend):
             "storageUri": self.storage_uri,
             "port": port,
             "status": "running",
+            "worker": runs.proc_info(worker.pid),
             "sidecar": runs.proc_info(sidecar.pid),
         }
-        await self._wait_healthy(run, port, sidecar)
-        worker_env = {
-            **base,
-            **config.secret_env(),  # secrets only here: never in files or the sidecar's env
-            "ARKOR_CONFIG_FILE": str(run.config_path),
-            "ARKOR_WORK_DIR": str(run.dir / "work"),
-        }
-        worker = run.spawn("worker", [s.python, "-m", s.worker_module], worker_env)
-        state["worker"] = runs.proc_info(worker.pid)
         run.save_state(state)
+        await self._wait_healthy(run, port, sidecar)
         log.info("started run %s: worker pid %d, sidecar on port %d", run.job_id, worker.pid, port)
 
     async def _wait_healthy(
