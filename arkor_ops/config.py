@@ -107,7 +107,7 @@ class LoraConfig(_Model):
     )
     load_in_4bit: bool = Field(
         default=False,
-        validation_alias=AliasChoices("load_in_4bit", "loadIn4bit", "loadIn4Bit"),
+        validation_alias=AliasChoices("loadIn4bit", "load_in_4bit", "loadIn4Bit"),
         serialization_alias="loadIn4bit",
         description="QLoRA: load the base model in 4 bit (bitsandbytes nf4).",
     )

@@ -52,12 +52,7 @@ def dataset_trigger(match: str = RESOURCE_PREFIX + "*") -> DeploymentEventTrigge
 
 def config_parameter(config: TrainerConfig) -> dict[str, Any]:
     """The config as a deployment parameter: the shape of the UI form's JSON schema, no secrets."""
-    data = config.to_wire()
-    lora = data.get("lora")
-    if isinstance(lora, dict) and "loadIn4bit" in lora:
-        # the JSON schema names this field by its first validation alias, `load_in_4bit`
-        lora["load_in_4bit"] = lora.pop("loadIn4bit")
-    return data
+    return config.to_wire()
 
 
 def build_deployments(
