@@ -67,3 +67,15 @@ def test_bad_values_are_rejected(monkeypatch: pytest.MonkeyPatch, key: str, valu
 def test_unknown_init_fields_are_rejected() -> None:
     with pytest.raises(ValidationError):
         KubernetesSettings(gpus=1)  # type: ignore[call-arg]
+
+
+def test_every_setting_is_documented() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "kubernetes.md").read_text()
+    missing = [
+        f"ARKOR_K8S_{name.upper()}"
+        for name in KubernetesSettings.model_fields
+        if f"`ARKOR_K8S_{name.upper()}`" not in doc
+    ]
+    assert missing == []
