@@ -227,9 +227,8 @@ def main() -> None:
                     if k - 1 in saves:
                         continue  # the step after a save pays HF's own local save, as bare TRL
                     (stall if k in busy else calm).append(dt)
-            ours, plain, size = upload_compare(
-                root / "bare-0" / f"checkpoint-{args.save_steps}", bucket, 3
-            )
+            newest = max((root / "bare-0").glob("checkpoint-*"), key=lambda p: int(p.name[11:]))
+            ours, plain, size = upload_compare(newest, bucket, 3)
     finally:
         moto.terminate()
         moto.wait(timeout=10)

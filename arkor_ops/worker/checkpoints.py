@@ -9,6 +9,7 @@ checkpoint folder is hard-linked (or copied) first, so the trainer may rotate it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -18,6 +19,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 #: Queued checkpoints beyond this many are skipped for newer ones (bounds disk and lag).
 MAX_BACKLOG = 3
+#: Nice increment of the upload thread (CPU goes to training first).
+UPLOAD_NICE = 10
 
 
 class ManifestFile(BaseModel):
@@ -102,13 +106,19 @@ def upload_committed(
     manifest_uri = join_uri(prefix, MANIFEST_NAME)
     if storage.exists(manifest_uri):
         storage.delete_prefix(prefix)
-    files = []
-    for path in sorted(p for p in local.rglob("*") if p.is_file()):
-        rel = path.relative_to(local).as_posix()
-        if rel == MANIFEST_NAME:
-            continue
-        files.append(ManifestFile(path=rel, sha256=sha256_file(path), size=path.stat().st_size))
-        storage.put_file(join_uri(prefix, rel), path)
+    paths = [p for p in sorted(local.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME]
+    # Hash in a helper thread while uploading (hashlib releases the GIL): the manifest is ready
+    # when the last byte is up, instead of costing a second pass.
+    with ThreadPoolExecutor(1, thread_name_prefix="checkpoint-sha256") as pool:
+        digests = [pool.submit(sha256_file, p) for p in paths]
+        for path in paths:
+            storage.put_file(join_uri(prefix, path.relative_to(local).as_posix()), path)
+        files = [
+            ManifestFile(
+                path=p.relative_to(local).as_posix(), sha256=d.result(), size=p.stat().st_size
+            )
+            for p, d in zip(paths, digests, strict=True)
+        ]
     manifest = Manifest(
         step=step,
         config_hash=identity.config_hash,
@@ -166,6 +176,9 @@ class CheckpointUploader:
         self._queue.put(_Job(step, local))
 
     def _run(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            # Linux: a thread is a task with its own nice value; let training win the CPU.
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), UPLOAD_NICE)
         while True:
             job = self._queue.get()
             if job is None:
