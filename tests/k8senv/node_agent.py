@@ -92,6 +92,7 @@ class NodeAgent:
             client_ca=cert.parent / "ca.crt",
             lookup=self.lookup,
         )
+        self.registrar.wait_schedulable()
         (self.state_dir / "ready").write_text("ready\n")
         try:
             while not self.stopping.is_set():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,6 +170,24 @@ class NodeRegistrar:
             self.core.patch_node_status(spec.name, {"status": self._status(spec)})
             self._renew_lease(spec.name)
         logger.info("registered nodes %s at %s:%d", sorted(self.names), self.host_ip, self.port)
+
+    def wait_schedulable(self, timeout: float = 30.0) -> None:
+        """Wait until the node lifecycle controller has no ``not-ready`` taint on our nodes.
+
+        A node is briefly tainted ``node.kubernetes.io/not-ready`` between its creation and the
+        controller seeing its Ready condition; tests should not start in that window.
+        """
+        deadline = time.monotonic() + timeout
+        pending = set(self.names)
+        while pending and time.monotonic() < deadline:
+            for name in sorted(pending):
+                taints = self.core.read_node(name).spec.taints or []
+                if not any(t.key.startswith("node.kubernetes.io/") for t in taints):
+                    pending.discard(name)
+            if pending:
+                time.sleep(0.5)
+        if pending:
+            logger.warning("nodes still tainted not-ready after %.0fs: %s", timeout, pending)
 
     def _renew_lease(self, name: str) -> None:
         body = {
