@@ -95,9 +95,15 @@ def start_sidecar(log: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("the sidecar did not start")
 
 
-def write_paced(log: Path, count: int, sent: dict[int, float], interval: float) -> None:
-    """Append ``count`` training.log events ``interval`` apart, then the terminal event."""
+def write_paced(
+    log: Path, count: int, sent: dict[int, float], interval: float, ready: threading.Event
+) -> None:
+    """Append a warm-up event; once the client has it, ``count`` training.log events
+    ``interval`` apart, then the terminal event."""
     writer = EventLogWriter(log, JOB)
+    writer.write(TrainingLog(job_id=JOB, step=0, loss=1.0))
+    if not ready.wait(60):
+        raise SystemExit("the client never received the warm-up event")
     for step in range(1, count + 1):
         sent[step] = time.perf_counter()
         writer.write(TrainingLog(job_id=JOB, step=step, loss=1.0))
@@ -162,12 +168,18 @@ def run_case(
 ) -> dict[str, float]:
     got: dict[int, float] = {}
 
+    ready = threading.Event()
+
     def on_step(step: int) -> None:
         got[step] = time.perf_counter()
+        if step == 0:
+            ready.set()
 
     if mode == "latency":
         sent: dict[int, float] = {}
-        writer = threading.Thread(target=write_paced, args=(log, args.latency_events, sent, 0.004))
+        writer = threading.Thread(
+            target=write_paced, args=(log, args.latency_events, sent, 0.004, ready)
+        )
         writer.start()
         asyncio.run(follow(on_step))
         writer.join()
