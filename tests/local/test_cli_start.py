@@ -139,3 +139,31 @@ def test_bad_input_exits_2(tmp_path: Path, runs_dir: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "max_steps" in err
+
+
+def test_an_abort_signal_stops_waiting_and_the_run_goes_on(
+    tmp_path: Path, runs_dir: Path, dataset_file: Path
+) -> None:
+    path = tmp_path / "abort_trainer.py"
+    path.write_text(
+        "from arkor_ops import AbortController, create_trainer\n"
+        "controller = AbortController()\n"
+        "trainer = create_trainer(\n"
+        "    name='cli-abort', model='tiny',\n"
+        f"    dataset={{'type': 'file', 'path': {str(dataset_file)!r}}}, max_steps=30,\n"
+        "    abort_signal=controller.signal,\n"
+        "    on_log=lambda ctx: controller.abort('enough') if ctx.step >= 2 else None,\n"
+        ")\n"
+    )
+    proc = start_cli(path, cli_env(runs_dir, FAKE_STEP_SECONDS="0.1"))
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, err
+    assert "stopped waiting" in out and "keeps running" in out
+    job_id = out.split("started job ", 1)[1].split()[0]
+    backend = make_backend(runs_dir)
+    for _ in range(300):
+        desc = asyncio.run(backend.describe(job_id))
+        if desc.job.status != "running":
+            break
+        time.sleep(0.1)
+    assert desc.job.status == "completed"  # aborting never cancels the run
