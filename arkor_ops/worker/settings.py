@@ -24,7 +24,13 @@ DEFAULT_WORK_DIR = "/tmp/arkor-work"  # noqa: S108 - the documented default scra
 DEFAULT_GRACE_SECONDS = 20.0
 
 #: Variables whose values are secrets: never logged, scrubbed from every event.
-SECRET_ENV = (DATASET_TOKEN_ENV, "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+SECRET_ENV = (
+    DATASET_TOKEN_ENV,
+    "HF_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 
 
