@@ -224,8 +224,9 @@ class KubernetesBackend(Backend):
         Raises:
             StreamError: with the status the trainer's reconnect policy needs.
         """
-        async for frame in self._stream().frames(job_id, last_event_id):
-            yield frame
+        async with contextlib.aclosing(self._stream().frames(job_id, last_event_id)) as frames:
+            async for frame in frames:
+                yield frame
 
     # -- cancel -------------------------------------------------------------------------------
 

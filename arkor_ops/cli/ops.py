@@ -187,7 +187,13 @@ def render(data: dict[str, Any]) -> str:
 
 
 async def follow(
-    backend: Backend, job_id: str, *, follow: bool, out: Console, idle_seconds: float = 1.5
+    backend: Backend,
+    job_id: str,
+    *,
+    follow: bool,
+    out: Console,
+    idle_seconds: float = 1.5,
+    first_seconds: float = 30.0,
 ) -> int:
     """Print the run's events; with ``follow``, reconnect until ``end``.
 
@@ -196,13 +202,16 @@ async def follow(
     """
     last_id: str | None = None
     status = 0
+    seen = False
     while True:
         frames = backend.events(job_id, last_id).__aiter__()
         try:
             while True:
-                timeout = None if follow else idle_seconds
+                # Not following: wait for the first frame, then stop once the stream is idle.
+                timeout = None if follow else (idle_seconds if seen else first_seconds)
                 frame = await asyncio.wait_for(anext(frames), timeout=timeout)
                 last_id = frame.id or last_id
+                seen = True
                 if frame.is_end:
                     return status
                 if frame.is_ping or not frame.data:

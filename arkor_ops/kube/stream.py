@@ -12,10 +12,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, cast
 
 import httpx
 
@@ -148,7 +149,7 @@ class RunStream:
 
     async def relay(
         self, job_id: str, pod: dict[str, Any], last_event_id: str | None
-    ) -> AsyncIterator[Frame]:
+    ) -> AsyncGenerator[Frame, None]:
         """The sidecar's own stream.
 
         Raises:
@@ -156,12 +157,15 @@ class RunStream:
         """
         headers = {} if self.direct else bearer_header(self.api.cfg)
         url = self.sidecar_url(job_id, pod)
-        async for frame in stream_frames(
-            self.http, url, last_event_id=last_event_id, headers=headers
-        ):
-            yield frame
+        source = cast(
+            AsyncGenerator[Frame, None],
+            stream_frames(self.http, url, last_event_id=last_event_id, headers=headers),
+        )
+        async with contextlib.aclosing(source) as frames:
+            async for frame in frames:
+                yield frame
 
-    async def frames(self, job_id: str, last_event_id: str | None) -> AsyncIterator[Frame]:
+    async def frames(self, job_id: str, last_event_id: str | None) -> AsyncGenerator[Frame, None]:
         """Yield the run's frames until the stream ends (see the module docstring).
 
         Raises:
@@ -186,9 +190,10 @@ class RunStream:
             if pod is not None and sidecar_ready(pod):
                 relayed = False
                 try:
-                    async for frame in self.relay(job_id, pod, last_event_id):
-                        relayed = True
-                        yield frame
+                    async with contextlib.aclosing(self.relay(job_id, pod, last_event_id)) as src:
+                        async for frame in src:
+                            relayed = True
+                            yield frame
                     return
                 except StreamError as exc:
                     now = loop.time()
