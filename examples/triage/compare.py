@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +59,16 @@ def main() -> int:
     args = parser.parse_args()
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from arkor_ops.backends.local import LocalSettings
     from arkor_ops.storage import RunLayout, open_storage
     from arkor_ops.worker.models import resolve_model
     from arkor_ops.worker.settings import default_model_cache
 
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     storage_uri = args.storage_uri or f"file://{LocalSettings().runs_dir.resolve()}/storage"
     layout = RunLayout(storage_uri, args.job_id)
     storage = open_storage(storage_uri)
