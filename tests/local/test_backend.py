@@ -213,3 +213,12 @@ async def test_the_sidecar_stops_when_the_worker_is_gone_and_nobody_watches(
     storage_uri = f"file://{runs_dir.resolve()}/storage"
     persisted = open_storage(storage_uri).get_bytes(RunLayout(storage_uri, job.id).events)
     assert b"training.failed" in persisted
+
+
+def test_invalid_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from arkor_ops.backends import resolve_backend
+    from arkor_ops.errors import BackendError
+
+    monkeypatch.setenv("ARKOR_STORAGE_URI", "ftp://somewhere")
+    with pytest.raises(BackendError, match="ARKOR_STORAGE_URI"):
+        resolve_backend("local")

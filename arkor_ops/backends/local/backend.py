@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from arkor_ops.backends.base import Backend, JobDescription, TrainingJob
@@ -108,8 +108,19 @@ class LocalBackend(Backend):
 
     @classmethod
     def from_env(cls) -> LocalBackend:
-        """A backend configured from ``ARKOR_*`` environment variables."""
-        return cls(LocalSettings())
+        """A backend configured from ``ARKOR_*`` environment variables.
+
+        Raises:
+            BackendError: a variable holds an invalid value (named in the message).
+        """
+        try:
+            return cls(LocalSettings())
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"ARKOR_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+                for err in exc.errors(include_url=False, include_input=False)
+            )
+            raise BackendError(f"invalid local backend settings: {problems}") from None
 
     def _run(self, job_id: str) -> runs.LocalRun:
         return runs.LocalRun(self.runs_dir / job_id, job_id, self.storage_uri, self._children)
