@@ -135,6 +135,7 @@ def _load(args: argparse.Namespace, err: Console) -> Any:
         if args.backend:
             inner = getattr(trainer, "async_trainer", trainer)
             inner._backend = resolve_backend(args.backend)
+        _ = trainer.backend  # resolve it now: an unknown or misconfigured backend is bad input
     except (EntryError, ConfigError, BackendError) as exc:
         err.print(f"[red]error:[/] {exc}")
         return None

@@ -167,3 +167,11 @@ def test_an_abort_signal_stops_waiting_and_the_run_goes_on(
             break
         time.sleep(0.1)
     assert desc.job.status == "completed"  # aborting never cancels the run
+
+
+def test_misconfigured_backend_exits_2(tmp_path: Path, runs_dir: Path, dataset_file: Path) -> None:
+    env = cli_env(runs_dir, ARKOR_STORAGE_URI="ftp://nowhere")
+    proc = start_cli(trainer_file(tmp_path, dataset_file, 3), env)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "ARKOR_STORAGE_URI" in err
