@@ -82,13 +82,17 @@ def start_server(host: str, port: int, timeout_seconds: float = 90) -> subproces
     )
     deadline = time.monotonic() + timeout_seconds
     url = f"http://{host}:{port}/api/health"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited with code {proc.returncode}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as resp:
-            if resp.status == 200:
-                return proc
-        time.sleep(0.3)
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited with code {proc.returncode}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return proc
+            time.sleep(0.3)
+    except BaseException:  # Ctrl-C while waiting: the server has its own session, stop it
+        stop_server(proc)
+        raise
     stop_server(proc)
     raise RuntimeError(f"prefect server did not answer at {url} within {timeout_seconds:.0f} s")
 
@@ -105,11 +109,23 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the server and serve the deployments until Ctrl-C."""
+    """Run the server and serve the deployments until Ctrl-C (or SIGTERM).
+
+    Returns:
+        0 once stopped by Ctrl-C/SIGTERM while serving; 130 when interrupted while starting.
+    """
     args = parse_args(argv)
     env = prepare_env(args)
     args.home.mkdir(parents=True, exist_ok=True)
     print(f"Starting the Prefect server (PREFECT_HOME={args.home}) …", flush=True)
+    try:
+        return _run(args, env)
+    except KeyboardInterrupt:
+        print("Interrupted while starting.", flush=True)
+        return 130
+
+
+def _run(args: argparse.Namespace, env: dict[str, str]) -> int:
     server = start_server(args.host, args.port)
     try:
         from prefect import serve
@@ -126,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             serve(*deployments, print_starting_message=False)
     finally:
+        # a second Ctrl-C must not interrupt the shutdown and leave the server behind
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         stop_server(server)
         print("Stopped.", flush=True)
     return 0

@@ -1,13 +1,16 @@
 """`arkor-ops dev`: a local Prefect server with its UI, serving the arkor-ops deployments.
 
 The work happens in ``python -m flows.dev`` (a child process), because the core package never
-imports Prefect. Ctrl-C reaches both processes; this one waits for the child to stop cleanly.
+imports Prefect. Ctrl-C reaches both processes; this one waits for the child to stop cleanly
+and exits with its code: 0 after Ctrl-C while serving, 130 when interrupted while starting.
+SIGTERM sent to this process alone is passed on to the child.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -51,6 +54,9 @@ def run_dev(args: argparse.Namespace) -> int:
         print(f"error: `arkor-ops dev` needs Prefect: {hint}", file=sys.stderr)
         return 2
     proc = subprocess.Popen(child_argv(args))
+    # SIGTERM (systemd, `timeout`, a test harness) goes to this process only: pass it on, so
+    # the child stops its runner and the server instead of being orphaned with them.
+    signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
     try:
         return proc.wait()
     except KeyboardInterrupt:  # the child got the same SIGINT and is shutting down
