@@ -2,7 +2,8 @@
 
 A checkpoint counts only once its ``manifest.json`` (every file with sha256 and size, the step,
 the config hash, the dataset fingerprint, the base model) is written, and it is written last.
-Uploads run in one background thread fed by a queue, so training never waits for them; the
+Uploads run in the background (a queue, a coordinator thread and one child process that does the
+hashing and boto3 work, away from the training loop's GIL), so training never waits for them; the
 checkpoint folder is hard-linked (or copied) first, so the trainer may rotate its own copy.
 ``checkpoint.saved`` is written to the event log after the commit.
 """
@@ -10,16 +11,19 @@ checkpoint folder is hard-linked (or copied) first, so the trainer may rotate it
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import queue
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,8 +142,37 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+def _child_init() -> None:
+    """Set up the upload process: lower priority, no SIGINT, die with the worker (Linux)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.nice(UPLOAD_NICE)
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: no orphan keeps committing
+
+
+def _upload_in_child(
+    prefix: str, local: str, step: int, identity: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`upload_committed` in the upload process; returns the manifest as data."""
+    from arkor_ops.storage import open_storage
+
+    manifest = upload_committed(
+        open_storage(prefix), prefix, Path(local), step, RunIdentity(**identity)
+    )
+    return manifest.model_dump(mode="json")
+
+
 class CheckpointUploader:
-    """Uploads checkpoints in one background thread; training only enqueues.
+    """Uploads checkpoints in the background; training only enqueues.
+
+    A coordinator thread takes checkpoints off a queue and hands each to one child process
+    (spawned once, lower CPU priority) that hashes, uploads and commits it, so boto3's Python
+    work never competes with the training loop for the GIL. ``in_process=True`` uploads in the
+    thread instead.
 
     Args:
         storage: where the run lives.
@@ -156,8 +189,12 @@ class CheckpointUploader:
         identity: RunIdentity,
         staging: Path,
         on_commit: Callable[[int, Artifact], None],
+        *,
+        in_process: bool = False,
     ) -> None:
         self.storage = storage
+        self.in_process = in_process
+        self._pool: ProcessPoolExecutor | None = None
         self.layout = layout
         self.identity = identity
         self.staging = staging
@@ -204,7 +241,15 @@ class CheckpointUploader:
     def _upload(self, job: _Job) -> None:
         start = time.perf_counter()
         prefix = self.layout.checkpoint(job.step)
-        manifest = upload_committed(self.storage, prefix, job.local, job.step, self.identity)
+        if self.in_process:
+            manifest = upload_committed(self.storage, prefix, job.local, job.step, self.identity)
+        else:
+            if self._pool is None:
+                ctx = multiprocessing.get_context("spawn")
+                self._pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_child_init)
+            ident = dataclasses.asdict(self.identity)
+            data = self._pool.submit(_upload_in_child, prefix, str(job.local), job.step, ident)
+            manifest = Manifest.model_validate(data.result())
         self.upload_seconds += time.perf_counter() - start
         self.uploaded_bytes += sum(f.size for f in manifest.files)
         artifact = Artifact(kind="checkpoint", job_id=self.layout.job_id, uri=prefix, step=job.step)
@@ -227,6 +272,8 @@ class CheckpointUploader:
         self._queue.put(None)
         if finished:
             self._thread.join(timeout=5)
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
         return finished
 
 
