@@ -1,0 +1,274 @@
+"""The fine_tune flow on the KubernetesBackend, against the real local cluster and Prefect server.
+
+The flows build their backend from ``ARKOR_K8S_*`` (as a deployment would), so the fixture sets
+those for this process and the runner subprocesses. Run pods are processes of this machine in the
+project's env: the tiny model's path works as ``model`` (copied outside /tmp, which run pods
+shadow with an ``emptyDir``), and pods reach the S3 server at ``k8s_cluster.host_ip``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.s3 import S3Server
+from tests.flows.helpers import eventually, latest, run_artifacts, tiny_config, wait_final
+from tests.k8senv.fixtures import K8sCluster
+from tests.kube.conftest import S3_SECRET, s3_secret_yaml
+
+pytestmark = [
+    pytest.mark.prefect,
+    pytest.mark.cluster,
+    pytest.mark.s3,
+    pytest.mark.train,
+    pytest.mark.timeout(600),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+MANAGED = "app.kubernetes.io/managed-by=arkor-ops"
+FLOW_RUN_LABEL = "arkor-ops.dev/flow-run-id"
+
+
+@pytest.fixture(scope="session")
+def flow_files(tiny_model_dir: Path) -> Iterator[Path]:
+    """The tiny model and a small chat dataset, outside /tmp."""
+    root = Path.home() / ".cache" / "arkor-ops" / "flow-kube-tests" / uuid.uuid4().hex[:8]
+    shutil.copytree(tiny_model_dir, root / "model")
+    rows = [
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"ticket {i}: the app crashes on login"},
+                    {"role": "assistant", "content": f"triage {i % 3}: auth, high priority"},
+                ]
+            }
+        )
+        for i in range(32)
+    ]
+    (root / "train.jsonl").write_text("\n".join(rows) + "\n")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def kube_env(  # noqa: PLR0917
+    prefect_server: str,
+    k8s_cluster: K8sCluster,
+    k8s_namespace: str,
+    s3_server: S3Server,
+    s3_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, str]:
+    """``ARKOR_K8S_*`` for runs in this test's namespace (set here, inherited by runners)."""
+    k8s_cluster.kubectl("apply", "-f", "-", input=s3_secret_yaml(k8s_namespace, s3_server))
+    env = {
+        "ARKOR_BACKEND": "kubernetes",
+        "ARKOR_K8S_NAMESPACE": k8s_namespace,
+        "ARKOR_K8S_KUBECONFIG": str(k8s_cluster.kubeconfig),
+        "ARKOR_K8S_STORAGE_URI": s3_prefix,
+        "ARKOR_K8S_S3_ENDPOINT_URL": s3_server.endpoint(k8s_cluster.host_ip),
+        "ARKOR_K8S_S3_CLIENT_ENDPOINT_URL": s3_server.endpoint(),
+        "ARKOR_K8S_S3_SECRET_NAME": S3_SECRET,
+        "ARKOR_K8S_CPU_REQUEST": "100m",
+        "ARKOR_K8S_MEMORY_REQUEST": "256Mi",
+        "ARKOR_K8S_MEMORY_LIMIT": "4Gi",
+        "ARKOR_K8S_CANCEL_GRACE_SECONDS": "5",
+        "ARKOR_K8S_CANCEL_TIMEOUT_SECONDS": "60",
+        "ARKOR_K8S_ENV": json.dumps(
+            {
+                "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1",
+                "HF_DATASETS_OFFLINE": "1",
+                "OMP_NUM_THREADS": "1",
+            }
+        ),
+        "PYTHONPATH": str(REPO),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def backend_param(namespace: str) -> dict[str, Any]:
+    """The flow's ``backend`` parameter for this test's namespace."""
+    return {"backend": "kubernetes", "namespace": namespace}
+
+
+def run_objects(cluster: K8sCluster, namespace: str, selector: str) -> list[str]:
+    """``kind/name`` of the Jobs and pods matching ``selector``."""
+    out = cluster.kubectl("get", "jobs,pods", "-n", namespace, "-l", selector, "-o", "name")
+    return out.stdout.split()
+
+
+async def test_fine_tune_completes_on_the_cluster_and_a_retried_start_makes_one_job(
+    kube_env: dict[str, str],
+    k8s_cluster: K8sCluster,
+    k8s_namespace: str,
+    flow_files: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One tiny run: artifacts in the flow run, and start_training's retry adopts its Job."""
+    import flows.training
+    from flows.fine_tune import fine_tune
+
+    # Test-only failure injection: start_training's first attempt raises right after the Job
+    # exists (an answer lost on the way back); Prefect retries the task.
+    real_make_trainer = flows.training.make_trainer
+    started: list[str] = []
+
+    def flaky_make_trainer(*args: Any, **kwargs: Any) -> Any:
+        trainer = real_make_trainer(*args, **kwargs)
+        if len(args) < 4 and "callbacks" not in kwargs:  # start_training's trainer
+            real_start = trainer.start
+
+            async def start() -> Any:
+                result = await real_start()
+                started.append(result.job_id)
+                if len(started) == 1:
+                    raise ConnectionError("lost the answer after the Job was created")
+                return result
+
+            trainer.start = start
+        return trainer
+
+    monkeypatch.setattr(flows.training, "make_trainer", flaky_make_trainer)
+    config = tiny_config(
+        str(flow_files / "train.jsonl"), model=str(flow_files / "model"), name="flow-kube"
+    )
+    state = await fine_tune(config=config, backend=backend_param(k8s_namespace), return_state=True)
+    assert state.is_completed(), state.message
+    result = await state.result()
+    assert result["job"]["status"] == "completed"
+
+    # the retry adopted the Job of the first attempt: one Job in the namespace
+    assert len(started) == 2 and started[0] == started[1] == result["job"]["id"]
+    jobs = k8s_cluster.kubectl("get", "jobs", "-n", k8s_namespace, "-l", MANAGED, "-o", "name")
+    assert jobs.stdout.split() == [f"job.batch/{started[0]}"]
+
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        arts = await run_artifacts(client, state.state_details.flow_run_id)
+    (progress,) = latest(arts, "progress")
+    assert float(progress.data) == 100.0
+    (table,) = latest(arts, "table")
+    rows = json.loads(table.data)
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
+    assert all(r["loss"] not in ("", None) for r in rows)
+    markdown = {a.key: a.data for a in latest(arts, "markdown")}
+    listing = next(v for k, v in markdown.items() if k.endswith("-checkpoints"))
+    assert "step-00000002" in listing and "step-00000004" in listing
+    assert f"(s3://{kube_env['ARKOR_K8S_STORAGE_URI'].removeprefix('s3://')}/" in listing
+
+
+@pytest.fixture
+def runner(kube_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[str]:
+    """A ``serve()`` runner subprocess (Kubernetes env); yields the deployment suffix."""
+    suffix = "-" + uuid.uuid4().hex[:8]
+    env = dict(os.environ)
+    if getattr(request, "param", None) == "broken-hooks":
+        env["ARKOR_TEST_BREAK_HOOKS"] = "1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.flows.serve_runner", suffix], env=env, cwd=REPO
+    )
+    try:
+        yield suffix
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _start_run(client: Any, suffix: str, namespace: str, files: Path) -> Any:
+    """Start a long fine-tune run through the runner's deployment; returns the flow run."""
+    from prefect.exceptions import ObjectNotFound
+
+    async def deployment() -> Any:
+        try:
+            return await client.read_deployment_by_name(f"fine-tune/fine-tune{suffix}")
+        except ObjectNotFound:
+            return None
+
+    config = tiny_config(
+        str(files / "train.jsonl"),
+        model=str(files / "model"),
+        name=f"cancel-{uuid.uuid4().hex[:6]}",
+        maxSteps=2000,
+        saveSteps={"steps": 1000},
+    )
+    found = await eventually(deployment, 60)
+    return await client.create_flow_run_from_deployment(
+        found.id, parameters={"config": config, "backend": backend_param(namespace)}
+    )
+
+
+async def test_cancelling_the_flow_run_deletes_the_job_and_its_pods(
+    runner: str, k8s_cluster: K8sCluster, k8s_namespace: str, flow_files: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    async with get_client() as client:
+        run = await _start_run(client, runner, k8s_namespace, flow_files)
+        selector = f"{FLOW_RUN_LABEL}={run.id}"
+
+        async def training() -> bool:  # a training.log event reached the progress artifact
+            progress = latest(await run_artifacts(client, run.id), "progress")
+            return bool(progress) and float(progress[0].data) > 0
+
+        await eventually(training, timeout=240, interval=1)
+        objects = run_objects(k8s_cluster, k8s_namespace, selector)
+        assert any(o.startswith("job.batch/") for o in objects), objects
+        assert any(o.startswith("pod/") for o in objects), objects
+
+        await client.set_flow_run_state(run.id, Cancelling(), force=True)
+        cancelled_at = time.monotonic()
+
+        async def gone() -> bool:
+            return not run_objects(k8s_cluster, k8s_namespace, selector)
+
+        await eventually(gone, timeout=15, interval=0.5)
+        assert time.monotonic() - cancelled_at < 15
+        final = await wait_final(client, run.id, timeout=30)
+    assert final.state.is_cancelled(), final.state
+
+
+@pytest.mark.parametrize("runner", ["broken-hooks"], indirect=True)
+async def test_reaper_deletes_the_job_when_the_hook_fails(
+    runner: str, k8s_cluster: K8sCluster, k8s_namespace: str, flow_files: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    from flows.reaper import reap_orphans
+
+    async with get_client() as client:
+        run = await _start_run(client, runner, k8s_namespace, flow_files)
+        selector = f"{FLOW_RUN_LABEL}={run.id}"
+
+        async def job() -> list[str]:
+            return [o for o in run_objects(k8s_cluster, k8s_namespace, selector) if "job" in o]
+
+        (job_ref,) = await eventually(job, timeout=120, interval=1)
+        await client.set_flow_run_state(run.id, Cancelling(), force=True)
+        final = await wait_final(client, run.id, timeout=60)
+    assert final.state.is_cancelled(), final.state
+    assert job_ref in run_objects(k8s_cluster, k8s_namespace, selector), "hook should have failed"
+
+    # lookback 0: no ended flow run is looked at by name, so only the label sweep can find it
+    reaped = await reap_orphans(backend=backend_param(k8s_namespace), lookback_hours=0)
+    assert reaped == [job_ref.removeprefix("job.batch/")]
+    assert run_objects(k8s_cluster, k8s_namespace, selector) == []
