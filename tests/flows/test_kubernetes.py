@@ -241,7 +241,9 @@ async def test_cancelling_the_flow_run_deletes_the_job_and_its_pods(
             return not run_objects(k8s_cluster, k8s_namespace, selector)
 
         await eventually(gone, timeout=15, interval=0.5)
-        assert time.monotonic() - cancelled_at < 15
+        elapsed = time.monotonic() - cancelled_at
+        assert elapsed < 15
+        print(f"Job and pods gone {elapsed:.1f} s after the cancel request")
         final = await wait_final(client, run.id, timeout=30)
     assert final.state.is_cancelled(), final.state
 
