@@ -7,6 +7,9 @@ Routes:
   ``event: ping`` while idle; ``event: end`` after the terminal event, then the stream closes.
   When the server stops, each stream first receives every event read so far, then closes
   without ``end`` (the client resumes elsewhere with ``Last-Event-ID``).
+- ``POST /v1/jobs/{job_id}/cancel``: creates the cancel marker (``ARKOR_CANCEL_MARKER``), so
+  the trainer reads the coming SIGTERM as a cancel rather than a disruption; 202
+  ``{"jobId", "cancelMarker"}``; 409 when no marker is configured.
 - ``GET /healthz``: ``{"status": "ok", "jobId", "lastEventId", "terminal", "clients"}``.
 
 Errors are JSON ``{"error": "..."}``: 404 for another job id or an unknown path, 400 for a
@@ -145,6 +148,11 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
 def create_app(sidecar: Sidecar) -> Starlette:
     """The Starlette app serving ``sidecar``'s run.
 
@@ -183,6 +191,24 @@ def create_app(sidecar: Sidecar) -> Starlette:
         finally:
             sidecar.clients -= 1
 
+    async def cancel(request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        if job_id != settings.job_id:
+            return _error(404, f"job {job_id!r} not found (this sidecar serves one run)")
+        marker = settings.cancel_marker
+        if marker is None:
+            return _error(
+                409,
+                "no cancel marker is configured (ARKOR_CANCEL_MARKER): the trainer reads any "
+                "SIGTERM as a cancel, so stop the run by terminating it",
+            )
+        try:
+            await asyncio.to_thread(_touch, marker)
+        except OSError as exc:
+            return _error(500, f"cannot write the cancel marker {marker}: {exc}")
+        log.info("cancel requested: wrote %s", marker)
+        return JSONResponse({"jobId": job_id, "cancelMarker": str(marker)}, status_code=202)
+
     async def healthz(request: Request) -> Response:
         tail = sidecar.tail
         return JSONResponse(
@@ -210,6 +236,7 @@ def create_app(sidecar: Sidecar) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/jobs/{job_id}/events/stream", stream, methods=["GET"]),
+            Route("/v1/jobs/{job_id}/cancel", cancel, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error},

@@ -44,6 +44,12 @@ class SidecarSettings(BaseSettings):
         description="Exit this long after the terminal event (local runs); unset: run until "
         "SIGTERM (Kubernetes stops a native sidecar itself).",
     )
+    cancel_marker: Path | None = Field(
+        default=None,
+        description="The file `POST /v1/jobs/{job_id}/cancel` creates (in the volume shared with "
+        "the trainer); the trainer reads a SIGTERM with it as a cancel, without it as a "
+        "disruption. Unset: the route answers 409.",
+    )
     sidecar_worker_pid: int | None = Field(
         default=None,
         gt=0,
