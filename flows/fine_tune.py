@@ -21,6 +21,7 @@ from typing import Any
 from prefect import flow, runtime
 from prefect.client.schemas.objects import FlowRun
 from prefect.logging import get_run_logger
+from prefect.logging.loggers import flow_run_logger
 from prefect.states import State
 
 from arkor_ops.config import TrainerConfig
@@ -43,9 +44,10 @@ async def stop_training_hook(flow: Any, flow_run: FlowRun, state: State) -> None
     settings = BackendSettings.model_validate(params.get("backend") or {})
     config = with_dataset(TrainerConfig.model_validate(params["config"]), params.get("dataset_uri"))
     found = await stop_run(config, settings, str(flow_run.id))
-    logger = get_run_logger(flow_run=flow_run, flow=flow) if flow else None
-    if logger is not None:
-        logger.info("Flow run %s: training run %s", state.name, "stopped" if found else "not found")
+    # no run context in the runner's process: get_run_logger() would raise
+    flow_run_logger(flow_run, flow).info(
+        "Flow run %s: training run %s", state.name, "stopped" if found else "not found"
+    )
 
 
 @flow(

@@ -219,6 +219,7 @@ async def test_cancelling_the_flow_run_deletes_the_job_and_its_pods(
     runner: str, k8s_cluster: K8sCluster, k8s_namespace: str, flow_files: Path
 ) -> None:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.states import Cancelling
 
     async with get_client() as client:
@@ -245,7 +246,15 @@ async def test_cancelling_the_flow_run_deletes_the_job_and_its_pods(
         assert elapsed < 15
         print(f"Job and pods gone {elapsed:.1f} s after the cancel request")
         final = await wait_final(client, run.id, timeout=30)
-    assert final.state.is_cancelled(), final.state
+        assert final.state.is_cancelled(), final.state
+
+        async def hook_logged() -> bool:  # the hook, in the runner, stopped it and said so
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
+            )
+            return any("training run stopped" in log.message for log in logs)
+
+        await eventually(hook_logged, timeout=15)
 
 
 @pytest.mark.parametrize("runner", ["broken-hooks"], indirect=True)
