@@ -10,6 +10,10 @@ Reads and checks its environment first, failing fast with a message naming the v
 - ``ARKOR_WORK_DIR`` (``/tmp/arkor-work``): scratch for the dataset and checkpoints.
 - ``ARKOR_MODEL_CACHE`` (``~/.cache/arkor-ops/models``): converted/downloaded base models.
 - ``ARKOR_CANCEL_GRACE_SECONDS`` (``20``): time after SIGTERM it may spend saving a checkpoint.
+- ``ARKOR_CANCEL_MARKER`` (unset; set in Kubernetes pods): a file the sidecar creates when the
+  run is cancelled. When set, SIGTERM without that file is a disruption (eviction, preemption):
+  checkpoint, no terminal event, exit 1, and the Job's replacement pod resumes. Unset (local
+  runs), or with the file present, SIGTERM is a cancel.
 - ``ARKOR_TRAINER_BACKEND`` (``auto``): ``auto``, ``unsloth`` (forced, even without CUDA), ``trl``.
 - ``ARKOR_DATASET_TOKEN`` (secret): the blob dataset's bearer token.
 - ``HF_TOKEN`` (secret): Hugging Face token (only the local cache is used).
@@ -17,8 +21,9 @@ Reads and checks its environment first, failing fast with a message naming the v
   ``AWS_REGION``: storage access for ``s3://``.
 
 Exit codes: 0 completed or cancelled; 2 the run can never succeed as configured (bad config,
-bad rows, dataset 401/404, model not found, checkpoint mismatch); 1 anything else. A terminal
-event is written before exiting, except on SIGKILL. Human-readable logs go to stderr; events go
+bad rows, dataset 401/404, model not found, checkpoint mismatch); 1 anything else, including a
+disruption. A terminal event is written before exiting, except on SIGKILL and after a
+disruption. Human-readable logs go to stderr; events go
 only to the event log. Secret values are scrubbed from both.
 """
 
@@ -99,8 +104,27 @@ def main() -> int:
 
     state = RunState(grace_seconds=settings.cancel_grace_seconds)
 
+    marker = settings.cancel_marker
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("%s received: stopping at the next step", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if signum == signal.SIGTERM and marker is not None and not marker.exists():
+            log.warning(
+                "%s without the cancel marker %s: a disruption (eviction, preemption, drain); "
+                "checkpointing at the next step, then exit 1 without a terminal event so that "
+                "a replacement pod resumes the run",
+                name,
+                marker,
+            )
+            state.request_cancel(disruption=True)
+            return
+        if marker is None:
+            why = "no ARKOR_CANCEL_MARKER: every SIGTERM is a cancel"
+        elif signum == signal.SIGTERM:
+            why = f"the cancel marker {marker} is present"
+        else:
+            why = "SIGINT is always a cancel"
+        log.info("%s received (%s): cancelling at the next step", name, why)
         state.request_cancel()
 
     signal.signal(signal.SIGTERM, on_signal)

@@ -3,7 +3,9 @@
 settings → event log (seeded from storage) → config → backend → dataset → resume point →
 model → trainer → ``training.started`` → train → ``training.completed`` (or ``cancelled`` /
 ``failed``). :func:`run` never raises: every ending writes exactly one terminal event and maps
-to an exit code (see :mod:`arkor_ops.worker.errors`).
+to an exit code (see :mod:`arkor_ops.worker.errors`), except a disruption (SIGTERM without the
+cancel marker, see :mod:`arkor_ops.worker.__main__`): it checkpoints like a cancel, writes no
+terminal event and exits 1, so that the Job's replacement pod resumes the run.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from arkor_ops.events import (
     TrainingStarted,
 )
 from arkor_ops.storage import RunLayout, Storage, open_storage
-from arkor_ops.worker.errors import EXIT_OK, exit_code_for
+from arkor_ops.worker.errors import EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, exit_code_for
 from arkor_ops.worker.settings import WorkerSettings
 from arkor_ops.worker.train import RunState
 
@@ -70,7 +72,19 @@ class Run:
         if self.uploader is not None and self.uploader.error is not None:
             raise RuntimeError(f"checkpoint upload failed: {self.uploader.error}")
 
+    def _disrupted(self) -> bool:
+        """A disruption, unless the cancel marker appeared meanwhile (a cancel after all)."""
+        if not self.state.disruption:
+            return False
+        marker = self.settings.cancel_marker
+        if marker is not None and marker.exists():
+            log.info("the cancel marker %s appeared: a cancel after all", marker)
+            self.state.disruption = False
+            return False
+        return True
+
     def _cancelled(self) -> int:
+        """Stopped on request: ``training.cancelled`` (exit 0), or nothing after a disruption."""
         checkpoint = None
         if self.uploader is not None:
             left = max(0.0, self.state.grace_left() - 1.0)
@@ -81,6 +95,16 @@ class Run:
                 if artifact.step == wanted:
                     checkpoint = artifact
         step = self.state.step if self.training else None
+        if self._disrupted():
+            saved = f"checkpoint {checkpoint.step} committed" if checkpoint else "no checkpoint"
+            log.warning(
+                "disruption: stopped at step %s (%s); no terminal event, exit %d: the "
+                "replacement pod resumes from the newest committed checkpoint",
+                step,
+                saved,
+                EXIT_RETRYABLE,
+            )
+            return EXIT_RETRYABLE
         self.writer.write(TrainingCancelled(job_id="", step=step, checkpoint=checkpoint))
         log.info("training cancelled at step %s", step)
         return EXIT_OK
@@ -100,8 +124,12 @@ class Run:
             log.error("training failed%s: %s", f" at step {step}" if step else "", message)
             if not isinstance(exc, ArkorOpsError):
                 log.debug("traceback", exc_info=True)
+            code = exit_code_for(exc)
+            if code != EXIT_PERMANENT and self.state.cancel.is_set() and self._disrupted():
+                log.warning("failed while the pod is disrupted: no terminal event, exit 1 (retry)")
+                return EXIT_RETRYABLE
             self.writer.write(TrainingFailed(job_id="", error=message, step=step))
-            return exit_code_for(exc)
+            return code
 
     def _execute(self) -> int:
         from arkor_ops.worker.checkpoints import (

@@ -56,6 +56,7 @@ class WorkerSettings:
     model_cache: Path
     cancel_grace_seconds: float
     backend: BackendChoice
+    cancel_marker: Path | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -145,6 +146,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
     if backend not in ("auto", "unsloth", "trl"):
         raise SettingsError(f"ARKOR_TRAINER_BACKEND must be auto, unsloth or trl, got {backend!r}")
     model_cache = env.get("ARKOR_MODEL_CACHE", "").strip()
+    cancel_marker = env.get("ARKOR_CANCEL_MARKER", "").strip()
     secrets = tuple(
         sorted({env[name] for name in SECRET_ENV if len(env.get(name, "")) >= 4}, key=len)[::-1]
     )
@@ -157,6 +159,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
         model_cache=Path(model_cache) if model_cache else default_model_cache(),
         cancel_grace_seconds=grace,
         backend=backend,  # type: ignore[arg-type]
+        cancel_marker=Path(cancel_marker) if cancel_marker else None,
         secrets=secrets,
         env=env,
     )

@@ -46,11 +46,20 @@ class RunState:
     cancel_at: float | None = None
     grace_seconds: float = 20.0
     saved_on_cancel: int | None = None
+    disruption: bool = False
 
-    def request_cancel(self) -> None:
-        """Ask the loop to stop at the next step boundary (signal-handler safe)."""
+    def request_cancel(self, *, disruption: bool = False) -> None:
+        """Ask the loop to stop at the next step boundary (signal-handler safe).
+
+        ``disruption``: the pod is being evicted or preempted, not cancelled; the run stops the
+        same way but ends without a terminal event (exit 1) so that a replacement resumes it.
+        A later cancel request turns a disruption into a cancel, never the other way round.
+        """
         if self.cancel_at is None:
             self.cancel_at = time.monotonic()
+            self.disruption = disruption
+        elif not disruption:
+            self.disruption = False
         self.cancel.set()
 
     def grace_left(self) -> float:
