@@ -6,7 +6,7 @@
 # Storage: $ARKOR_STORAGE_URI when set (with its ARKOR_S3_ENDPOINT_URL / AWS_* variables);
 # otherwise an embedded S3-protocol server (moto) on loopback, started here and stopped at the
 # end. Runs live in $ARKOR_RUNS_DIR (default ~/.cache/arkor-ops/runs). ARKOR_DEMO_MAX_STEPS
-# shortens the run (default 80 steps, ~2.5 min on a laptop CPU).
+# shortens the run (default 100 steps, ~3 min on a quiet 2-core CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || scripts/setup.sh

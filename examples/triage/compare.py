@@ -4,7 +4,9 @@
 
 Reads the adapter from the run's storage (`{ARKOR_STORAGE_URI}/{job_id}/final/`, `s3://` or
 `file://`), loads the base model the run used (its `config.json`), and generates greedily with
-the chat template, stopping at `<end_of_turn>`.
+the chat template, stopping at `<end_of_turn>`. An answer is shown up to the end of its first
+JSON object (`…` marks that the model went on), with a verdict: is it triage JSON, are category
+and urgency right.
 """
 
 from __future__ import annotations
@@ -47,6 +49,40 @@ def generate(model: Any, tok: Any, messages: list[dict[str, str]], max_new_token
         )
     text: str = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     return text.strip()
+
+
+def first_json(text: str) -> dict[str, Any] | None:
+    """The first JSON object in ``text`` (the answer), or None when there is none."""
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        obj, _ = json.JSONDecoder().raw_decode(text[start:])
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def shown(text: str) -> str:
+    """The answer as shown: cut after its first JSON object (marked with …) when it has one."""
+    obj = first_json(text)
+    if obj is None:
+        return text or "(empty)"
+    start = text.find("{")
+    _, end = json.JSONDecoder().raw_decode(text[start:])
+    rest = text[start + end :].strip()
+    return text[: start + end] + (" …" if rest else "")
+
+
+def verdict(text: str, expected: dict[str, Any]) -> str:
+    """Whether the answer is triage JSON, and whether category and urgency are right."""
+    obj = first_json(text)
+    if obj is None or not {"category", "urgency"} <= obj.keys():
+        return "no triage JSON"
+    marks = [
+        f"{key} {'✓' if obj.get(key) == expected[key] else '✗'}" for key in ("category", "urgency")
+    ]
+    return "JSON ✓, " + ", ".join(marks)
 
 
 def main() -> int:
@@ -95,9 +131,15 @@ def main() -> int:
         table.add_column("", style="bold", width=10)
         table.add_column("text", overflow="fold")
         table.add_row("ticket", ticket["messages"][1]["content"])
-        table.add_row("base", before[i] or "(empty)")
-        table.add_row("adapter", after[i] or "(empty)")
-        table.add_row("expected", ticket["messages"][2]["content"])
+        expected = ticket["messages"][2]["content"]
+        table.add_row("base", shown(before[i]))
+        table.add_row("adapter", shown(after[i]))
+        table.add_row("expected", expected)
+        table.add_row(
+            "verdict",
+            f"base: {verdict(before[i], json.loads(expected))}\n"
+            f"adapter: {verdict(after[i], json.loads(expected))}",
+        )
         console.print(table)
     return 0
 
