@@ -43,8 +43,11 @@ class BackendSettings(BaseModel):
         return self.backend or os.environ.get("ARKOR_BACKEND") or "local"
 
 
-def make_backend(settings: BackendSettings) -> Any:
-    """Build the backend that ``settings`` names, from the environment plus its overrides."""
+def make_backend(settings: BackendSettings, flow_run_id: str | None = None) -> Any:
+    """Build the backend that ``settings`` names, from the environment plus its overrides.
+
+    ``flow_run_id`` labels the run's Job (also for flows called directly, without a runner).
+    """
     name = settings.resolved_name()
     if name == "kubernetes":
         from arkor_ops.backends.kubernetes import KubernetesBackend
@@ -55,7 +58,7 @@ def make_backend(settings: BackendSettings) -> Any:
             overrides["namespace"] = settings.namespace
         if settings.active_deadline_seconds:
             overrides["active_deadline_seconds"] = settings.active_deadline_seconds
-        return KubernetesBackend(KubernetesSettings(**overrides))
+        return KubernetesBackend(KubernetesSettings(**overrides), flow_run_id=flow_run_id)
     from arkor_ops.backends import resolve_backend
 
     return resolve_backend(name)

@@ -54,11 +54,14 @@ def make_trainer(
     callbacks: dict[str, Any] | None = None,
 ) -> Any:
     """An async trainer for ``config`` on the backend ``settings`` names."""
+    from prefect import runtime
+
     from arkor_ops import create_async_trainer
 
+    flow_run_id = runtime.flow_run.id
     return create_async_trainer(
         config,
-        backend=make_backend(settings),
+        backend=make_backend(settings, str(flow_run_id) if flow_run_id else None),
         idempotency_key=idempotency_key,
         callbacks=callbacks or {},
     )

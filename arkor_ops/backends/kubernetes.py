@@ -52,7 +52,11 @@ class KubernetesBackend(Backend):
     """Runs training jobs as Kubernetes Jobs (see the module docstring)."""
 
     def __init__(
-        self, settings: KubernetesSettings | None = None, *, configuration: Any = None
+        self,
+        settings: KubernetesSettings | None = None,
+        *,
+        configuration: Any = None,
+        flow_run_id: str | None = None,
     ) -> None:
         """Create the backend; nothing is contacted until the first call.
 
@@ -60,8 +64,11 @@ class KubernetesBackend(Backend):
             settings: backend settings; default: from the environment.
             configuration: a ``kubernetes.client.Configuration``; default: from the settings'
                 kubeconfig (or in-cluster).
+            flow_run_id: Prefect flow-run id to label the Jobs this backend submits with
+                (default ``$PREFECT__FLOW_RUN_ID``), so the reaper finds them.
         """
         self.settings = settings or KubernetesSettings()
+        self.flow_run_id = flow_run_id
         self._cfg = configuration
         self._api: KubeApi | None = None
         self._http: httpx.AsyncClient | None = None
@@ -155,7 +162,7 @@ class KubernetesBackend(Backend):
             name=name,
             storage_uri=self.settings.storage_uri,
             idempotency_key=idempotency_key,
-            flow_run_id=flow_run_id or os.environ.get("PREFECT__FLOW_RUN_ID"),
+            flow_run_id=flow_run_id or self.flow_run_id or os.environ.get("PREFECT__FLOW_RUN_ID"),
         )
         try:
             job = await self.api.create("jobs", objs.job)

@@ -154,6 +154,12 @@ async def test_fine_tune_completes_on_the_cluster_and_a_retried_start_makes_one_
     assert len(started) == 2 and started[0] == started[1] == result["job"]["id"]
     jobs = k8s_cluster.kubectl("get", "jobs", "-n", k8s_namespace, "-l", MANAGED, "-o", "name")
     assert jobs.stdout.split() == [f"job.batch/{started[0]}"]
+    # labelled with its flow run though no runner set $PREFECT__FLOW_RUN_ID: the reaper finds it
+    flow_run_id = str(state.state_details.flow_run_id)
+    labelled = k8s_cluster.kubectl(
+        "get", "jobs", "-n", k8s_namespace, "-l", f"{FLOW_RUN_LABEL}={flow_run_id}", "-o", "name"
+    )
+    assert labelled.stdout.split() == [f"job.batch/{started[0]}"]
 
     from prefect.client.orchestration import get_client
 
