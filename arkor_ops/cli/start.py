@@ -156,6 +156,21 @@ def _interrupted(trainer: Any, job_id: str, out: Console, err: Console) -> int:
     return EXIT_INTERRUPTED
 
 
+def _start(trainer: Any, out: Console, err: Console) -> str | int:
+    """``trainer.start()``: the job id, or the exit code when it did not start."""
+    try:
+        job_id: str = trainer.start().job_id
+    except KeyboardInterrupt:
+        if trainer.job_id is None:  # the backend removed what it had begun
+            err.print("interrupted before the run started; nothing is running")
+            return EXIT_INTERRUPTED
+        return _interrupted(trainer, trainer.job_id, out, err)
+    except ArkorOpsError as exc:
+        err.print(f"[red]could not start the run:[/] {exc}")
+        return EXIT_FAILED
+    return job_id
+
+
 def run_start(args: argparse.Namespace) -> int:
     """Start the run in ``args.trainer_file`` and follow it; returns the exit code."""
     out = Console(highlight=False, soft_wrap=True)
@@ -163,11 +178,10 @@ def run_start(args: argparse.Namespace) -> int:
     trainer = _load(args, err)
     if trainer is None:
         return EXIT_BAD_INPUT
-    try:
-        job_id = trainer.start().job_id
-    except ArkorOpsError as exc:
-        err.print(f"[red]could not start the run:[/] {exc}")
-        return EXIT_FAILED
+    started = _start(trainer, out, err)
+    if isinstance(started, int):
+        return started
+    job_id = started
     out.print(f"started job [bold]{job_id}[/] ({trainer.config.name})")
     try:
         with _ProgressPoller(trainer.backend, job_id, trainer.config.max_steps, err):

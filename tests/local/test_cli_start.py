@@ -60,6 +60,14 @@ def start_cli(path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+def started(proc: subprocess.Popen[str]) -> str:
+    """The first line of output ("started job …"): the CLI is past start() and waiting."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("started job "), line
+    return line
+
+
 def wait_for_training(runs_dir: Path, timeout: float = 30) -> str:
     """The job id once its worker has logged a step."""
     deadline = time.monotonic() + timeout
@@ -95,9 +103,11 @@ def test_start_exits_1_when_the_run_fails(
 def test_ctrl_c_then_c_cancels_the_run(tmp_path: Path, runs_dir: Path, dataset_file: Path) -> None:
     env = cli_env(runs_dir, FAKE_STEP_SECONDS="0.2")
     proc = start_cli(trainer_file(tmp_path, dataset_file, 500), env)
+    first = started(proc)
     job_id = wait_for_training(runs_dir)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate("c\n", timeout=60)
+    out = first + out
     assert proc.returncode == 130, err
     assert "Cancel the run" in err
     assert f"job {job_id}: cancelled" in out
@@ -109,10 +119,12 @@ def test_ctrl_c_then_d_stops_waiting_and_the_run_goes_on(
     tmp_path: Path, runs_dir: Path, dataset_file: Path
 ) -> None:
     env = cli_env(runs_dir, FAKE_STEP_SECONDS="0.1")
-    proc = start_cli(trainer_file(tmp_path, dataset_file, 40), env)
+    proc = start_cli(trainer_file(tmp_path, dataset_file, 60), env)
+    first = started(proc)
     job_id = wait_for_training(runs_dir)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate("d\n", timeout=60)
+    out = first + out
     assert proc.returncode == 130, err
     assert f"stopped waiting; job {job_id} keeps running" in out
     backend = make_backend(runs_dir)
