@@ -182,8 +182,8 @@ def run_start(args: argparse.Namespace) -> int:
     if isinstance(started, int):
         return started
     job_id = started
-    out.print(f"started job [bold]{job_id}[/] ({trainer.config.name})")
     try:
+        out.print(f"started job [bold]{job_id}[/] ({trainer.config.name})")
         with _ProgressPoller(trainer.backend, job_id, trainer.config.max_steps, err):
             result = trainer.wait()
     except KeyboardInterrupt:
