@@ -21,6 +21,7 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	scripts/checkov.sh
 
 typecheck: setup
 	$(VENV)/bin/mypy

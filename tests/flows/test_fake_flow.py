@@ -27,7 +27,7 @@ def use_fake(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[A
         import flows.training
 
         fakes.append(fake)
-        monkeypatch.setattr(flows.training, "make_backend", lambda settings: fake)
+        monkeypatch.setattr(flows.training, "make_backend", lambda settings, flow_run_id=None: fake)
         return fake
 
     yield install

@@ -69,7 +69,7 @@ async def test_flow_run_page_shows_loss_table_and_checkpoints(
     fake = FakeBackend(
         scripted_events("support-bot-3f2a9c1e", steps=8), job_id="support-bot-3f2a9c1e"
     )
-    monkeypatch.setattr(flows.training, "make_backend", lambda settings: fake)
+    monkeypatch.setattr(flows.training, "make_backend", lambda settings, flow_run_id=None: fake)
     try:
         config = tiny_config("/data/support.jsonl", name="support-bot", maxSteps=8)
         state = await fine_tune(config=config, return_state=True)
