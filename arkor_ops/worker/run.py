@@ -187,6 +187,9 @@ class Run:
             "rows": data.rows,
             "resumedFromStep": resume[0] if resume else None,
             "trainerBackend": backend,
+            "quantization": (
+                "bitsandbytes-nf4" if getattr(trainer.model, "is_loaded_in_4bit", False) else None
+            ),
             "device": device_name(),
             "configHash": identity.config_hash,
             "maxSteps": trainer.args.max_steps,
