@@ -329,10 +329,12 @@ class KubernetesBackend(Backend):
         names = [job_id, *(p["metadata"]["name"] for p in pods)]
         diagnosis = diagnose(job, pods, await self.api.events(names))
         pod = current_pod(pods)
-        if pod is not None and sidecar_ready(pod):
-            log_events = await self._peek(job_id)
-        else:
-            log_events = await self._stored_events(job_id, job)
+        log_events = await self._peek(job_id) if pod is not None and sidecar_ready(pod) else []
+        if not any(e.get("type") in TERMINAL_TYPES for e in log_events):
+            # the sidecar may be going away with the pod: what it persisted may be newer
+            stored = await self._stored_events(job_id, job) or []
+            if _last_id(stored) >= _last_id(log_events):
+                log_events = stored or log_events
         return self._describe(job_id, job, diagnosis, log_events or [])
 
     def _describe(
@@ -380,13 +382,21 @@ class KubernetesBackend(Backend):
             return None
         return list(iter_log_lines(data))
 
-    async def _peek(self, job_id: str, idle_seconds: float = 0.5) -> list[dict[str, Any]]:
-        """Events the live sidecar has so far (read until the stream goes quiet)."""
+    async def _peek(
+        self, job_id: str, idle_seconds: float = 0.5, first_frame_seconds: float = 10.0
+    ) -> list[dict[str, Any]]:
+        """Events the live sidecar has so far (read until the stream goes quiet).
+
+        The first frame may take a while (a cold connection through the API server's pod proxy
+        on a busy node); after that, ``idle_seconds`` of silence means the backlog is read.
+        """
         out: list[dict[str, Any]] = []
         frames = self.events(job_id).__aiter__()
+        timeout = first_frame_seconds
         try:
             while True:
-                frame = await asyncio.wait_for(anext(frames), timeout=idle_seconds)
+                frame = await asyncio.wait_for(anext(frames), timeout=timeout)
+                timeout = idle_seconds
                 with contextlib.suppress(ValueError):
                     data = json.loads(frame.data) if frame.data else None
                     if isinstance(data, dict) and frame.id is not None:
@@ -430,3 +440,8 @@ class KubernetesBackend(Backend):
         if self._api is not None:
             self._api.close()
             self._api = None
+
+
+def _last_id(events: list[dict[str, Any]]) -> int:
+    """The highest event id in ``events`` (0 when none has one)."""
+    return max((int(e.get("id") or 0) for e in events), default=0)
