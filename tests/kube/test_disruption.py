@@ -56,6 +56,15 @@ async def test_evicted_pod_resumes_from_checkpoint(
     assert result.job.status == "completed", result.job
     assert len(started) == 2, "the replacement pod should have started training again"
     assert max(steps) == MAX_STEPS
+    # The Job completes once the pod has ended: the trainer exited, then the sidecar stopped,
+    # having persisted the whole log (the client may see the terminal event before that).
+    for _ in range(240):
+        status = (await backend.api.get_job(job_id)).get("status") or {}
+        if status.get("succeeded") or status.get("failed"):
+            break
+        await asyncio.sleep(0.25)
+    assert status.get("succeeded") == 1, status
+    assert not status.get("failed"), "a disruption must not count against backoffLimit"
     log = backend.storage().get_bytes(backend.events_uri(job_id, None))
     events = list(iter_log_lines(log))
     starts = [e for e in events if e["type"] == "training.started"]
@@ -73,11 +82,3 @@ async def test_evicted_pod_resumes_from_checkpoint(
     }
     assert starts[1]["metadata"].get("resumedFromStep") == stopped, starts[1]
     assert [e["id"] for e in events] == list(range(1, len(events) + 1))
-    # The Job completes once the pod has ended (the trainer exits, then the sidecar stops).
-    for _ in range(240):
-        status = (await backend.api.get_job(job_id)).get("status") or {}
-        if status.get("succeeded") or status.get("failed"):
-            break
-        await asyncio.sleep(0.25)
-    assert status.get("succeeded") == 1, status
-    assert not status.get("failed"), "a disruption must not count against backoffLimit"
