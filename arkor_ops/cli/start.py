@@ -17,6 +17,7 @@ import contextlib
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,7 @@ class _ProgressPoller:
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
+        last_line: tuple[int | None, float] = (None, 0.0)  # step and time of the last plain line
         try:
             while not self._stop.is_set():
                 with contextlib.suppress(Exception):  # progress is best effort
@@ -91,9 +93,26 @@ class _ProgressPoller:
                     self.progress.update(
                         self.task, completed=desc.step or 0, loss=loss, description=label
                     )
+                    if not self.progress.console.is_terminal:
+                        last_line = self._plain_line(last_line, label, desc.step, loss)
                 self._stop.wait(0.5)
         finally:
             loop.close()
+
+    def _plain_line(
+        self, last: tuple[int | None, float], label: str, step: int | None, loss: str
+    ) -> tuple[int | None, float]:
+        """Without a terminal (CI logs, pipes) the bar cannot redraw: print a line instead,
+        when the step changed and at most every 10 seconds."""
+        now = time.monotonic()
+        if step == last[0] or now - last[1] < 10:
+            return last
+        task = self.progress.tasks[0]
+        eta = task.time_remaining
+        eta_text = f", ETA {eta:.0f}s" if eta is not None else ""
+        total = task.fields["total_text"]
+        self.progress.console.print(f"{label}: step {step or 0}/{total}, loss {loss}{eta_text}")
+        return step, now
 
 
 def _ask_cancel(console: Console) -> bool:
