@@ -11,13 +11,12 @@ import pytest
 
 from arkor_ops.eventlog import EventLogWriter
 from arkor_ops.events import TrainingCompleted, TrainingStarted
-from tests.sidecar.browser import Browser, chromium_path
+from tests.sidecar.browser import Browser
 from tests.sidecar.conftest import JOB_ID, Sidecars, write_logs
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.timeout(120),
-    pytest.mark.skipif(chromium_path() is None, reason="run scripts/ensure-chromium.sh"),
 ]
 
 PAGE_SCRIPT = """

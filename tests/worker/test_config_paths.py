@@ -26,7 +26,6 @@ pytestmark = [pytest.mark.s3, pytest.mark.train]
 def test_load_in_4bit_trains_on_cpu_with_bitsandbytes_nf4(
     tmp_path: Path, run_dir: RunDir, tiny_model_dir: Path
 ) -> None:
-    pytest.importorskip("bitsandbytes")
     path = write_rows(tmp_path / "rows.jsonl", ROWS["chatml"]())
     config = base_config(tiny_model_dir, {"type": "file", "path": str(path)})
     config["lora"] = {**config["lora"], "loadIn4bit": True}
