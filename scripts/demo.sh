@@ -6,7 +6,7 @@
 # Storage: $ARKOR_STORAGE_URI when set (with its ARKOR_S3_ENDPOINT_URL / AWS_* variables);
 # otherwise an embedded S3-protocol server (moto) on loopback, started here and stopped at the
 # end. Runs live in $ARKOR_RUNS_DIR (default ~/.cache/arkor-ops/runs). ARKOR_DEMO_MAX_STEPS
-# shortens the run (default 100 steps, ~3 min on a quiet 2-core CPU).
+# changes the run's length (default 70 steps, ~4 min on a quiet 2-core CPU; ~5 min in all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || scripts/setup.sh

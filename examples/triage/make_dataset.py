@@ -18,11 +18,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-SYSTEM = (
-    "You triage support tickets for Lumen, a project-management app. Reply with one JSON "
-    "object: category (billing, account, bug, feature_request, security, shipping), urgency "
-    "(low, medium, high, critical), summary (under 12 words) and nextAction."
-)
+# Short on purpose: every token of it is trained on in every row (CPU time in `make demo`).
+SYSTEM = "Triage this Lumen support ticket. Reply with JSON: category, urgency, summary, nextAction."
 
 NAMES = ["Priya", "Tom", "Aiko", "Carlos", "Fatima", "Jonas", "Mei", "Olu", "Sven", "Lena", "Raj"]
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "September"]
