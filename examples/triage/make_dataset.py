@@ -18,8 +18,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-# Short on purpose: every token of it is trained on in every row (CPU time in `make demo`).
-SYSTEM = "Triage this Lumen support ticket. Reply with JSON: category, urgency, summary, nextAction."
+# Short on purpose: every row runs it through the model (CPU time in `make demo`).
+SYSTEM = (
+    "Triage this Lumen support ticket. Reply with JSON: category, urgency, summary, nextAction."
+)
 
 NAMES = ["Priya", "Tom", "Aiko", "Carlos", "Fatima", "Jonas", "Mei", "Olu", "Sven", "Lena", "Raj"]
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "September"]
