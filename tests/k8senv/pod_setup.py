@@ -28,9 +28,15 @@ BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # Runs inside the pod's mount namespace: bind volumes, cd to the working dir, exec the command.
 # Arguments: WORKDIR then triples SOURCE TARGET ro|rw, then "--" and the command.
+# Runs in the pod's private mount namespace: bind each volume at its mountPath, then make sure
+# the project (whose .venv runs the containers' commands) is still visible: the host filesystem is
+# shared, so an emptyDir at /tmp would hide a checkout that lives under /tmp. A real container has
+# its own root filesystem and never has this problem.
 _MOUNT_SCRIPT = r"""
 set -e
-wd=$1; shift
+wd=$1; repo=$2; shift 2
+keep=/run/arkor-ops/project
+mkdir -p "$keep"; mount --bind "$repo" "$keep"
 while [ "$1" != "--" ]; do
   if [ -d "$1" ]; then mkdir -p "$2"; else mkdir -p "$(dirname "$2")"; [ -e "$2" ] || : > "$2"; fi
   mount --bind "$1" "$2"
@@ -38,6 +44,7 @@ while [ "$1" != "--" ]; do
   shift 3
 done
 shift
+if [ ! -d "$repo/.venv" ]; then mkdir -p "$repo"; mount --bind "$keep" "$repo"; fi
 mkdir -p "$wd"; cd "$wd"
 exec "$@"
 """
@@ -327,7 +334,7 @@ def command_line(
     workdir = container.get("workingDir") or str(ctx.pod_dir / "work" / container["name"])
     return [
         "nsenter", f"--net={netns_path}", "--", "unshare", "--mount", "--propagation", "private",
-        "--", "sh", "-c", _MOUNT_SCRIPT, "pod-mounts", workdir, *mounts, "--", *cmd,
+        "--", "sh", "-c", _MOUNT_SCRIPT, "pod-mounts", workdir, str(REPO_ROOT), *mounts, "--", *cmd,
     ]  # fmt: skip
 
 
