@@ -212,7 +212,7 @@ async def _start_run(client: Any, suffix: str, namespace: str, files: Path) -> A
         str(files / "train.jsonl"),
         model=str(files / "model"),
         name=f"cancel-{uuid.uuid4().hex[:6]}",
-        maxSteps=2000,
+        maxSteps=1_000_000,  # never ends by itself: it is cancelled or reaped
         saveSteps={"steps": 1000},
     )
     found = await eventually(deployment, 60)

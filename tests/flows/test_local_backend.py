@@ -122,7 +122,7 @@ async def _start_and_cancel(suffix: str, local_env: dict[str, Any]) -> tuple[Any
     from arkor_ops.backends.local.backend import job_id_for
 
     name = f"cancel-{uuid.uuid4().hex[:6]}"
-    config = tiny_config(str(local_env["dataset"]), name=name, maxSteps=200)
+    config = tiny_config(str(local_env["dataset"]), name=name, maxSteps=1_000_000)
     async with get_client() as client:
         deployment = await eventually(lambda: deployment_named(client, f"fine-tune{suffix}"), 60)
         run = await client.create_flow_run_from_deployment(

@@ -33,7 +33,7 @@ async def test_cancel_while_training(
             logged.set()
 
     trainer = create_async_trainer(
-        **run_config(max_steps=2000, save_steps=1000),
+        **run_config(max_steps=1_000_000, save_steps=1000),  # runs until cancelled
         backend=backend,
         callbacks={"on_log": on_log, "on_cancelled": cancelled.append},
     )
