@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
+
+import pytest
 
 T = TypeVar("T")
 
@@ -69,3 +75,29 @@ def latest(artifacts: list[Any], type_: str) -> list[Any]:
         if art.type == type_:
             newest[art.key or art.id] = art
     return list(newest.values())
+
+
+@contextlib.contextmanager
+def serve_runner(env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[str]:
+    """A ``serve()`` runner subprocess (``tests.flows.serve_runner``) with ``env``.
+
+    Parametrize with ``"broken-hooks"`` to make the flow's hooks fail. Yields the deployment
+    suffix; the runner is stopped afterwards.
+    """
+    suffix = "-" + uuid.uuid4().hex[:8]
+    env = dict(env)
+    if getattr(request, "param", None) == "broken-hooks":
+        env["ARKOR_TEST_BREAK_HOOKS"] = "1"
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.flows.serve_runner", suffix], env=env, cwd=repo
+    )
+    try:
+        yield suffix
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +20,14 @@ from typing import Any
 import pytest
 
 from tests.fixtures.s3 import S3Server
-from tests.flows.helpers import eventually, latest, run_artifacts, tiny_config, wait_final
+from tests.flows.helpers import (
+    eventually,
+    latest,
+    run_artifacts,
+    serve_runner,
+    tiny_config,
+    wait_final,
+)
 from tests.k8senv.fixtures import K8sCluster
 from tests.kube.conftest import S3_SECRET, s3_secret_yaml
 
@@ -180,22 +185,8 @@ async def test_fine_tune_completes_on_the_cluster_and_a_retried_start_makes_one_
 @pytest.fixture
 def runner(kube_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[str]:
     """A ``serve()`` runner subprocess (Kubernetes env); yields the deployment suffix."""
-    suffix = "-" + uuid.uuid4().hex[:8]
-    env = dict(os.environ)
-    if getattr(request, "param", None) == "broken-hooks":
-        env["ARKOR_TEST_BREAK_HOOKS"] = "1"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.flows.serve_runner", suffix], env=env, cwd=REPO
-    )
-    try:
+    with serve_runner(dict(os.environ), request) as suffix:
         yield suffix
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def _start_run(client: Any, suffix: str, namespace: str, files: Path) -> Any:

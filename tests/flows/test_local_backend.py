@@ -7,8 +7,6 @@ worker is the scripted fake worker of tests/local (the process handling is what 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from tests.flows.helpers import eventually, latest, run_artifacts, tiny_config, wait_final
+from tests.flows.helpers import (
+    eventually,
+    latest,
+    run_artifacts,
+    serve_runner,
+    tiny_config,
+    wait_final,
+)
 
 pytestmark = [pytest.mark.prefect]
 
@@ -86,22 +91,11 @@ async def test_tiny_model_run_completes_with_artifacts(
 @pytest.fixture
 def runner(local_env: dict[str, Any], request: pytest.FixtureRequest) -> Iterator[str]:
     """A ``serve()`` runner subprocess with the fake worker; yields the deployment suffix."""
-    suffix = "-" + uuid.uuid4().hex[:8]
-    env = dict(os.environ, ARKOR_WORKER_MODULE="tests.local.fake_worker", FAKE_STEP_SECONDS="0.5")
-    if getattr(request, "param", None) == "broken-hooks":
-        env["ARKOR_TEST_BREAK_HOOKS"] = "1"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.flows.serve_runner", suffix], env=env, cwd=REPO
-    )
-    try:
+    with serve_runner(
+        dict(os.environ, ARKOR_WORKER_MODULE="tests.local.fake_worker", FAKE_STEP_SECONDS="0.5"),
+        request,
+    ) as suffix:
         yield suffix
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def deployment_named(client: Any, name: str) -> Any:
