@@ -14,20 +14,14 @@ import pytest
 
 from arkor_ops.testing import FakeBackend, scripted_events
 from tests.flows.helpers import latest, run_artifacts, tiny_config
+from tests.sidecar.browser import BASE_FLAGS
 
 pytestmark = [pytest.mark.prefect, pytest.mark.browser]
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "img" / "prefect-run.png"
 FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
+    *BASE_FLAGS,
     "--hide-scrollbars",
     "--window-size=1400,1000",
     "--virtual-time-budget=20000",

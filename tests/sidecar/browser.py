@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import websockets
 
-FLAGS = [
+#: Headless Chromium on a closed network, as root (shared by the sidecar and Prefect UI tests).
+BASE_FLAGS = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -23,8 +24,8 @@ FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--remote-debugging-port=0",
 ]
+FLAGS = [*BASE_FLAGS, "--remote-debugging-port=0"]
 
 
 def chromium_path() -> str | None:
