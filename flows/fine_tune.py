@@ -8,6 +8,8 @@ No GPU pod outlives its flow run:
 * ``on_cancellation`` / ``on_crashed`` hooks stop the run. They run in the runner's process
   (about 3 s after a cancel request), so they find the run from the flow run id, which is the
   run's idempotency key;
+* ``wait_for_training`` also watches the flow run's state and stops the run itself on a cancel
+  request, for when the runner's SIGTERM is lost or there is no runner (see :mod:`flows.training`);
 * a failure of the flow itself (a timeout, a callback error, losing the stream) cancels the run
   through the ``cancel_training`` task before the flow fails;
 * the Job deadline (``BackendSettings.active_deadline_seconds``) and the reaper flow
@@ -22,7 +24,7 @@ from prefect import flow, runtime
 from prefect.client.schemas.objects import FlowRun
 from prefect.logging import get_run_logger
 from prefect.logging.loggers import flow_run_logger
-from prefect.states import State
+from prefect.states import Cancelled, State
 
 from arkor_ops.config import TrainerConfig
 from flows.settings import BackendSettings
@@ -60,7 +62,7 @@ async def fine_tune(
     backend: BackendSettings = DEFAULT_BACKEND,
     dataset_uri: str | None = None,
     dataset_version: str | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | State:
     """Fine-tune a model with LoRA: start the training run and follow it to its end.
 
     Args:
@@ -71,7 +73,8 @@ async def fine_tune(
         dataset_version: the dataset version that triggered this run (for the record).
 
     Returns:
-        The training result: job, artifacts and metrics.
+        The training result: job, artifacts and metrics (a ``Cancelled`` state when the flow run
+        was cancelled while training).
     """
     log = get_run_logger()
     key = str(runtime.flow_run.id)
@@ -80,10 +83,13 @@ async def fine_tune(
         log.info("Training on %s (version %s)", dataset_uri, dataset_version or "unknown")
     job_id = await start_training(config, backend, key)
     try:
-        return await wait_for_training(config, backend, key, job_id)
+        outcome = await wait_for_training(config, backend, key, job_id)
     except TrainingFailed:
         raise
     except Exception:
         log.warning("Following training job %s failed; cancelling it", job_id)
         await cancel_training(config, backend, key)
         raise
+    if isinstance(outcome, State):  # cancel requested: the wait task stopped the run
+        return Cancelled(message=outcome.message)
+    return outcome

@@ -6,16 +6,30 @@
   returns the result; a failed training raises :class:`TrainingFailed` with the trainer's error.
 * ``cancel_training`` stops the run.
 
+While it follows the run, ``wait_for_training`` also checks the flow run's own state (every
+``ARKOR_FLOW_CANCEL_CHECK_SECONDS``, default 1; 0 turns the check off). A runner cancels a flow
+run by SIGTERM, which Prefect turns into an exception raised wherever the process happens to be;
+when that is inside an asyncio socket write or callback, asyncio logs it and carries on ("Fatal
+write error on socket transport"), the process runs until the runner's SIGKILL 30 s later, and the
+cancellation hooks only run after that. The check stops the training within about a second of the
+request whatever happened to the signal, and also for a flow called without a runner, which
+Prefect never signals at all; the flow run then ends ``Cancelled``.
+
 All of them build the backend from :class:`~flows.settings.BackendSettings`, so they work in the
 flow run's process and in the runner's (where the cancellation hooks run).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 from typing import Any
+from uuid import UUID
 
-from prefect import task
+from prefect import runtime, task
 from prefect.logging import get_run_logger
+from prefect.states import Cancelled, State
 
 from arkor_ops.config import (
     FileDataset,
@@ -27,6 +41,8 @@ from arkor_ops.config import (
 from flows.jobs import job_id_for
 from flows.reporting import RunReporter
 from flows.settings import BackendSettings, make_backend
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingFailed(Exception):  # noqa: N818 - reads as the flow run's failure reason
@@ -45,6 +61,21 @@ def with_dataset(config: TrainerConfig, dataset_uri: str | None) -> TrainerConfi
     else:
         dataset = FileDataset(type="file", path=dataset_uri.removeprefix("file://"))
     return config.model_copy(update={"dataset": dataset})
+
+
+def cancel_check_seconds() -> float:
+    """Seconds between two checks of the flow run's state (``ARKOR_FLOW_CANCEL_CHECK_SECONDS``)."""
+    raw = os.environ.get("ARKOR_FLOW_CANCEL_CHECK_SECONDS", "1")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        raise ValueError(
+            f"ARKOR_FLOW_CANCEL_CHECK_SECONDS={raw!r}: use a number of seconds >= 0 "
+            "(0 turns the check off)"
+        )
+    return value
 
 
 def make_trainer(
@@ -83,11 +114,12 @@ async def start_training(
 @task(task_run_name="wait-for-training")
 async def wait_for_training(
     config: TrainerConfig, settings: BackendSettings, idempotency_key: str, job_id: str
-) -> dict[str, Any]:
+) -> dict[str, Any] | State:
     """Follow the run to its end, mirroring events into logs and artifacts.
 
     Returns:
-        The training result as JSON data (job, artifacts, metrics).
+        The training result as JSON data (job, artifacts, metrics), or a ``Cancelled`` state
+        when the flow run was cancelled meanwhile and the training was stopped for that.
 
     Raises:
         TrainingFailed: the run failed; the message is the trainer's error.
@@ -95,13 +127,53 @@ async def wait_for_training(
     reporter = RunReporter(job_id, config.max_steps)
     await reporter.begin()
     trainer = make_trainer(config, settings, idempotency_key, reporter.callbacks())
-    result = await trainer.wait()
+    result = await _follow_unless_cancelled(trainer)
+    if result is None:
+        log = get_run_logger()
+        log.warning("Flow run cancelled: stopping training run %s", job_id)
+        await trainer.cancel()
+        message = f"Flow run cancelled: training run {job_id} stopped"
+        log.info(message)
+        return Cancelled(message=message)
     await reporter.finish(result)
     job = result.job
     if job.status == "failed":
         raise TrainingFailed(job.error or f"training job {job.id} failed")
     get_run_logger().info("Training job %s ended: %s", job.id, job.status)
     return _result_data(result)
+
+
+async def _follow_unless_cancelled(trainer: Any) -> Any:
+    """``trainer.wait()``'s result, or None once the flow run is cancelling (see the module doc)."""
+    interval = cancel_check_seconds()
+    flow_run_id = runtime.flow_run.id
+    if not interval or not flow_run_id:
+        return await trainer.wait()
+    follow = asyncio.ensure_future(trainer.wait())
+    watch = asyncio.ensure_future(_cancel_requested(UUID(str(flow_run_id)), interval))
+    try:
+        await asyncio.wait({follow, watch}, return_when=asyncio.FIRST_COMPLETED)
+        return follow.result() if follow.done() else None
+    finally:
+        for pending in (follow, watch):
+            pending.cancel()
+        await asyncio.gather(follow, watch, return_exceptions=True)
+
+
+async def _cancel_requested(flow_run_id: UUID, interval: float) -> None:
+    """Return once the flow run is ``Cancelling`` (or already ``Cancelled``)."""
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                state = (await client.read_flow_run(flow_run_id)).state
+            except Exception as exc:  # an API blip must not end a training run
+                logger.debug("could not read flow run %s: %s", flow_run_id, exc)
+                continue
+            if state is not None and (state.is_cancelling() or state.is_cancelled()):
+                return
 
 
 def _result_data(result: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import subprocess
 import sys
 import time
@@ -47,6 +48,11 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+def stopped_line(message: str) -> bool:
+    """Whether a flow run log line says its training run was stopped (by a hook or the flow)."""
+    return re.search(r"training run (\S+ )?stopped$", message) is not None
+
+
 async def wait_final(client: Any, flow_run_id: uuid.UUID, timeout: float = 120) -> Any:
     """The flow run once it is in a final state."""
 
@@ -81,13 +87,15 @@ def latest(artifacts: list[Any], type_: str) -> list[Any]:
 def serve_runner(env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[str]:
     """A ``serve()`` runner subprocess (``tests.flows.serve_runner``) with ``env``.
 
-    Parametrize with ``"broken-hooks"`` to make the flow's hooks fail. Yields the deployment
+    Parametrize with ``"broken-hooks"`` to make the flow's hooks fail (and turn off the flow
+    run's own cancel check, so that nothing but the reaper stops the run). Yields the deployment
     suffix; the runner is stopped afterwards.
     """
     suffix = "-" + uuid.uuid4().hex[:8]
     env = dict(env)
     if getattr(request, "param", None) == "broken-hooks":
         env["ARKOR_TEST_BREAK_HOOKS"] = "1"
+        env["ARKOR_FLOW_CANCEL_CHECK_SECONDS"] = "0"
     repo = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.flows.serve_runner", suffix], env=env, cwd=repo

@@ -19,6 +19,7 @@ from tests.flows.helpers import (
     latest,
     run_artifacts,
     serve_runner,
+    stopped_line,
     tiny_config,
     wait_final,
 )
@@ -173,3 +174,63 @@ async def test_reaper_stops_the_run_when_the_hook_fails(
     reaped = await reap_orphans(backend={"backend": "local"})
     assert reaped == [run_dir.name]
     assert not any(pid_alive(p) for p in pids)
+
+
+async def test_a_flow_run_stops_its_training_when_cancelled_without_any_signal(
+    prefect_server: str, local_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No runner, so no SIGTERM (as when the runner's signal is lost): the flow's own check acts."""
+    import asyncio
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterName,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.states import Cancelling
+
+    from flows.fine_tune import fine_tune
+
+    monkeypatch.setenv("ARKOR_WORKER_MODULE", "tests.local.fake_worker")
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.5")
+    run_name = f"no-runner-{uuid.uuid4().hex[:6]}"
+    config = tiny_config(str(local_env["dataset"]), maxSteps=1_000_000)
+    flow = fine_tune.with_options(flow_run_name=run_name)
+    running = asyncio.ensure_future(
+        flow(config=config, backend={"backend": "local"}, return_state=True)
+    )
+    try:
+        async with get_client() as client:
+
+            async def training() -> Any:
+                events = list(local_env["runs"].glob("*/events.jsonl"))
+                if not (events and "training.log" in events[0].read_text()):
+                    return None
+                name = FlowRunFilterName(any_=[run_name])
+                (found,) = await client.read_flow_runs(flow_run_filter=FlowRunFilter(name=name))
+                return found, events[0].parent
+
+            run, run_dir = await eventually(training, timeout=90)
+            pids = run_pids(run_dir)
+            await client.set_flow_run_state(run.id, Cancelling(), force=True)
+            t0 = time.monotonic()
+            state = await asyncio.wait_for(asyncio.shield(running), timeout=30)
+            assert not any(pid_alive(p) for p in pids)
+            assert time.monotonic() - t0 < 15
+            assert state.is_cancelled() and stopped_line(state.message or ""), state
+            assert "training.cancelled" in (run_dir / "events.jsonl").read_text()
+            final = await wait_final(client, run.id, timeout=10)
+            assert final.state.is_cancelled(), final.state
+
+            async def stop_logged() -> bool:  # log lines reach the API in batches
+                logs = await client.read_logs(
+                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
+                )
+                return any(stopped_line(log.message) for log in logs)
+
+            await eventually(stop_logged, timeout=15)
+    finally:
+        running.cancel()
