@@ -273,15 +273,21 @@ class KubernetesBackend(Backend):
         pods = [p for p in await self.api.job_pods(job_id) if sidecar_ready(p)]
         if not pods:
             return
-        stream = self._stream()
         for pod in pods:
-            url = stream.sidecar_url(job_id, pod).replace("/events/stream", "/cancel")
-            headers = {} if stream.direct else bearer_header(self.api.cfg)
             try:
-                resp = await stream.http.post(url, headers=headers, timeout=5)
+                resp = await self._sidecar("POST", job_id, pod, f"v1/jobs/{job_id}/cancel", 5)
                 log.debug("sidecar cancel of %s: HTTP %s", job_id, resp.status_code)
             except httpx.HTTPError as exc:
                 log.debug("sidecar cancel of %s failed: %s", job_id, exc)
+
+    async def _sidecar(
+        self, method: str, job_id: str, pod: dict[str, Any], path: str, timeout: float
+    ) -> httpx.Response:
+        """One request to a pod's sidecar route ``path`` (through the pod proxy unless direct)."""
+        stream = self._stream()
+        headers = {} if stream.direct else bearer_header(self.api.cfg)
+        url = stream.sidecar_url(job_id, pod, path)
+        return await stream.http.request(method, url, headers=headers, timeout=timeout)
 
     async def _wait_gone(self, job_id: str) -> None:
         loop = asyncio.get_running_loop()
@@ -329,7 +335,7 @@ class KubernetesBackend(Backend):
         names = [job_id, *(p["metadata"]["name"] for p in pods)]
         diagnosis = diagnose(job, pods, await self.api.events(names))
         pod = current_pod(pods)
-        log_events = await self._peek(job_id) if pod is not None and sidecar_ready(pod) else []
+        log_events = await self._peek(job_id, pod) if pod is not None and sidecar_ready(pod) else []
         if not any(e.get("type") in TERMINAL_TYPES for e in log_events):
             # the sidecar may be going away with the pod: what it persisted may be newer
             stored = await self._stored_events(job_id, job) or []
@@ -383,13 +389,22 @@ class KubernetesBackend(Backend):
         return list(iter_log_lines(data))
 
     async def _peek(
-        self, job_id: str, idle_seconds: float = 0.5, first_frame_seconds: float = 10.0
+        self,
+        job_id: str,
+        pod: dict[str, Any],
+        idle_seconds: float = 0.5,
+        first_frame_seconds: float = 10.0,
     ) -> list[dict[str, Any]]:
-        """Events the live sidecar has so far (read until the stream goes quiet).
+        """Events the live sidecar has so far.
 
-        The first frame may take a while (a cold connection through the API server's pod proxy
-        on a busy node); after that, ``idle_seconds`` of silence means the backlog is read.
+        Reads the stream up to the last event id the sidecar's ``/healthz`` reported first: a
+        run that logs more often than every ``idle_seconds`` never goes quiet. Without that id,
+        ``idle_seconds`` of silence means the backlog is read. The first frame may take a while
+        (a cold connection through the API server's pod proxy on a busy node).
         """
+        upto = await self._sidecar_last_id(job_id, pod, first_frame_seconds)
+        if upto == 0:
+            return []  # nothing written yet
         out: list[dict[str, Any]] = []
         frames = self.events(job_id).__aiter__()
         timeout = first_frame_seconds
@@ -401,12 +416,26 @@ class KubernetesBackend(Backend):
                     data = json.loads(frame.data) if frame.data else None
                     if isinstance(data, dict) and frame.id is not None:
                         out.append(data)
+                        if upto is not None and int(frame.id) >= upto:
+                            break
         except (TimeoutError, StopAsyncIteration, BackendError):
             pass
         finally:
             with contextlib.suppress(Exception):
                 await frames.aclose()  # type: ignore[attr-defined]
         return out
+
+    async def _sidecar_last_id(
+        self, job_id: str, pod: dict[str, Any], timeout: float
+    ) -> int | None:
+        """The id of the last event the pod's sidecar has read (``/healthz``); None if unknown."""
+        try:
+            resp = await self._sidecar("GET", job_id, pod, "healthz", timeout)
+            resp.raise_for_status()
+            return int(resp.json()["lastEventId"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.debug("sidecar health of %s unknown: %s", job_id, exc)
+            return None
 
     async def list_jobs(self) -> list[JobDescription]:
         """Every run in the namespace, newest first.

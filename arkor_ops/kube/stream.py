@@ -119,9 +119,12 @@ class RunStream:
         self.poll_seconds = poll_seconds
         self.cancelled = cancelled if cancelled is not None else set()
 
-    def sidecar_url(self, job_id: str, pod: dict[str, Any]) -> str:
-        """The stream URL of the pod's sidecar (pod proxy path, or the pod IP when direct)."""
-        path = f"v1/jobs/{job_id}/events/stream"
+    def sidecar_url(self, job_id: str, pod: dict[str, Any], path: str | None = None) -> str:
+        """A URL of the pod's sidecar (pod proxy path, or the pod IP when direct).
+
+        ``path`` is the sidecar route (``healthz``, ``v1/jobs/…/cancel``); default the run's stream.
+        """
+        path = path or f"v1/jobs/{job_id}/events/stream"
         if self.direct:
             return f"http://{pod['status']['podIP']}:{self.port}/{path}"
         name = pod["metadata"]["name"]

@@ -41,6 +41,10 @@ async def test_cancel_while_training(
     waiting = asyncio.create_task(trainer.wait())
     try:
         await asyncio.wait_for(logged.wait(), timeout=300)
+        # describe() reads what the live sidecar has so far, though this run never goes quiet
+        # (a step every few ms): it used to read on for as long as the run kept logging
+        seen = await asyncio.wait_for(backend.describe(job_id), timeout=60)
+        assert seen.job.status == "running" and (seen.step or 0) >= 2, seen
         await trainer.cancel()
         # cancel() returned: the Job and every pod of the run are gone already.
         with pytest.raises(JobNotFoundError):
