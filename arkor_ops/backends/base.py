@@ -52,6 +52,10 @@ class JobDescription(BaseModel):
     loss: float | None = Field(default=None, description="Last training loss seen.")
     phase: str | None = Field(default=None, description="Backend phase, e.g. `unschedulable`.")
     message: str | None = Field(default=None, description="Why it is in that phase.")
+    last_event_id: int | None = Field(
+        default=None,
+        description="Id of the last event seen (what `arkor-ops logs` without `-f` prints up to).",
+    )
 
 
 class Backend(ABC):

@@ -376,6 +376,7 @@ class KubernetesBackend(Backend):
             loss=(last_log or {}).get("loss"),
             phase=diagnosis.phase if diagnosis else None,
             message=diagnosis.message if diagnosis else None,
+            last_event_id=_last_id(log_events) or None,
         )
 
     async def _stored_events(

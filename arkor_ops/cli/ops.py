@@ -197,12 +197,16 @@ async def follow(
 ) -> int:
     """Print the run's events; with ``follow``, reconnect until ``end``.
 
+    Without ``follow``, print the events written so far: up to the last event id ``describe``
+    reports (a run that logs often never goes idle), else until the stream is idle.
+
     Returns:
         0, or 1 when the run failed.
     """
     last_id: str | None = None
     status = 0
     seen = False
+    upto = None if follow else await _last_event_id(backend, job_id)
     while True:
         frames = backend.events(job_id, last_id).__aiter__()
         try:
@@ -220,6 +224,8 @@ async def follow(
                     data = json.loads(frame.data)
                     status = 1 if data.get("type") == "training.failed" else status
                     out.print(render(data), markup=False, highlight=False)
+                if upto is not None and _event_id(frame.id) >= upto:
+                    return status
         except (StopAsyncIteration, TimeoutError):
             if not follow:
                 return status
@@ -230,6 +236,21 @@ async def follow(
             with contextlib.suppress(Exception):
                 await frames.aclose()  # type: ignore[attr-defined]
         await asyncio.sleep(1.0)
+
+
+async def _last_event_id(backend: Backend, job_id: str) -> int | None:
+    """The id of the run's last event as ``describe`` sees it; None when it cannot tell."""
+    try:
+        return (await backend.describe(job_id)).last_event_id
+    except JobNotFoundError:
+        return None  # the stream says so in its own words
+
+
+def _event_id(raw: str | None) -> int:
+    try:
+        return int(raw or 0)
+    except ValueError:
+        return 0
 
 
 def run_logs(args: argparse.Namespace) -> int:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from arkor_ops import create_async_trainer
 from arkor_ops.backends.kubernetes import KubernetesBackend
+from arkor_ops.cli import ops
 from arkor_ops.errors import JobNotFoundError
 from tests.fixtures.s3 import S3Server
 from tests.k8senv.fixtures import K8sCluster
@@ -45,6 +48,13 @@ async def test_cancel_while_training(
         # (a step every few ms): it used to read on for as long as the run kept logging
         seen = await asyncio.wait_for(backend.describe(job_id), timeout=60)
         assert seen.job.status == "running" and (seen.step or 0) >= 2, seen
+        # so does `arkor-ops logs` without -f: it prints what is there and returns
+        printed = io.StringIO()
+        status = await asyncio.wait_for(
+            ops.follow(backend, job_id, follow=False, out=Console(file=printed)), timeout=60
+        )
+        assert status == 0 and "training started" in printed.getvalue()
+        assert f"step {seen.step} " in printed.getvalue(), printed.getvalue()[-500:]
         await trainer.cancel()
         # cancel() returned: the Job and every pod of the run are gone already.
         with pytest.raises(JobNotFoundError):

@@ -319,4 +319,5 @@ class LocalRun:
             loss=logs[-1].get("loss") if logs else None,
             phase=None if started or terminal else "starting",
             message=None if started or terminal else "loading the model and the dataset",
+            last_event_id=max((int(o.get("id") or 0) for o in events), default=0) or None,
         )
