@@ -1,11 +1,13 @@
 """The Prefect UI shows a run's loss table and checkpoint links (headless Chromium).
 
 Needs Debian's ``chromium`` (``scripts/ensure-chromium.sh``). The screenshot it takes is the
-picture in docs/prefect.md (docs/img/prefect-run.png).
+picture in docs/prefect.md: ``ARKOR_UPDATE_SCREENSHOTS=1`` copies it to docs/img/prefect-run.png
+(otherwise a test run leaves the checkout as it was).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -91,9 +93,11 @@ async def test_flow_run_page_shows_loss_table_and_checkpoints(
     links_dom = render(tmp_path, f"{ui_url}/v2/artifacts/artifact/{listing.id}", "step-00000008")
     rendered = links_dom.split("checkpoints/step-00000008", 1)
     assert len(rendered) == 2 and "<a" in rendered[0][-600:], "checkpoint link not rendered"
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    shot = tmp_path / SCREENSHOT.name
     for _ in range(3):  # a blank page (app not loaded yet on a busy machine) is a few KB
-        chromium(tmp_path, f"--screenshot={SCREENSHOT}", page)
-        if SCREENSHOT.stat().st_size > 10_000:
+        chromium(tmp_path, f"--screenshot={shot}", page)
+        if shot.stat().st_size > 10_000:
             break
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("ARKOR_UPDATE_SCREENSHOTS") == "1":
+        shutil.copyfile(shot, SCREENSHOT)
