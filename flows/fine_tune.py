@@ -30,6 +30,7 @@ from arkor_ops.config import TrainerConfig
 from flows.settings import BackendSettings
 from flows.training import (
     TrainingFailed,
+    cancel_check_seconds,
     cancel_training,
     start_training,
     stop_run,
@@ -77,6 +78,7 @@ async def fine_tune(
         was cancelled while training).
     """
     log = get_run_logger()
+    cancel_check_seconds()  # a bad ARKOR_FLOW_CANCEL_CHECK_SECONDS fails here, before any job
     key = str(runtime.flow_run.id)
     config = with_dataset(config, dataset_uri)
     if dataset_uri:

@@ -79,6 +79,20 @@ async def test_failed_training_fails_the_flow_run_with_its_error(use_fake: Any) 
     assert run.state.is_failed() and "CUDA OOM" in run.state.message
 
 
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+async def test_a_bad_cancel_check_setting_fails_before_any_job(
+    use_fake: Any, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    from flows.fine_tune import fine_tune
+
+    fake = use_fake(FakeBackend(scripted_events("fake-x", steps=2), job_id="fake-x"))
+    monkeypatch.setenv("ARKOR_FLOW_CANCEL_CHECK_SECONDS", value)
+    state = await fine_tune(config=tiny_config("/data/train.jsonl"), return_state=True)
+    assert state.is_failed()
+    assert "ARKOR_FLOW_CANCEL_CHECK_SECONDS" in (state.message or ""), state.message
+    assert fake.submits == []
+
+
 async def test_retried_start_training_adopts_its_job(use_fake: Any) -> None:
     from prefect import flow, runtime, task
 
