@@ -53,6 +53,16 @@ def stopped_line(message: str) -> bool:
     return re.search(r"training run (\S+ )?stopped$", message) is not None
 
 
+async def stop_logged(client: Any, flow_run_id: uuid.UUID) -> bool:
+    """Whether the flow run's logs (they reach the API in batches) say its run was stopped."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    logs = await client.read_logs(
+        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+    )
+    return any(stopped_line(log.message) for log in logs)
+
+
 async def wait_final(client: Any, flow_run_id: uuid.UUID, timeout: float = 120) -> Any:
     """The flow run once it is in a final state."""
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,13 +18,15 @@ from typing import Any
 
 import pytest
 
+from arkor_ops.kube.manifests import FLOW_RUN_LABEL
+from arkor_ops.kube.manifests import SELECTOR as MANAGED
 from tests.fixtures.s3 import S3Server
 from tests.flows.helpers import (
     eventually,
     latest,
     run_artifacts,
     serve_runner,
-    stopped_line,
+    stop_logged,
     tiny_config,
     wait_final,
 )
@@ -41,29 +42,6 @@ pytestmark = [
 ]
 
 REPO = Path(__file__).resolve().parents[2]
-MANAGED = "app.kubernetes.io/managed-by=arkor-ops"
-FLOW_RUN_LABEL = "arkor-ops.dev/flow-run-id"
-
-
-@pytest.fixture(scope="session")
-def flow_files(tiny_model_dir: Path) -> Iterator[Path]:
-    """The tiny model and a small chat dataset, outside /tmp."""
-    root = Path.home() / ".cache" / "arkor-ops" / "flow-kube-tests" / uuid.uuid4().hex[:8]
-    shutil.copytree(tiny_model_dir, root / "model")
-    rows = [
-        json.dumps(
-            {
-                "messages": [
-                    {"role": "user", "content": f"ticket {i}: the app crashes on login"},
-                    {"role": "assistant", "content": f"triage {i % 3}: auth, high priority"},
-                ]
-            }
-        )
-        for i in range(32)
-    ]
-    (root / "train.jsonl").write_text("\n".join(rows) + "\n")
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -120,7 +98,7 @@ async def test_fine_tune_completes_on_the_cluster_and_a_retried_start_makes_one_
     kube_env: dict[str, str],
     k8s_cluster: K8sCluster,
     k8s_namespace: str,
-    flow_files: Path,
+    run_files: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """One tiny run: artifacts in the flow run, and start_training's retry adopts its Job."""
@@ -149,7 +127,7 @@ async def test_fine_tune_completes_on_the_cluster_and_a_retried_start_makes_one_
 
     monkeypatch.setattr(flows.training, "make_trainer", flaky_make_trainer)
     config = tiny_config(
-        str(flow_files / "train.jsonl"), model=str(flow_files / "model"), name="flow-kube"
+        str(run_files / "train.jsonl"), model=str(run_files / "model"), name="flow-kube"
     )
     state = await fine_tune(config=config, backend=backend_param(k8s_namespace), return_state=True)
     assert state.is_completed(), state.message
@@ -214,14 +192,13 @@ async def _start_run(client: Any, suffix: str, namespace: str, files: Path) -> A
 
 
 async def test_cancelling_the_flow_run_deletes_the_job_and_its_pods(
-    runner: str, k8s_cluster: K8sCluster, k8s_namespace: str, flow_files: Path
+    runner: str, k8s_cluster: K8sCluster, k8s_namespace: str, run_files: Path
 ) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.states import Cancelling
 
     async with get_client() as client:
-        run = await _start_run(client, runner, k8s_namespace, flow_files)
+        run = await _start_run(client, runner, k8s_namespace, run_files)
         selector = f"{FLOW_RUN_LABEL}={run.id}"
 
         async def training() -> bool:  # a training.log event reached the progress artifact
@@ -243,23 +220,16 @@ async def test_cancelling_the_flow_run_deletes_the_job_and_its_pods(
         elapsed = time.monotonic() - cancelled_at
         assert elapsed < 15
         print(f"Job and pods gone {elapsed:.1f} s after the cancel request")
-        # Cancelled ~3 s after the request, or ~33 s when the runner's SIGTERM was lost and it
-        # had to SIGKILL the flow process after its 30 s grace period (the Job is gone either way)
+        # ended by the runner after its hook, or by the flow's own check if the signal was lost
         final = await wait_final(client, run.id, timeout=60)
         assert final.state.is_cancelled(), final.state
-
-        async def stop_logged() -> bool:  # the hook (in the runner) or the flow's own check
-            logs = await client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
-            )
-            return any(stopped_line(log.message) for log in logs)
-
-        await eventually(stop_logged, timeout=15)
+        # the hook (in the runner) or the flow's own check says it stopped the run
+        await eventually(lambda: stop_logged(client, run.id), timeout=15)
 
 
 @pytest.mark.parametrize("runner", ["broken-hooks"], indirect=True)
 async def test_reaper_deletes_the_job_when_the_hook_fails(
-    runner: str, k8s_cluster: K8sCluster, k8s_namespace: str, flow_files: Path
+    runner: str, k8s_cluster: K8sCluster, k8s_namespace: str, run_files: Path
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.states import Cancelling
@@ -267,7 +237,7 @@ async def test_reaper_deletes_the_job_when_the_hook_fails(
     from flows.reaper import reap_orphans
 
     async with get_client() as client:
-        run = await _start_run(client, runner, k8s_namespace, flow_files)
+        run = await _start_run(client, runner, k8s_namespace, run_files)
         selector = f"{FLOW_RUN_LABEL}={run.id}"
 
         async def job() -> list[str]:

@@ -19,6 +19,7 @@ from tests.flows.helpers import (
     latest,
     run_artifacts,
     serve_runner,
+    stop_logged,
     stopped_line,
     tiny_config,
     wait_final,
@@ -184,12 +185,7 @@ async def test_a_flow_run_stops_its_training_when_cancelled_without_any_signal(
     import time
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterName,
-        LogFilter,
-        LogFilterFlowRunId,
-    )
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
     from prefect.states import Cancelling
 
     from flows.fine_tune import fine_tune
@@ -224,13 +220,6 @@ async def test_a_flow_run_stops_its_training_when_cancelled_without_any_signal(
             assert "training.cancelled" in (run_dir / "events.jsonl").read_text()
             final = await wait_final(client, run.id, timeout=10)
             assert final.state.is_cancelled(), final.state
-
-            async def stop_logged() -> bool:  # log lines reach the API in batches
-                logs = await client.read_logs(
-                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
-                )
-                return any(stopped_line(log.message) for log in logs)
-
-            await eventually(stop_logged, timeout=15)
+            await eventually(lambda: stop_logged(client, run.id), timeout=15)
     finally:
         running.cancel()

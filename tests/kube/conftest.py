@@ -8,9 +8,7 @@ the model and dataset are copied somewhere else first (pytest's temp dirs live u
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +21,6 @@ from tests.k8senv.fixtures import K8sCluster
 
 HF_TOKEN = "hf_kube_test_secret_value_0123456789"
 S3_SECRET = "arkor-ops-s3"
-
-
-@pytest.fixture(scope="session")
-def run_files(tiny_model_dir: Path) -> Iterator[Path]:
-    """The tiny model and a small chat dataset, outside /tmp."""
-    root = Path.home() / ".cache" / "arkor-ops" / "kube-tests" / uuid.uuid4().hex[:8]
-    shutil.copytree(tiny_model_dir, root / "model")
-    rows = []
-    for i in range(64):
-        rows.append(
-            json.dumps(
-                {
-                    "messages": [
-                        {"role": "user", "content": f"ticket {i}: the app crashes on login"},
-                        {"role": "assistant", "content": f"triage {i % 3}: auth, high priority"},
-                    ]
-                }
-            )
-        )
-    (root / "train.jsonl").write_text("\n".join(rows) + "\n")
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def s3_secret_yaml(namespace: str, s3: S3Server) -> str:

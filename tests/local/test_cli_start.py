@@ -79,6 +79,17 @@ def wait_for_training(runs_dir: Path, timeout: float = 30) -> str:
     raise AssertionError("no training step within the timeout")
 
 
+def final_status(runs_dir: Path, job_id: str) -> str:
+    """The run's status once it is no longer running (checked for up to 30 s)."""
+    backend = make_backend(runs_dir)
+    for _ in range(300):
+        desc = asyncio.run(backend.describe(job_id))
+        if desc.job.status != "running":
+            break
+        time.sleep(0.1)
+    return desc.job.status
+
+
 def test_start_completes_and_reports_the_adapter(
     tmp_path: Path, runs_dir: Path, dataset_file: Path
 ) -> None:
@@ -127,13 +138,7 @@ def test_ctrl_c_then_d_stops_waiting_and_the_run_goes_on(
     out = first + out
     assert proc.returncode == 130, err
     assert f"stopped waiting; job {job_id} keeps running" in out
-    backend = make_backend(runs_dir)
-    for _ in range(300):
-        desc = asyncio.run(backend.describe(job_id))
-        if desc.job.status != "running":
-            break
-        time.sleep(0.1)
-    assert desc.job.status == "completed"  # the worker was not touched by the Ctrl-C
+    assert final_status(runs_dir, job_id) == "completed"  # the Ctrl-C did not touch the worker
 
 
 def test_bad_input_exits_2(tmp_path: Path, runs_dir: Path) -> None:
@@ -172,13 +177,7 @@ def test_an_abort_signal_stops_waiting_and_the_run_goes_on(
     assert proc.returncode == 130, err
     assert "stopped waiting" in out and "keeps running" in out
     job_id = out.split("started job ", 1)[1].split()[0]
-    backend = make_backend(runs_dir)
-    for _ in range(300):
-        desc = asyncio.run(backend.describe(job_id))
-        if desc.job.status != "running":
-            break
-        time.sleep(0.1)
-    assert desc.job.status == "completed"  # aborting never cancels the run
+    assert final_status(runs_dir, job_id) == "completed"  # aborting never cancels the run
 
 
 def test_misconfigured_backend_exits_2(tmp_path: Path, runs_dir: Path, dataset_file: Path) -> None:

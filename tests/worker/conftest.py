@@ -26,6 +26,8 @@ from arkor_ops.eventlog import read_events
 from arkor_ops.storage import MANIFEST_NAME, RunLayout, join_uri, open_storage
 
 REPO = Path(__file__).resolve().parents[2]
+#: ARKOR_CANCEL_GRACE_SECONDS for tests that SIGTERM a worker (what its checkpoint may take).
+GRACE_SECONDS = 30
 CATEGORIES = ("billing", "account", "bug", "feature")
 TICKETS = {
     "billing": "my invoice was charged twice this month",

@@ -18,6 +18,7 @@ import pytest
 from arkor_ops.storage import open_storage
 from arkor_ops.worker.checkpoints import committed_steps
 from tests.worker.conftest import (
+    GRACE_SECONDS,
     ROWS,
     RunDir,
     base_config,
@@ -29,8 +30,6 @@ from tests.worker.conftest import (
 )
 
 pytestmark = [pytest.mark.s3, pytest.mark.train]
-
-GRACE_SECONDS = 30
 
 
 def _pod(tmp_path: Path, name: str, storage_uri: str) -> tuple[RunDir, Path]:

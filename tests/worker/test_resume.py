@@ -17,6 +17,7 @@ import pytest
 from arkor_ops.storage import MANIFEST_NAME, join_uri, open_storage
 from arkor_ops.worker.checkpoints import committed_steps
 from tests.worker.conftest import (
+    GRACE_SECONDS,
     ROWS,
     RunDir,
     base_config,
@@ -28,8 +29,6 @@ from tests.worker.conftest import (
 )
 
 pytestmark = [pytest.mark.s3, pytest.mark.train]
-
-GRACE_SECONDS = 30
 
 
 def _since_last_start(events: list[Any]) -> list[Any]:
