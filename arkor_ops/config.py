@@ -32,6 +32,25 @@ from arkor_ops.errors import ConfigError
 
 #: Environment variable that carries the blob dataset token into the run (never in the config).
 DATASET_TOKEN_ENV = "ARKOR_DATASET_TOKEN"
+#: Largest seed numpy (and so Hugging Face's ``set_seed``) accepts.
+MAX_SEED = 2**32 - 1
+#: More optimizer steps than any run takes; the bound keeps step counts plain integers.
+MAX_STEPS = 1_000_000_000
+#: The ``OptimizerNames`` and ``SchedulerType`` values of transformers that the worker can build
+#: as configured: no extra package beyond the image's (bitsandbytes for ``*_8bit``, ``paged_*``)
+#: and no scheduler arguments the config cannot give. tests/worker/test_config_fuzz.py builds
+#: each with the installed transformers; the core itself does not import it.
+OPTIMIZERS = (
+    "adamw_torch", "adamw_torch_fused", "adafactor", "ademamix", "sgd", "adagrad",
+    "adamw_bnb_8bit", "adamw_8bit", "ademamix_8bit", "lion_8bit", "lion_32bit",
+    "paged_adamw_32bit", "paged_adamw_8bit", "paged_ademamix_32bit", "paged_ademamix_8bit",
+    "paged_lion_32bit", "paged_lion_8bit", "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit",
+    "rmsprop_bnb_32bit",
+)  # fmt: skip
+LR_SCHEDULERS = (
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+    "inverse_sqrt", "reduce_lr_on_plateau", "greedy",
+)  # fmt: skip
 
 
 class _Model(BaseModel):
@@ -43,6 +62,7 @@ class _Model(BaseModel):
         populate_by_name=True,
         frozen=True,
         str_strip_whitespace=True,
+        allow_inf_nan=False,  # inf/NaN epochs or rates validate nowhere downstream
     )
 
 
@@ -121,7 +141,9 @@ class LoraConfig(_Model):
 class StepConfig(_Model):
     """A step cadence: an absolute number of steps or a ratio of the total steps (0 < ratio < 1)."""
 
-    steps: int | None = Field(default=None, ge=0, description="Every this many optimizer steps.")
+    steps: int | None = Field(
+        default=None, ge=0, le=MAX_STEPS, description="Every this many optimizer steps."
+    )
     ratio: float | None = Field(default=None, ge=0, lt=1, description="Fraction of total steps.")
 
     @model_validator(mode="before")
@@ -177,7 +199,7 @@ class DatasetSplit(_Model):
 
     enabled: bool = Field(default=False, description="Whether to hold out an eval split.")
     test_size: float = Field(default=0.1, gt=0, le=1, description="Fraction of rows held out.")
-    seed: int = Field(default=42, description="Shuffle seed of the split.")
+    seed: int = Field(default=42, ge=0, le=MAX_SEED, description="Shuffle seed of the split.")
 
 
 ResumePolicy = Literal["auto", "never", "force"]
@@ -203,9 +225,11 @@ class TrainerConfig(_Model):
     lora: LoraConfig | None = Field(
         default=None, description="LoRA settings; backend defaults when absent."
     )
-    max_steps: int | None = Field(default=None, gt=0, description="Cap on optimizer steps.")
+    max_steps: int | None = Field(
+        default=None, gt=0, le=MAX_STEPS, description="Cap on optimizer steps."
+    )
     num_train_epochs: float | None = Field(
-        default=None, gt=0, description="Epochs (alternative to max_steps)."
+        default=None, gt=0, le=100_000, description="Epochs (alternative to max_steps)."
     )
     learning_rate: float | None = Field(default=None, gt=0, lt=1, description="Peak learning rate.")
     batch_size: int | None = Field(
@@ -238,7 +262,7 @@ class TrainerConfig(_Model):
         default=None, description="Row format; default chat `messages`."
     )
     dataset_split: DatasetSplit | None = Field(default=None, description="Eval hold-out settings.")
-    seed: int = Field(default=42, description="Training seed.")
+    seed: int = Field(default=42, ge=0, le=MAX_SEED, description="Training seed (0..2**32-1).")
     dry_run: bool = Field(
         default=False, description="Smoke test: the whole pipeline on at most 50 rows and 10 steps."
     )
@@ -256,6 +280,41 @@ class TrainerConfig(_Model):
     def _printable_name(cls, value: str) -> str:
         if any(ord(ch) < 32 for ch in value):
             raise ValueError("must not contain control characters")
+        return value
+
+    @field_validator("logging_steps", "save_steps", "eval_steps")
+    @classmethod
+    def _nonzero_cadence(cls, value: StepConfig | None) -> StepConfig | None:
+        # Hugging Face refuses a cadence of 0 ("requires non-zero --logging_steps"); warm-up
+        # of 0 steps is its default and stays allowed.
+        if value is not None and not (value.steps or value.ratio):
+            raise ValueError("must be at least 1 step (or a ratio above 0)")
+        return value
+
+    @model_validator(mode="after")
+    def _eval_schedules_need_eval(self) -> TrainerConfig:
+        # Hugging Face: these schedules follow the eval loss ("requires an eval strategy").
+        if self.lr_scheduler_type in ("reduce_lr_on_plateau", "greedy") and not (
+            self.dataset_split and self.dataset_split.enabled
+        ):
+            raise ValueError(
+                f"lr_scheduler_type {self.lr_scheduler_type} needs an eval split "
+                "(dataset_split.enabled: true)"
+            )
+        return self
+
+    @field_validator("optim")
+    @classmethod
+    def _known_optimizer(cls, value: str | None) -> str | None:
+        if value is not None and value not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer; one of {', '.join(OPTIMIZERS)}")
+        return value
+
+    @field_validator("lr_scheduler_type")
+    @classmethod
+    def _known_scheduler(cls, value: str | None) -> str | None:
+        if value is not None and value not in LR_SCHEDULERS:
+            raise ValueError(f"unknown schedule; one of {', '.join(LR_SCHEDULERS)}")
         return value
 
     # -- wire format -------------------------------------------------------------------------

@@ -167,6 +167,31 @@ def sft_kwargs(
     return kw
 
 
+def sft_config(
+    backend: str,
+    config: TrainerConfig,
+    data: PreparedDataset,
+    output_dir: Path,
+    *,
+    cuda: bool,
+    eos: str | None,
+) -> Any:
+    """TRL's ``SFTConfig`` for the run (its ``__post_init__`` runs Hugging Face's own checks)."""
+    from trl import SFTConfig  # type: ignore[attr-defined]
+
+    kwargs = sft_kwargs(config, data, output_dir, cuda=cuda, eos=eos)
+    fields = {f.name for f in dataclasses.fields(SFTConfig)}
+    # transformers 5.24 renamed gradient_checkpointing; 5.17 (the Unsloth lock) has only the old.
+    ckpt = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in fields
+        else "gradient_checkpointing"
+    )
+    if backend != "unsloth":
+        kwargs[ckpt] = cuda
+    return SFTConfig(**kwargs)
+
+
 def _bf16_ok() -> bool:
     import torch
 
@@ -351,19 +376,11 @@ def build_trainer(
     _check_template(tok, data)
     import datasets
     from transformers import PrinterCallback
-    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
+    from trl import SFTTrainer  # type: ignore[attr-defined]
 
-    kwargs = sft_kwargs(config, data, output_dir, cuda=cuda, eos=_end_of_turn(tok, data.format))
-    fields = {f.name for f in dataclasses.fields(SFTConfig)}
-    # transformers 5.24 renamed gradient_checkpointing; 5.17 (the Unsloth lock) has only the old.
-    ckpt = (
-        "activation_checkpointing"
-        if "activation_checkpointing" in fields
-        else "gradient_checkpointing"
+    args = sft_config(
+        backend, config, data, output_dir, cuda=cuda, eos=_end_of_turn(tok, data.format)
     )
-    if backend != "unsloth":
-        kwargs[ckpt] = cuda
-    args = SFTConfig(**kwargs)
     dataset = datasets.Dataset.from_list(data.examples)
     eval_dataset = None
     if config.dataset_split and config.dataset_split.enabled:
