@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from arkor_ops.errors import CheckpointError, StorageError
 from arkor_ops.events import Artifact
@@ -51,6 +51,17 @@ class ManifestFile(BaseModel):
     path: str = Field(description="Path relative to the checkpoint prefix.")
     sha256: str = Field(description="Hex sha256 of the file's bytes.")
     size: int = Field(ge=0, description="Size in bytes.")
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        # Resume writes dest / path: a manifest must never name a file outside the checkpoint.
+        parts = value.split("/")
+        if not value or value.startswith("/") or "\\" in value or ":" in parts[0]:
+            raise ValueError(f"{value[:200]!r} is not a relative path")
+        if any(part in ("", ".", "..") for part in parts) or "\x00" in value:
+            raise ValueError(f"{value[:200]!r} has an empty, '.' or '..' part")
+        return value
 
 
 class Manifest(BaseModel):
@@ -335,8 +346,13 @@ def download_verified(storage: Storage, layout: RunLayout, manifest: Manifest, d
     """Download a committed checkpoint and check every file against its manifest."""
     shutil.rmtree(dest, ignore_errors=True)
     prefix = layout.checkpoint(manifest.step)
+    root = dest.resolve()
     for entry in manifest.files:
         target = dest / entry.path
+        if not target.resolve().is_relative_to(root):
+            raise CheckpointError(
+                f"checkpoint step {manifest.step}: {entry.path} leaves its folder"
+            )
         target.parent.mkdir(parents=True, exist_ok=True)
         storage.get_file(join_uri(prefix, entry.path), target)
         if sha256_file(target) != entry.sha256:
@@ -355,12 +371,27 @@ def find_resume_point(
 
     ``policy`` is the config's ``resume``: ``never`` ignores checkpoints, ``auto`` refuses a
     mismatch (:class:`CheckpointError`), ``force`` resumes anyway (logging the mismatch). A
-    checkpoint whose files fail their sha256 is skipped for the next older one.
+    checkpoint whose manifest is unreadable (corrupt JSON, a file path outside the checkpoint)
+    or whose files fail their sha256 is skipped, logged, for the next older one.
     """
     if policy == "never":
         return None
     for step in committed_steps(storage, layout):
-        manifest = read_manifest(storage, layout, step)
+        try:
+            manifest = read_manifest(storage, layout, step)
+        except (ValidationError, StorageError) as exc:
+            why = (
+                f"{exc.error_count()} problem(s), first: {exc.errors()[0]['msg']}"
+                if isinstance(exc, ValidationError)
+                else str(exc)
+            )
+            log.warning("skipping checkpoint step %d: its manifest is unusable (%s)", step, why)
+            continue
+        if manifest.step != step:
+            log.warning(
+                "skipping checkpoint step %d: its manifest says step %d", step, manifest.step
+            )
+            continue
         try:
             check_match(manifest, identity)
         except CheckpointError as exc:
