@@ -15,6 +15,7 @@ Reads and checks its environment first, failing fast with a message naming the v
   checkpoint, no terminal event, exit 1, and the Job's replacement pod resumes. Unset (local
   runs), or with the file present, SIGTERM is a cancel.
 - ``ARKOR_TRAINER_BACKEND`` (``auto``): ``auto``, ``unsloth`` (forced, even without CUDA), ``trl``.
+- ``ARKOR_MAX_DATASET_BYTES`` (2 GiB): cap on the dataset file (a download counted decoded).
 - ``ARKOR_DATASET_TOKEN`` (secret): the blob dataset's bearer token.
 - ``HF_TOKEN`` (secret): Hugging Face token (only the local cache is used).
 - ``ARKOR_S3_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` (secret),
@@ -77,7 +78,10 @@ def configure_logging() -> None:
 
 
 def _fail_settings(exc: SettingsError) -> int:
-    log.error("%s", exc)
+    from arkor_ops.worker.errors import MAX_ERROR_CHARS, excerpt
+
+    message = excerpt(str(exc), MAX_ERROR_CHARS, quote=False)
+    log.error("%s", message)
     job_id = os.environ.get("ARKOR_JOB_ID", "").strip()
     if job_id:
         from arkor_ops.eventlog import EventLogWriter
@@ -85,7 +89,7 @@ def _fail_settings(exc: SettingsError) -> int:
 
         path = Path(os.environ.get("ARKOR_EVENT_LOG", "").strip() or DEFAULT_EVENT_LOG)
         try:
-            EventLogWriter(path, job_id).write(TrainingFailed(job_id=job_id, error=str(exc)))
+            EventLogWriter(path, job_id).write(TrainingFailed(job_id=job_id, error=message))
         except OSError as err:
             log.error("cannot write the event log %s: %s", path, err)
     return EXIT_PERMANENT

@@ -13,12 +13,14 @@ before training with the row number and what is wrong.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
-import io
 import json
 import logging
-from collections.abc import Iterable
+import re
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,8 @@ from arkor_ops.config import (
     S3Dataset,
     TrainerConfig,
 )
-from arkor_ops.worker.errors import DatasetError
+from arkor_ops.worker.errors import DatasetError, excerpt
+from arkor_ops.worker.settings import DEFAULT_MAX_DATASET_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,10 @@ ROLES = ("system", "user", "assistant")
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
 _SUFFIXES[".parquet"] = "parquet"
 _CONTENT_TYPES = {"application/json": "json", "text/csv": "csv", "application/x-ndjson": "jsonl"}
+MAX_BYTES_ENV = "ARKOR_MAX_DATASET_BYTES"
+#: Longest problem text per bad row in a DatasetError (rows and values are quoted bounded).
+MAX_PROBLEM_CHARS = 300
+_DECODED_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -74,11 +81,47 @@ def _safe_url(url: str) -> str:
     return f"{parsed.scheme}://{host}{port}{parsed.path}"
 
 
-def fetch_blob(source: BlobDataset, work_dir: Path) -> tuple[Path, str]:
-    """Download a blob dataset; returns the local file and its kind."""
+def _too_big(what: str, max_bytes: int) -> DatasetError:
+    return DatasetError(
+        f"{what} is larger than {MAX_BYTES_ENV}={max_bytes} bytes: use a smaller file, or raise "
+        f"{MAX_BYTES_ENV} (on Kubernetes through ARKOR_K8S_ENV, with a scratch volume to match)"
+    )
+
+
+def _decoded(raw: Iterable[bytes], encoding: str, shown: str) -> Iterator[bytes]:
+    """The body's bytes after its ``Content-Encoding``, inflated at most 1 MiB at a time, so a
+    gzip bomb is stopped by the size cap instead of filling memory first."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        yield from raw
+        return
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise DatasetError(f"dataset URL {shown} sent an unsupported Content-Encoding {encoding!r}")
+    inflater = zlib.decompressobj(wbits=47)  # gzip or zlib header, detected
+    try:
+        for chunk in raw:
+            data = inflater.decompress(chunk, _DECODED_CHUNK)
+            while data:
+                yield data
+                data = inflater.decompress(inflater.unconsumed_tail, _DECODED_CHUNK)
+        yield inflater.flush()
+    except zlib.error as exc:
+        raise DatasetError(f"dataset URL {shown} sent a corrupt {encoding} body: {exc}") from None
+
+
+def fetch_blob(
+    source: BlobDataset, work_dir: Path, max_bytes: int = DEFAULT_MAX_DATASET_BYTES
+) -> tuple[Path, str]:
+    """Download a blob dataset; returns the local file and its kind.
+
+    At most ``max_bytes`` are written, counted after the ``Content-Encoding`` is undone.
+
+    Raises:
+        DatasetError: 401/403/404, a body over ``max_bytes``, or an unusable encoding.
+    """
     import httpx
 
-    headers = {"User-Agent": "arkor-ops-worker"}
+    headers = {"User-Agent": "arkor-ops-worker", "Accept-Encoding": "gzip, deflate"}
     if source.token is not None:
         headers["Authorization"] = f"Bearer {source.token.get_secret_value()}"
     shown = _safe_url(source.url)
@@ -101,8 +144,16 @@ def fetch_blob(source: BlobDataset, work_dir: Path) -> tuple[Path, str]:
                 raise RuntimeError(f"dataset URL {shown} answered {resp.status_code}")
             kind = _file_kind(source.url, resp.headers.get("content-type", ""))
             target = work_dir / f"dataset.{kind}"
+            encoding = resp.headers.get("content-encoding", "")
+            length = resp.headers.get("content-length", "")
+            if not encoding and length.isdigit() and int(length) > max_bytes:
+                raise _too_big(f"the dataset at {shown} ({length} bytes)", max_bytes)
+            written = 0
             with target.open("wb") as fh:
-                for chunk in resp.iter_bytes(1 << 20):
+                for chunk in _decoded(resp.iter_raw(1 << 16), encoding, shown):
+                    written += len(chunk)
+                    if written > max_bytes:
+                        raise _too_big(f"the dataset at {shown}", max_bytes)
                     fh.write(chunk)
     except httpx.HTTPError as exc:
         raise RuntimeError(
@@ -160,56 +211,165 @@ def load_huggingface(source: HuggingFaceDataset, work_dir: Path) -> list[dict[st
     return [dict(row) for row in loaded]
 
 
-def read_file(path: Path, kind: str) -> list[Any]:
-    """Parse a dataset file into rows; malformed lines fail with their row number."""
+class _BadBytesError(ValueError):
+    """A line that is not UTF-8 (carries its 1-based line number)."""
+
+    def __init__(self, line: int, exc: UnicodeDecodeError) -> None:
+        super().__init__(f"line {line}: not UTF-8 ({exc.reason} at byte {exc.start} of the line)")
+        self.line = line
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` read one line at a time, split on ``\\n`` only (a raw U+2028
+    inside a JSON string is part of its line); bad UTF-8 raises :class:`_BadBytesError`."""
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            raw = line.removeprefix(codecs.BOM_UTF8) if number == 1 else line
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _BadBytesError(number, exc) from None
+
+
+def _read_jsonl(path: Path) -> list[Any]:
+    rows: list[Any] = []
+    number = 0
+    try:
+        for number, line in _lines(path):  # noqa: B007 - the except clauses report it
+            if not line.strip():
+                continue
+            rows.append(json.loads(line))
+    except _BadBytesError as exc:
+        raise DatasetError(f"row {len(rows) + 1} ({exc})") from None
+    except RecursionError:
+        raise DatasetError(f"row {len(rows) + 1} (line {number}): JSON nested too deeply") from None
+    except ValueError as exc:
+        raise DatasetError(
+            f"row {len(rows) + 1} (line {number}): not valid JSON: {excerpt(str(exc), 200)}"
+        ) from None
+    return rows
+
+
+def _read_csv(path: Path) -> list[Any]:
+    rows: list[Any] = []
+    lines = _lines(path)
+    current = [0]
+
+    def text() -> Iterator[str]:
+        for number, line in lines:
+            current[0] = number
+            yield line
+
+    try:
+        for row in csv.DictReader(text()):
+            rows.append(dict(row))
+    except _BadBytesError as exc:
+        raise DatasetError(f"row {len(rows) + 1} ({exc})") from None
+    except csv.Error as exc:
+        raise DatasetError(
+            f"row {len(rows) + 1} (line {current[0]}): not valid CSV: {exc} (a field over "
+            f"{csv.field_size_limit()} characters needs JSONL or Parquet)"
+        ) from None
+    return rows
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def _json_array(text: str, pos: int) -> list[Any]:
+    """The elements of the JSON array at ``text[pos]``, one at a time, so that a bad element
+    (bad bytes, bad JSON, nested too deeply) is reported with its row number."""
+    decoder = json.JSONDecoder()
+    rows: list[Any] = []
+    pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+    while not text.startswith("]", pos):
+        if rows:
+            if not text.startswith(",", pos):
+                raise DatasetError(f"row {len(rows) + 1}: not valid JSON: expected ',' or ']'")
+            pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
+        where = f"row {len(rows) + 1} (line {text.count(chr(10), 0, pos) + 1})"
+        try:
+            row, end = decoder.raw_decode(text, pos)
+        except RecursionError:
+            raise DatasetError(f"{where}: JSON nested too deeply") from None
+        except ValueError as exc:
+            raise DatasetError(f"{where}: not valid JSON: {excerpt(str(exc), 200)}") from None
+        if _SURROGATE.search(text, pos, end):
+            raise DatasetError(f"{where}: not UTF-8 (undecodable bytes)")
+        rows.append(row)
+        pos = _WS.match(text, end).end()  # type: ignore[union-attr]
+    if text[pos + 1 :].strip():
+        raise DatasetError("dataset file is not valid JSON: text after the closing ]")
+    return rows
+
+
+def _read_json(path: Path) -> list[Any]:
+    text = path.read_bytes().removeprefix(codecs.BOM_UTF8).decode("utf-8", "surrogateescape")
+    start = _WS.match(text).end()  # type: ignore[union-attr]
+    if text.startswith("[", start):
+        return _json_array(text, start)
+    bad = _SURROGATE.search(text)
+    if bad:
+        line = text.count("\n", 0, bad.start()) + 1
+        raise DatasetError(f"dataset file is not UTF-8 (line {line})")
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise DatasetError("dataset file is not valid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise DatasetError(f"dataset file is not valid JSON: {excerpt(str(exc), 200)}") from None
+    if isinstance(data, dict):
+        data = data.get("data", data.get("rows", data.get("train")))
+    if not isinstance(data, list):
+        raise DatasetError('a JSON dataset must be a list of rows (or {"data": [...]})')
+    return data
+
+
+def read_file(path: Path, kind: str, max_bytes: int = DEFAULT_MAX_DATASET_BYTES) -> list[Any]:
+    """Parse a dataset file into rows; bad bytes, bad JSON or CSV and JSON nested too deeply
+    fail with their row number. JSONL and CSV are read one line at a time.
+
+    Raises:
+        DatasetError: the file is missing, over ``max_bytes``, or malformed (naming the row).
+    """
     if not path.is_file():
         raise DatasetError(f"dataset file {path} does not exist")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise _too_big(f"the dataset file ({size} bytes)", max_bytes)
     if kind == "parquet":
         import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
         try:
             return list(pq.read_table(path).to_pylist())
         except Exception as exc:
-            raise DatasetError(f"dataset file is not valid Parquet: {exc}") from exc
-    text = path.read_text(encoding="utf-8-sig")
-    if kind == "csv":
-        return [dict(row) for row in csv.DictReader(io.StringIO(text))]
-    if kind == "json":
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise DatasetError(f"dataset file is not valid JSON: {exc}") from None
-        if isinstance(data, dict):
-            data = data.get("data", data.get("rows", data.get("train")))
-        if not isinstance(data, list):
-            raise DatasetError('a JSON dataset must be a list of rows (or {"data": [...]})')
-        return data
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except ValueError as exc:
             raise DatasetError(
-                f"row {len(rows) + 1} (line {number}): not valid JSON: {exc}"
-            ) from None
-    return rows
+                f"dataset file is not valid Parquet: {excerpt(str(exc), 300)}"
+            ) from exc
+    if kind == "csv":
+        return _read_csv(path)
+    if kind == "json":
+        return _read_json(path)
+    return _read_jsonl(path)
 
 
-def fetch_rows(config: TrainerConfig, work_dir: Path) -> tuple[list[Any], str]:
+def fetch_rows(
+    config: TrainerConfig, work_dir: Path, max_bytes: int = DEFAULT_MAX_DATASET_BYTES
+) -> tuple[list[Any], str]:
     """All rows of the configured source, and a short description of the source for logs."""
     source = config.dataset
     if isinstance(source, HuggingFaceDataset):
         return load_huggingface(source, work_dir), f"huggingface:{source.name}[{source.split}]"
     if isinstance(source, BlobDataset):
-        path, kind = fetch_blob(source, work_dir)
-        return read_file(path, kind), f"blob:{_safe_url(source.url)}"
+        path, kind = fetch_blob(source, work_dir, max_bytes)
+        return read_file(path, kind, max_bytes), f"blob:{_safe_url(source.url)}"
     if isinstance(source, S3Dataset):
         path, kind = fetch_s3(source, work_dir)
-        return read_file(path, kind), f"s3:{source.uri}"
+        return read_file(path, kind, max_bytes), f"s3:{source.uri}"
     assert isinstance(source, FileDataset)
-    return read_file(Path(source.path), _file_kind(source.path)), f"file:{source.path}"
+    path = Path(source.path)
+    return read_file(path, _file_kind(source.path), max_bytes), f"file:{source.path}"
 
 
 # --- row checks -------------------------------------------------------------------------------
@@ -242,7 +402,7 @@ def _chat(row: dict[str, Any]) -> dict[str, Any]:
         role = msg.get("role")
         if role not in ROLES:
             raise ValueError(
-                f"`messages[{i}].role` is {role!r}; expected one of {', '.join(ROLES)}"
+                f"`messages[{i}].role` is {excerpt(role)}; expected one of {', '.join(ROLES)}"
             )
         content = msg.get("content")
         if not isinstance(content, str) or not content.strip():
@@ -282,8 +442,10 @@ def check_rows(rows: Iterable[Any], fmt: DatasetFormatType) -> list[dict[str, An
             if not isinstance(row, dict):
                 raise ValueError(f"expected an object, got {type(row).__name__}")
             examples.append(convert(row))
+        except RecursionError:
+            problems.append(f"row {number}: nested too deeply")
         except ValueError as exc:
-            problems.append(f"row {number}: {exc}")
+            problems.append(f"row {number}: {excerpt(str(exc), MAX_PROBLEM_CHARS, quote=False)}")
     if problems:
         shown = "; ".join(problems[:MAX_REPORTED_PROBLEMS])
         more = len(problems) - MAX_REPORTED_PROBLEMS
@@ -303,14 +465,21 @@ def fingerprint(examples: list[dict[str, Any]], fmt: DatasetFormatType) -> str:
     return digest.hexdigest()
 
 
-def prepare_dataset(config: TrainerConfig, work_dir: Path) -> PreparedDataset:
+def prepare_dataset(
+    config: TrainerConfig, work_dir: Path, max_bytes: int = DEFAULT_MAX_DATASET_BYTES
+) -> PreparedDataset:
     """Fetch, check and fingerprint the run's dataset (a dry run keeps the first 50 rows).
 
+    Args:
+        config: the run's config.
+        work_dir: scratch for the downloaded file.
+        max_bytes: cap on the dataset file (``ARKOR_MAX_DATASET_BYTES``).
+
     Raises:
-        DatasetError: the dataset cannot be fetched (401/403/404) or has bad rows.
+        DatasetError: the dataset cannot be fetched (401/403/404), is too big, or has bad rows.
     """
     fmt: DatasetFormatType = config.dataset_format.type if config.dataset_format else "chatml"
-    rows, source = fetch_rows(config, work_dir)
+    rows, source = fetch_rows(config, work_dir, max_bytes)
     if config.dry_run:
         rows = rows[:DRY_RUN_ROWS]
     examples = check_rows(rows, fmt)

@@ -19,6 +19,19 @@ from arkor_ops.errors import ArkorOpsError, CheckpointError, ConfigError
 EXIT_OK = 0
 EXIT_RETRYABLE = 1
 EXIT_PERMANENT = 2
+#: Longest error text a ``training.failed`` event (and the log line beside it) carries.
+MAX_ERROR_CHARS = 2000
+
+
+def excerpt(value: object, limit: int = 80, *, quote: bool = True) -> str:
+    """``repr(value)`` (or ``str`` with ``quote=False``) cut to about ``limit`` characters.
+
+    Errors quote rows and values through this, so a 2 MB bad row yields a short message.
+    """
+    text = repr(value) if quote else str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: max(limit - 30, 10)]}... ({len(text)} characters)"
 
 
 class WorkerError(ArkorOpsError):

@@ -29,7 +29,14 @@ from arkor_ops.events import (
     TrainingStarted,
 )
 from arkor_ops.storage import RunLayout, Storage, open_storage
-from arkor_ops.worker.errors import EXIT_OK, EXIT_PERMANENT, EXIT_RETRYABLE, exit_code_for
+from arkor_ops.worker.errors import (
+    EXIT_OK,
+    EXIT_PERMANENT,
+    EXIT_RETRYABLE,
+    MAX_ERROR_CHARS,
+    excerpt,
+    exit_code_for,
+)
 from arkor_ops.worker.settings import WorkerSettings
 from arkor_ops.worker.train import RunState
 
@@ -119,7 +126,7 @@ class Run:
             if isinstance(exc, SystemExit | KeyboardInterrupt) and self.state.cancel.is_set():
                 return self._cancelled()
             message = str(exc) if isinstance(exc, ArkorOpsError) else f"{type(exc).__name__}: {exc}"
-            message = self.settings.scrub(message)
+            message = excerpt(self.settings.scrub(message), MAX_ERROR_CHARS, quote=False)
             step = self.state.step if self.training else None
             log.error("training failed%s: %s", f" at step {step}" if step else "", message)
             if not isinstance(exc, ArkorOpsError):
@@ -151,7 +158,7 @@ class Run:
         log.info("trainer backend %s (%s)", backend, why)
 
         shutil.rmtree(self.work, ignore_errors=True)
-        data = prepare_dataset(config, self.work / "data")
+        data = prepare_dataset(config, self.work / "data", settings.max_dataset_bytes)
         wire = config.to_wire()
         for key in ("name", "resume"):
             wire.pop(key, None)

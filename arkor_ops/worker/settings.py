@@ -22,6 +22,7 @@ BackendChoice = Literal["auto", "unsloth", "trl"]
 DEFAULT_EVENT_LOG = "/var/run/arkor/events.jsonl"
 DEFAULT_WORK_DIR = "/tmp/arkor-work"  # noqa: S108 - the documented default scratch dir
 DEFAULT_GRACE_SECONDS = 20.0
+DEFAULT_MAX_DATASET_BYTES = 2 << 30  # 2 GiB: rows are held in memory; see docs/worker.md
 
 #: Variables whose values are secrets: never logged, scrubbed from every event.
 SECRET_ENV = (
@@ -57,6 +58,7 @@ class WorkerSettings:
     cancel_grace_seconds: float
     backend: BackendChoice
     cancel_marker: Path | None = None
+    max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES
     secrets: tuple[str, ...] = field(default=(), repr=False)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -145,6 +147,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
     backend = env.get("ARKOR_TRAINER_BACKEND", "auto").strip().lower() or "auto"
     if backend not in ("auto", "unsloth", "trl"):
         raise SettingsError(f"ARKOR_TRAINER_BACKEND must be auto, unsloth or trl, got {backend!r}")
+    max_raw = env.get("ARKOR_MAX_DATASET_BYTES", "").strip()
+    if max_raw and not (max_raw.isdigit() and int(max_raw) > 0):
+        raise SettingsError(
+            f"ARKOR_MAX_DATASET_BYTES must be a positive number of bytes, got {max_raw[:40]!r}"
+        )
     model_cache = env.get("ARKOR_MODEL_CACHE", "").strip()
     cancel_marker = env.get("ARKOR_CANCEL_MARKER", "").strip()
     secrets = tuple(
@@ -160,6 +167,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
         cancel_grace_seconds=grace,
         backend=backend,  # type: ignore[arg-type]
         cancel_marker=Path(cancel_marker) if cancel_marker else None,
+        max_dataset_bytes=int(max_raw) if max_raw else DEFAULT_MAX_DATASET_BYTES,
         secrets=secrets,
         env=env,
     )
