@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arkor_ops.config import TrainerConfig
+from arkor_ops.kube import images
 from arkor_ops.kube.settings import KubernetesSettings
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -34,13 +35,14 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 TRAINER = "trainer"
 SIDECAR = "sidecar"
-RUN_DIR = "/var/run/arkor"
+RUN_DIR = images.RUN_DIR
 CANCEL_MARKER = f"{RUN_DIR}/cancel-requested"
-HOME_DIR = "/home/arkor"
+CACHE_DIR = images.CACHE_DIR
 CONFIG_DIR = "/etc/arkor"
-TMP_DIR = "/tmp"  # noqa: S108 - a pod-private emptyDir, not the host's /tmp
+TMP_DIR = images.TMP_DIR
 SHM_DIR = "/dev/shm"  # noqa: S108 - a pod-private memory emptyDir
-RUN_USER_ID = 1000
+RUN_USER_ID = images.RUN_UID
+RUN_GROUP_ID = images.RUN_GID
 EXIT_NEVER_RETRY = 2
 SELECTOR = f"{MANAGED_BY}=arkor-ops"
 
@@ -124,11 +126,10 @@ def _storage_env(job: str, storage_uri: str, settings: KubernetesSettings) -> li
     env: list[dict[str, Any]] = [
         {"name": "ARKOR_JOB_ID", "value": job},
         {"name": "ARKOR_STORAGE_URI", "value": storage_uri},
-        {"name": "ARKOR_EVENT_LOG", "value": f"{RUN_DIR}/events.jsonl"},
+        {"name": "ARKOR_EVENT_LOG", "value": images.EVENT_LOG},
         # SIGTERM means "cancelled" only once this file exists (the sidecar writes it when the
         # client cancels); otherwise it is a disruption (eviction, preemption): retry, resume.
         {"name": "ARKOR_CANCEL_MARKER", "value": CANCEL_MARKER},
-        {"name": "HOME", "value": HOME_DIR},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
     if storage_uri.startswith("s3://"):
@@ -178,11 +179,11 @@ def _containers(
     job: str, storage_uri: str, settings: KubernetesSettings, secret_keys: list[str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     common = _storage_env(job, storage_uri, settings)
+    paths = {k: v for k, v in images.TRAINER_PATH_ENV.items() if k != "ARKOR_EVENT_LOG"}
     trainer_env = [
         *common,
+        *({"name": k, "value": v} for k, v in paths.items()),
         {"name": "ARKOR_CONFIG_FILE", "value": f"{CONFIG_DIR}/config.json"},
-        {"name": "ARKOR_WORK_DIR", "value": f"{TMP_DIR}/arkor-work"},
-        {"name": "ARKOR_MODEL_CACHE", "value": f"{HOME_DIR}/.cache/arkor-ops/models"},
         {"name": "ARKOR_CANCEL_GRACE_SECONDS", "value": str(settings.cancel_grace_seconds)},
         *({"name": k, "value": v} for k, v in sorted(settings.env.items())),
         *(_secret_env(key, f"{job}-secrets", key) for key in secret_keys),
@@ -197,7 +198,7 @@ def _containers(
         "securityContext": _security_context(),
         # /tmp last: a node agent that bind-mounts in order keeps the other sources reachable.
         "volumeMounts": [
-            *_mounts(("run", RUN_DIR), ("home", HOME_DIR), ("dshm", SHM_DIR)),
+            *_mounts(("run", RUN_DIR), ("cache", CACHE_DIR), ("dshm", SHM_DIR)),
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             *_mounts(("tmp", TMP_DIR)),
         ],
@@ -210,7 +211,11 @@ def _containers(
         "imagePullPolicy": settings.image_pull_policy,
         "command": list(settings.sidecar_command),
         "restartPolicy": "Always",
-        "env": [*common, {"name": "ARKOR_SIDECAR_PORT", "value": str(port)}],
+        "env": [
+            *common,
+            {"name": "HOME", "value": images.SIDECAR_PATH_ENV["HOME"]},
+            {"name": "ARKOR_SIDECAR_PORT", "value": str(port)},
+        ],
         "ports": [{"name": "events", "containerPort": port, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "events"}, "periodSeconds": 5},
         "resources": {
@@ -218,7 +223,7 @@ def _containers(
             "limits": {"memory": "512Mi"},
         },
         "securityContext": _security_context(),
-        "volumeMounts": _mounts(("run", RUN_DIR), ("home", HOME_DIR), ("tmp", TMP_DIR)),
+        "volumeMounts": _mounts(("run", RUN_DIR), ("tmp", TMP_DIR)),
     }
     return trainer, sidecar
 
@@ -260,8 +265,8 @@ def _pod_spec(
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUN_USER_ID,
-            "runAsGroup": RUN_USER_ID,
-            "fsGroup": RUN_USER_ID,
+            "runAsGroup": RUN_GROUP_ID,
+            "fsGroup": RUN_GROUP_ID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "initContainers": [sidecar],
@@ -269,7 +274,7 @@ def _pod_spec(
         "volumes": [
             {"name": "run", "emptyDir": {"sizeLimit": "1Gi"}},
             {"name": "tmp", "emptyDir": {}},
-            {"name": "home", "emptyDir": {}},
+            {"name": "cache", "emptyDir": {}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
             {"name": "config", "configMap": {"name": f"{job}-config"}},
         ],

@@ -72,7 +72,7 @@ def test_trainer_and_native_sidecar_share_the_event_log() -> None:
 def test_security_context_is_locked_down() -> None:
     pod = _pod(_build())
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] == 1000
+    assert pod["securityContext"]["runAsUser"] == 10001
     assert pod["automountServiceAccountToken"] is False
     for container in (*pod["initContainers"], *pod["containers"]):
         ctx = container["securityContext"]
@@ -80,8 +80,9 @@ def test_security_context_is_locked_down() -> None:
         assert ctx["readOnlyRootFilesystem"] is True
         assert ctx["capabilities"] == {"drop": ["ALL"]}
         writable = {v["mountPath"] for v in container["volumeMounts"] if not v.get("readOnly")}
-        assert {"/tmp", "/home/arkor", "/var/run/arkor"} <= writable
-        assert _env(container)["HOME"]["value"] == "/home/arkor"
+        assert {"/tmp", "/var/run/arkor"} <= writable
+        home = _env(container)["HOME"]["value"]
+        assert any(home == w or home.startswith(w + "/") for w in writable), home
 
 
 def test_gpu_node_pool_and_gpu_type() -> None:
