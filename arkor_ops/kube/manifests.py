@@ -165,6 +165,8 @@ def _resources(settings: KubernetesSettings) -> dict[str, Any]:
         limits["cpu"] = settings.cpu_limit
     if settings.memory_limit:
         limits["memory"] = settings.memory_limit
+    requests["ephemeral-storage"] = settings.ephemeral_storage_request
+    limits["ephemeral-storage"] = settings.ephemeral_storage_limit
     if settings.gpu_count:
         requests[settings.gpu_resource] = str(settings.gpu_count)
         limits[settings.gpu_resource] = str(settings.gpu_count)
@@ -185,6 +187,7 @@ def _containers(
         *({"name": k, "value": v} for k, v in paths.items()),
         {"name": "ARKOR_CONFIG_FILE", "value": f"{CONFIG_DIR}/config.json"},
         {"name": "ARKOR_CANCEL_GRACE_SECONDS", "value": str(settings.cancel_grace_seconds)},
+        {"name": "ARKOR_MAX_RESTARTS", "value": str(settings.max_pod_restarts)},
         *({"name": k, "value": v} for k, v in sorted(settings.env.items())),
         *(_secret_env(key, f"{job}-secrets", key) for key in secret_keys),
     ]
@@ -273,8 +276,8 @@ def _pod_spec(
         "containers": [trainer],
         "volumes": [
             {"name": "run", "emptyDir": {"sizeLimit": "1Gi"}},
-            {"name": "tmp", "emptyDir": {}},
-            {"name": "cache", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": settings.scratch_size_limit}},
+            {"name": "cache", "emptyDir": {"sizeLimit": settings.cache_size_limit}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
             {"name": "config", "configMap": {"name": f"{job}-config"}},
         ],

@@ -98,6 +98,24 @@ class KubernetesSettings(BaseSettings):
     memory_limit: str | None = Field(
         default="16Gi", pattern=_QUANTITY, description="Trainer memory limit (OOMKill above)."
     )
+    scratch_size_limit: str = Field(
+        default="32Gi",
+        pattern=_QUANTITY,
+        description="`sizeLimit` of the `/tmp` volume (dataset, checkpoints before upload).",
+    )
+    cache_size_limit: str = Field(
+        default="64Gi",
+        pattern=_QUANTITY,
+        description="`sizeLimit` of the `/var/cache/arkor` volume (base models, HF, compilers).",
+    )
+    ephemeral_storage_request: str = Field(
+        default="16Gi", pattern=_QUANTITY, description="Trainer `ephemeral-storage` request."
+    )
+    ephemeral_storage_limit: str = Field(
+        default="100Gi",
+        pattern=_QUANTITY,
+        description="Trainer `ephemeral-storage` limit; covers both volumes' sizeLimits.",
+    )
     priority_class: str | None = Field(default=None, description="PriorityClass of run pods.")
     kueue_queue: str | None = Field(
         default=None, description="Kueue LocalQueue; Jobs are then created suspended for Kueue."
@@ -115,6 +133,15 @@ class KubernetesSettings(BaseSettings):
     )
     backoff_limit: int = Field(
         default=2, ge=0, le=100, description="Retries after failures (disruptions not counted)."
+    )
+    max_pod_restarts: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description=(
+            "Pod restarts (evictions, preemptions, node losses, crashes) a run may have; the "
+            "next pod then fails the run (exit 2) instead of being retried for free."
+        ),
     )
     cancel_grace_seconds: int = Field(
         default=30, ge=1, le=3600, description="Time a cancelled trainer has to save and exit."

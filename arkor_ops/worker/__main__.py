@@ -16,6 +16,9 @@ Reads and checks its environment first, failing fast with a message naming the v
   runs), or with the file present, SIGTERM is a cancel.
 - ``ARKOR_TRAINER_BACKEND`` (``auto``): ``auto``, ``unsloth`` (forced, even without CUDA), ``trl``.
 - ``ARKOR_MAX_DATASET_BYTES`` (2 GiB): cap on the dataset file (a download counted decoded).
+- ``ARKOR_MAX_RESTARTS`` (unset; set in Kubernetes pods): pod restarts a run may have; each
+  start is counted in storage and one more fails the run with exit 2
+  (:mod:`arkor_ops.worker.attempts`).
 - ``ARKOR_DATASET_TOKEN`` (secret): the blob dataset's bearer token.
 - ``HF_TOKEN`` (secret): Hugging Face token (only the local cache is used).
 - ``ARKOR_S3_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` (secret),

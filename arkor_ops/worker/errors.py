@@ -9,7 +9,8 @@ Exit code 2 means the run can never succeed as configured, so Kubernetes must no
     ├── StorageError       (core)  storage unreachable                          -> 1
     └── WorkerError                a worker failure                             -> 1
         ├── DatasetError           bad rows, dataset 401/403/404, bad format    -> 2
-        └── ModelError             the base model cannot be found or loaded     -> 2
+        ├── ModelError             the base model cannot be found or loaded     -> 2
+        └── RestartLimitError      the pod restarted more than allowed          -> 2
 """
 
 from __future__ import annotations
@@ -46,10 +47,15 @@ class ModelError(WorkerError):
     """The base model cannot be resolved or loaded; retrying will not help."""
 
 
+class RestartLimitError(WorkerError):
+    """The run's pod was restarted more often than allowed (``ARKOR_MAX_RESTARTS``)."""
+
+
 def exit_code_for(exc: BaseException) -> int:
     """The worker's exit code for a failure."""
     from arkor_ops.worker.settings import SettingsError
 
-    if isinstance(exc, ConfigError | CheckpointError | DatasetError | ModelError | SettingsError):
+    permanent = ConfigError | CheckpointError | DatasetError | ModelError | RestartLimitError
+    if isinstance(exc, permanent | SettingsError):
         return EXIT_PERMANENT
     return EXIT_RETRYABLE

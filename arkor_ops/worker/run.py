@@ -139,6 +139,7 @@ class Run:
             return code
 
     def _execute(self) -> int:
+        from arkor_ops.worker.attempts import count_attempt
         from arkor_ops.worker.checkpoints import (
             CheckpointUploader,
             RunIdentity,
@@ -153,6 +154,7 @@ class Run:
         storage = open_storage(settings.storage_uri)
         layout = RunLayout(settings.storage_uri, settings.job_id)
         seed_event_log(self.writer, storage, layout)
+        count_attempt(storage, layout, settings.max_restarts)
         config = settings.config()
         backend, why = select_backend(settings.backend)
         log.info("trainer backend %s (%s)", backend, why)

@@ -59,6 +59,7 @@ class WorkerSettings:
     backend: BackendChoice
     cancel_marker: Path | None = None
     max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES
+    max_restarts: int | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -152,6 +153,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
         raise SettingsError(
             f"ARKOR_MAX_DATASET_BYTES must be a positive number of bytes, got {max_raw[:40]!r}"
         )
+    restarts_raw = env.get("ARKOR_MAX_RESTARTS", "").strip()
+    if restarts_raw and not restarts_raw.isdigit():
+        raise SettingsError(
+            f"ARKOR_MAX_RESTARTS must be a whole number >= 0, got {restarts_raw[:40]!r}"
+        )
     model_cache = env.get("ARKOR_MODEL_CACHE", "").strip()
     cancel_marker = env.get("ARKOR_CANCEL_MARKER", "").strip()
     secrets = tuple(
@@ -168,6 +174,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
         backend=backend,  # type: ignore[arg-type]
         cancel_marker=Path(cancel_marker) if cancel_marker else None,
         max_dataset_bytes=int(max_raw) if max_raw else DEFAULT_MAX_DATASET_BYTES,
+        max_restarts=int(restarts_raw) if restarts_raw else None,
         secrets=secrets,
         env=env,
     )

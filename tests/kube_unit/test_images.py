@@ -122,3 +122,26 @@ def test_image_and_job_agree_on_user_and_writable_paths(
         source = next(v for v in pod["volumes"] if v["name"] == mount["name"])
         if not mount.get("readOnly") and mount["mountPath"] != m.SHM_DIR:
             assert "emptyDir" in source, mount
+
+
+def test_every_scratch_volume_has_a_size_and_the_trainer_an_ephemeral_storage_limit() -> None:
+    settings = KubernetesSettings(
+        scratch_size_limit="9Gi",
+        cache_size_limit="40Gi",
+        ephemeral_storage_request="5Gi",
+        ephemeral_storage_limit="60Gi",
+    )
+    config = validate_config(
+        {"name": "sizes", "model": "m", "dataset": {"type": "s3", "uri": "s3://b/d.jsonl"}}
+    )
+    pod = m.build_run(config, settings, name="sizes-1", storage_uri="s3://b/r").job["spec"][
+        "template"
+    ]["spec"]
+
+    sizes = {v["name"]: v["emptyDir"].get("sizeLimit") for v in pod["volumes"] if "emptyDir" in v}
+    assert sizes == {"run": "1Gi", "tmp": "9Gi", "cache": "40Gi", "dshm": "1Gi"}
+    trainer = _container(pod, m.TRAINER)
+    assert trainer["resources"]["requests"]["ephemeral-storage"] == "5Gi"
+    assert trainer["resources"]["limits"]["ephemeral-storage"] == "60Gi"
+    env = {e["name"]: e.get("value") for e in trainer["env"]}
+    assert env["ARKOR_MAX_RESTARTS"] == str(KubernetesSettings().max_pod_restarts)
