@@ -145,3 +145,18 @@ def test_every_scratch_volume_has_a_size_and_the_trainer_an_ephemeral_storage_li
     assert trainer["resources"]["limits"]["ephemeral-storage"] == "60Gi"
     env = {e["name"]: e.get("value") for e in trainer["env"]}
     assert env["ARKOR_MAX_RESTARTS"] == str(KubernetesSettings().max_pod_restarts)
+
+
+def test_the_example_kueue_cluster_queue_covers_every_resource_a_run_requests() -> None:
+    import yaml
+
+    docs = yaml.safe_load_all((IMAGES.parent / "k8s" / "kueue" / "queues.yaml").read_text())
+    queue = next(d for d in docs if d["kind"] == "ClusterQueue")
+    covered = {r for g in queue["spec"]["resourceGroups"] for r in g["coveredResources"]}
+    pod = _job_pod()
+    requested = {
+        name
+        for c in (*pod["initContainers"], *pod["containers"])
+        for name in c["resources"].get("requests", {})
+    }
+    assert requested <= covered
