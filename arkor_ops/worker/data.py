@@ -277,6 +277,11 @@ _WS = re.compile(r"[ \t\n\r]*")
 _SURROGATE = re.compile("[\udc80-\udcff]")
 
 
+def _where(text: str, rows: list[Any], pos: int) -> str:
+    """``row N (line L)`` of the element starting at ``pos`` (counted only for an error)."""
+    return f"row {len(rows) + 1} (line {text.count(chr(10), 0, pos) + 1})"
+
+
 def _json_array(text: str, pos: int) -> list[Any]:
     """The elements of the JSON array at ``text[pos]``, one at a time, so that a bad element
     (bad bytes, bad JSON, nested too deeply) is reported with its row number."""
@@ -288,15 +293,15 @@ def _json_array(text: str, pos: int) -> list[Any]:
             if not text.startswith(",", pos):
                 raise DatasetError(f"row {len(rows) + 1}: not valid JSON: expected ',' or ']'")
             pos = _WS.match(text, pos + 1).end()  # type: ignore[union-attr]
-        where = f"row {len(rows) + 1} (line {text.count(chr(10), 0, pos) + 1})"
         try:
             row, end = decoder.raw_decode(text, pos)
         except RecursionError:
-            raise DatasetError(f"{where}: JSON nested too deeply") from None
+            raise DatasetError(f"{_where(text, rows, pos)}: JSON nested too deeply") from None
         except ValueError as exc:
-            raise DatasetError(f"{where}: not valid JSON: {excerpt(str(exc), 200)}") from None
+            why = excerpt(str(exc), 200)
+            raise DatasetError(f"{_where(text, rows, pos)}: not valid JSON: {why}") from None
         if _SURROGATE.search(text, pos, end):
-            raise DatasetError(f"{where}: not UTF-8 (undecodable bytes)")
+            raise DatasetError(f"{_where(text, rows, pos)}: not UTF-8 (undecodable bytes)")
         rows.append(row)
         pos = _WS.match(text, end).end()  # type: ignore[union-attr]
     if text[pos + 1 :].strip():
