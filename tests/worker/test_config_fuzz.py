@@ -88,7 +88,7 @@ def _build(raw: dict[str, Any], output_dir: Path) -> None:
     args = sft_config("trl", config, data, output_dir, cuda=False, eos=None)
     transformers.set_seed(args.seed)  # the Trainer's __init__ does this
     model = torch.nn.Linear(4, 4)
-    cls, kwargs = transformers.Trainer.get_optimizer_cls_and_kwargs(args, model)
+    cls, kwargs = transformers.Trainer.get_optimizer_cls_and_kwargs(args, model)  # type: ignore[arg-type]
     optimizer = cls(model.parameters(), **kwargs)
     total = args.max_steps if args.max_steps > 0 else 50
     transformers.get_scheduler(

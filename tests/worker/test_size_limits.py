@@ -51,16 +51,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         if isinstance(body, bytes):
             self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        self.send_header("Connection", "close")
+            body = iter([body])
+        else:
+            self.send_header("Connection", "close")
         self.end_headers()
         try:
             for chunk in body:
                 self.wfile.write(chunk)
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            pass  # the worker stopped reading at its cap
         self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
