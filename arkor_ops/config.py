@@ -78,6 +78,15 @@ class HuggingFaceDataset(_Model):
     )
     split: str = Field(default="train", min_length=1, description="Split to train on.")
     subset: str | None = Field(default=None, description="Hub config (subset) name.")
+    revision: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description=(
+            "Hub revision of the dataset: a branch, tag or commit (default: the default branch). "
+            "The commit it resolves to is pinned for the run and part of the fingerprint."
+        ),
+    )
 
 
 class BlobDataset(_Model):
@@ -217,6 +226,15 @@ class TrainerConfig(_Model):
     model: str = Field(
         min_length=1,
         description="Base model: a Hugging Face model id, a local path, or an `s3://` URI.",
+    )
+    revision: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description=(
+            "Hub revision of `model`: a branch, tag or commit (default: the default branch). "
+            "The commit it resolves to is recorded and reused by every retry and resume."
+        ),
     )
     dataset: DatasetSource = Field(
         validation_alias=AliasChoices("dataset", "datasetSource", "dataset_source"),

@@ -3,5 +3,6 @@
 pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.models",
+    "tests.fixtures.hub",
     "tests.k8senv.fixtures",
 ]

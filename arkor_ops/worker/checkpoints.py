@@ -72,7 +72,9 @@ class Manifest(BaseModel):
     step: int = Field(ge=0, description="Optimizer step of the checkpoint.")
     config_hash: str = Field(description="`TrainerConfig.config_hash()` of the run.")
     dataset_fingerprint: str = Field(description="sha256 of the checked training examples.")
-    base_model: str = Field(description="The config's model, as written.")
+    base_model: str = Field(
+        description="The config's model, with `@<commit>` when it was downloaded from a hub."
+    )
     config: dict[str, Any] = Field(default_factory=dict, description="Wire config (no secrets).")
     files: list[ManifestFile] = Field(description="Every file of the checkpoint but this one.")
     created_at: float = Field(default_factory=time.time, description="Unix time of the commit.")

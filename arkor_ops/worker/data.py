@@ -34,7 +34,8 @@ from arkor_ops.config import (
     S3Dataset,
     TrainerConfig,
 )
-from arkor_ops.worker.errors import DatasetError, excerpt
+from arkor_ops.worker.errors import DatasetError, HubAccessError, excerpt
+from arkor_ops.worker.hub import HubRef, call_hub
 from arkor_ops.worker.settings import DEFAULT_MAX_DATASET_BYTES
 
 log = logging.getLogger(__name__)
@@ -180,8 +181,31 @@ def fetch_s3(source: S3Dataset, work_dir: Path) -> tuple[Path, str]:
     return target, kind
 
 
-def load_huggingface(source: HuggingFaceDataset, work_dir: Path) -> list[dict[str, Any]]:
-    """Rows of a Hugging Face dataset: a ``save_to_disk`` folder, a Hub-layout folder or id."""
+def _hub_choices(source: HuggingFaceDataset, hub: HubRef, commit: str) -> str:
+    """What the dataset has, for an error message: its subsets and the subset's splits."""
+    import datasets
+
+    kw: dict[str, Any] = {"revision": commit, "token": hub.token or None}
+    found = []
+    try:
+        subsets = datasets.get_dataset_config_names(source.name, **kw)
+        found.append(f"subsets: {', '.join(subsets)}")
+        if source.subset is None or source.subset in subsets:
+            splits = datasets.get_dataset_split_names(source.name, source.subset, **kw)
+            found.append(f"splits: {', '.join(splits)}")
+    except Exception as exc:  # a best-effort hint
+        log.debug("could not list the dataset's subsets and splits: %s", exc)
+    return f" ({'; '.join(found)})" if found else ""
+
+
+def load_huggingface(
+    source: HuggingFaceDataset,
+    work_dir: Path,
+    hub: HubRef | None = None,
+    commit: str | None = None,
+) -> list[dict[str, Any]]:
+    """Rows of a Hugging Face dataset: a ``save_to_disk`` folder, a Hub-layout folder, or a Hub
+    id (from the hub at the pinned ``commit`` when ``hub`` is given, else the local cache)."""
     import datasets
 
     path = Path(source.name)
@@ -195,20 +219,41 @@ def load_huggingface(source: HuggingFaceDataset, work_dir: Path) -> list[dict[st
                         f"(it has {', '.join(sorted(loaded))})"
                     )
                 loaded = loaded[source.split]
+        elif hub is not None:
+            loaded = call_hub(
+                hub,
+                "loading the dataset",
+                lambda: datasets.load_dataset(
+                    source.name,
+                    source.subset,
+                    split=source.split,
+                    revision=commit,
+                    token=hub.token or None,
+                ),
+                permanent=(ValueError, FileNotFoundError),
+            )
         else:
             # A local Hub-layout folder gets its cache in the work dir; a Hub id uses the HF cache.
             cache = str(work_dir / "hf-datasets") if path.is_dir() else None
             loaded = datasets.load_dataset(
                 source.name, source.subset, split=source.split, cache_dir=cache
             )
-    except DatasetError:
+    except (DatasetError, HubAccessError):
         raise
     except (FileNotFoundError, ValueError) as exc:
-        raise DatasetError(
-            f"Hugging Face dataset {source.name!r} (subset {source.subset}, split "
-            f"{source.split}) cannot be loaded offline: {exc}"
-        ) from exc
+        raise _not_loadable(source, hub, commit, exc) from exc
     return [dict(row) for row in loaded]
+
+
+def _not_loadable(
+    source: HuggingFaceDataset, hub: HubRef | None, commit: str | None, exc: BaseException
+) -> DatasetError:
+    where = f"from {hub.endpoint} at commit {commit}" if hub and commit else "offline"
+    hint = _hub_choices(source, hub, commit) if hub and commit else ""
+    return DatasetError(
+        f"Hugging Face dataset {source.name!r} (subset {source.subset}, split {source.split}) "
+        f"cannot be loaded {where}{hint}: {exc}"
+    )
 
 
 class _BadBytesError(ValueError):
@@ -360,12 +405,18 @@ def read_file(path: Path, kind: str, max_bytes: int = DEFAULT_MAX_DATASET_BYTES)
 
 
 def fetch_rows(
-    config: TrainerConfig, work_dir: Path, max_bytes: int = DEFAULT_MAX_DATASET_BYTES
+    config: TrainerConfig,
+    work_dir: Path,
+    max_bytes: int = DEFAULT_MAX_DATASET_BYTES,
+    hub: HubRef | None = None,
+    commit: str | None = None,
 ) -> tuple[list[Any], str]:
     """All rows of the configured source, and a short description of the source for logs."""
     source = config.dataset
     if isinstance(source, HuggingFaceDataset):
-        return load_huggingface(source, work_dir), f"huggingface:{source.name}[{source.split}]"
+        rows = load_huggingface(source, work_dir, hub, commit)
+        at = f"@{commit}" if commit else ""
+        return rows, f"huggingface:{source.name}{at}[{source.split}]"
     if isinstance(source, BlobDataset):
         path, kind = fetch_blob(source, work_dir, max_bytes)
         return read_file(path, kind, max_bytes), f"blob:{_safe_url(source.url)}"
@@ -461,9 +512,14 @@ def check_rows(rows: Iterable[Any], fmt: DatasetFormatType) -> list[dict[str, An
     return examples
 
 
-def fingerprint(examples: list[dict[str, Any]], fmt: DatasetFormatType) -> str:
-    """sha256 over the checked examples (what is trained on, whatever the source)."""
+def fingerprint(
+    examples: list[dict[str, Any]], fmt: DatasetFormatType, commit: str | None = None
+) -> str:
+    """sha256 over the checked examples (what is trained on, whatever the source) and, for a
+    dataset from the hub, the commit it was read at."""
     digest = hashlib.sha256(f"arkor-dataset-v1:{fmt}\n".encode())
+    if commit:
+        digest.update(f"hub-commit:{commit}\n".encode())
     for example in examples:
         digest.update(json.dumps(example, sort_keys=True, ensure_ascii=False).encode())
         digest.update(b"\n")
@@ -471,7 +527,11 @@ def fingerprint(examples: list[dict[str, Any]], fmt: DatasetFormatType) -> str:
 
 
 def prepare_dataset(
-    config: TrainerConfig, work_dir: Path, max_bytes: int = DEFAULT_MAX_DATASET_BYTES
+    config: TrainerConfig,
+    work_dir: Path,
+    max_bytes: int = DEFAULT_MAX_DATASET_BYTES,
+    hub: HubRef | None = None,
+    commit: str | None = None,
 ) -> PreparedDataset:
     """Fetch, check and fingerprint the run's dataset (a dry run keeps the first 50 rows).
 
@@ -479,16 +539,19 @@ def prepare_dataset(
         config: the run's config.
         work_dir: scratch for the downloaded file.
         max_bytes: cap on the dataset file (``ARKOR_MAX_DATASET_BYTES``).
+        hub: where a ``huggingface`` dataset id is read from (None: offline).
+        commit: the commit the run pinned for it.
 
     Raises:
         DatasetError: the dataset cannot be fetched (401/403/404), is too big, or has bad rows.
+        HubAccessError: the hub refused the dataset or the token.
     """
     fmt: DatasetFormatType = config.dataset_format.type if config.dataset_format else "chatml"
-    rows, source = fetch_rows(config, work_dir, max_bytes)
+    rows, source = fetch_rows(config, work_dir, max_bytes, hub, commit)
     if config.dry_run:
         rows = rows[:DRY_RUN_ROWS]
     examples = check_rows(rows, fmt)
-    fp = fingerprint(examples, fmt)
+    fp = fingerprint(examples, fmt, commit)
     log.info("dataset %s: %d rows, format %s, fingerprint %s", source, len(examples), fmt, fp[:12])
     return PreparedDataset(
         examples=examples, fingerprint=fp, rows=len(examples), source=source, format=fmt

@@ -10,7 +10,9 @@ Exit code 2 means the run can never succeed as configured, so Kubernetes must no
     └── WorkerError                a worker failure                             -> 1
         ├── DatasetError           bad rows, dataset 401/403/404, bad format    -> 2
         ├── ModelError             the base model cannot be found or loaded     -> 2
-        └── RestartLimitError      the pod restarted more than allowed          -> 2
+        ├── RestartLimitError      the pod restarted more than allowed          -> 2
+        └── HubAccessError         the hub refused: gated, no such repo, revision,
+                                   split or subset, a refused token             -> 2
 """
 
 from __future__ import annotations
@@ -51,11 +53,15 @@ class RestartLimitError(WorkerError):
     """The run's pod was restarted more often than allowed (``ARKOR_MAX_RESTARTS``)."""
 
 
+class HubAccessError(WorkerError):
+    """The Hugging Face Hub refused the repo, revision or token; retrying will not help."""
+
+
 def exit_code_for(exc: BaseException) -> int:
     """The worker's exit code for a failure."""
     from arkor_ops.worker.settings import SettingsError
 
     permanent = ConfigError | CheckpointError | DatasetError | ModelError | RestartLimitError
-    if isinstance(exc, permanent | SettingsError):
+    if isinstance(exc, permanent | HubAccessError | SettingsError):
         return EXIT_PERMANENT
     return EXIT_RETRYABLE

