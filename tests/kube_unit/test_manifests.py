@@ -205,3 +205,30 @@ def test_the_job_round_trips_through_the_official_client_models() -> None:
     objs = _build()
     model = client.V1Job.model_validate(objs.job)
     assert client.ApiClient().sanitize_for_serialization(model) == objs.job
+
+
+def test_hub_endpoint_offline_and_node_model_cache() -> None:
+    default = _pod(_build())
+    env = _env(default["containers"][0])
+    assert "HF_ENDPOINT" not in env and "HF_HUB_OFFLINE" not in env, "online, huggingface.co"
+    assert env["ARKOR_HF_TOKEN_SETTING"]["value"] == "ARKOR_K8S_HF_TOKEN"
+    assert not [v for v in default["volumes"] if "hostPath" in v]
+
+    settings = KubernetesSettings(
+        hf_endpoint="https://hub.mirror.example",
+        hub_offline=True,
+        model_cache_host_path="/var/lib/arkor-ops/cache",
+    )
+    pod = _pod(_build(settings))
+    (trainer,) = pod["containers"]
+    env = _env(trainer)
+    assert env["HF_ENDPOINT"]["value"] == "https://hub.mirror.example"
+    assert env["HF_HUB_OFFLINE"]["value"] == "1"
+    assert env["HF_HOME"]["value"].startswith(env["ARKOR_MODEL_CACHE"]["value"] + "/")
+    assert [e["name"] for e in trainer["env"]].count("HF_HOME") == 1
+    (cache,) = [v for v in pod["volumes"] if v["name"] == "model-cache"]
+    assert cache["hostPath"] == {"path": "/var/lib/arkor-ops/cache", "type": "DirectoryOrCreate"}
+    mounts = {mount["name"]: mount["mountPath"] for mount in trainer["volumeMounts"]}
+    assert mounts["model-cache"] == env["ARKOR_MODEL_CACHE"]["value"]
+    (sidecar,) = pod["initContainers"]
+    assert "model-cache" not in {mount["name"] for mount in sidecar["volumeMounts"]}

@@ -1,0 +1,192 @@
+"""The Arkor docs' minimal trainer on the local cluster, the hub reached from pods at the
+cluster's gateway address; and a run whose branch moves mid-run keeps its commit across an
+eviction."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from arkor_ops import create_async_trainer
+from arkor_ops.backends.kubernetes import KubernetesBackend
+from arkor_ops.eventlog import iter_log_lines
+from arkor_ops.kube.diagnostics import current_pod
+from arkor_ops.kube.settings import KubernetesSettings
+from arkor_ops.storage import MANIFEST_NAME, RunLayout, join_uri
+from tests.fixtures.hub import DATASET_ID, MODEL_ID, HubServer
+from tests.fixtures.s3 import S3Server
+from tests.hub.test_local import ARKOR_MINIMAL
+from tests.k8senv.fixtures import K8sCluster
+from tests.kube.conftest import make_settings, s3_secret_yaml
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.s3,
+    pytest.mark.train,
+    pytest.mark.hub,
+    pytest.mark.timeout(900),
+]
+MOVING_ID = "arkorlab/moving-tiny"
+
+
+@pytest.fixture
+def node_cache() -> Iterator[Path]:
+    """A node directory for the model cache (hostPath), writable by the run's user."""
+    path = Path.home() / ".cache" / "arkor-ops" / "test-node-cache" / uuid.uuid4().hex[:8]
+    path.mkdir(parents=True)
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _settings(
+    k8s_cluster: K8sCluster,
+    namespace: str,
+    s3_server: S3Server,
+    s3_prefix: str,
+    hub_server: HubServer,
+    **overrides: Any,
+) -> KubernetesSettings:
+    k8s_cluster.kubectl("apply", "-f", "-", input=s3_secret_yaml(namespace, s3_server))
+    return make_settings(
+        k8s_cluster,
+        namespace,
+        s3_server,
+        s3_prefix,
+        hf_token=None,
+        hf_endpoint=hub_server.endpoint(k8s_cluster.host_ip),
+        env={"OMP_NUM_THREADS": "1"},
+        **overrides,
+    )
+
+
+def _events(backend: KubernetesBackend, job_id: str) -> list[dict[str, Any]]:
+    return list(iter_log_lines(backend.storage().get_bytes(backend.events_uri(job_id, None))))
+
+
+async def test_arkor_minimal_example_on_the_cluster_downloads_once_per_node(  # noqa: PLR0917
+    k8s_cluster: K8sCluster,
+    k8s_namespace: str,
+    s3_server: S3Server,
+    s3_prefix: str,
+    hub_server: HubServer,
+    node_cache: Path,
+) -> None:
+    settings = _settings(
+        k8s_cluster,
+        k8s_namespace,
+        s3_server,
+        s3_prefix,
+        hub_server,
+        model_cache_host_path=str(node_cache),
+    )
+    backend = KubernetesBackend(settings)
+    try:
+        before = hub_server.mark()
+        first = await create_async_trainer(**ARKOR_MINIMAL, backend=backend).wait()
+        assert first.job.status == "completed", first.job
+        got = hub_server.requests()[before:]
+        files = {r["path"].rsplit("/", 1)[1] for r in got if r["method"] == "GET"}
+        assert {"config.json", "model.safetensors", "train.jsonl"} <= files
+        started = next(e for e in _events(backend, first.job.id) if e["type"] == "training.started")
+        assert started["metadata"]["modelRevision"] == hub_server.model_repo(MODEL_ID).head()
+        assert started["metadata"]["datasetRevision"] == hub_server.dataset_repo(DATASET_ID).head()
+
+        again = hub_server.mark()
+        second = await create_async_trainer(**ARKOR_MINIMAL, backend=backend).wait()
+        assert second.job.status == "completed", second.job
+        fetched = [
+            r["path"]
+            for r in hub_server.requests()[again:]
+            if r["method"] == "GET" and "/resolve/" in r["path"]
+        ]
+        assert fetched == [], "the second run on the node must download nothing"
+    finally:
+        await backend.aclose()
+
+
+async def test_branch_moved_then_evicted_resumes_at_the_pinned_commit(  # noqa: PLR0917
+    k8s_cluster: K8sCluster,
+    k8s_namespace: str,
+    s3_server: S3Server,
+    s3_prefix: str,
+    hub_server: HubServer,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    from arkor_ops.worker.tiny import build_tiny_model
+
+    repo = hub_server.model_repo(MOVING_ID, tiny_model_dir)
+    original = repo.head()
+    retrained = build_tiny_model(tmp_path / "retrained", seed=7)
+    settings = _settings(k8s_cluster, k8s_namespace, s3_server, s3_prefix, hub_server)
+    past_first_save = asyncio.Event()
+
+    def on_log(ctx: Any) -> None:
+        if ctx.step > 30:
+            past_first_save.set()
+
+    fields = {
+        "name": "moving-branch",
+        "model": MOVING_ID,
+        "revision": "main",
+        "dataset": {"type": "huggingface", "name": DATASET_ID},
+        "max_steps": 600,
+        "save_steps": 30,
+        "logging_steps": 1,
+        "batch_size": 2,
+        "lora": {"r": 4, "alpha": 8, "max_length": 64},
+    }
+    backend = KubernetesBackend(settings)
+    try:
+        trainer = create_async_trainer(**fields, backend=backend, callbacks={"on_log": on_log})
+        job_id = (await trainer.start()).job_id
+        waiting = asyncio.create_task(trainer.wait())
+        try:
+            await asyncio.wait_for(past_first_save.wait(), timeout=300)
+            moved = repo.commit({"model.safetensors": retrained / "model.safetensors"}, "retrain")
+            main = httpx.get(f"{hub_server.endpoint()}/api/models/{MOVING_ID}/revision/main")
+            assert main.json()["sha"] == moved != original, "clients now see the moved branch"
+            pod = current_pod(await backend.api.job_pods(job_id))
+            assert pod is not None
+            await backend.api.evict(pod["metadata"]["name"])
+            result = await asyncio.wait_for(waiting, timeout=600)
+        finally:
+            waiting.cancel()
+        assert result.job.status == "completed", result.job
+
+        starts = [e for e in _events(backend, job_id) if e["type"] == "training.started"]
+        assert len(starts) == 2, "the replacement pod trained too"
+        assert [s["metadata"]["modelRevision"] for s in starts] == [original, original]
+        assert starts[1]["metadata"]["resumedFromStep"], "it resumed from a checkpoint"
+        storage = backend.storage()
+        layout = RunLayout(settings.storage_uri or "", job_id)
+        stored = json.loads(storage.get_bytes(layout.config))
+        assert stored["resolved"]["model"] == {
+            "id": MOVING_ID,
+            "revision": "main",
+            "commit": original,
+        }
+        manifests = [uri for uri in storage.list(layout.root) if uri.endswith("/" + MANIFEST_NAME)]
+        assert join_uri(layout.final, MANIFEST_NAME) in manifests
+        for uri in manifests:
+            manifest = json.loads(storage.get_bytes(uri))
+            assert manifest["base_model"] == f"{MOVING_ID}@{original}", uri
+        paths = [r["path"] for r in hub_server.requests() if f"/{MOVING_ID}/resolve/" in r["path"]]
+        assert not [p for p in paths if f"/resolve/{moved}/" in p], "never the moved branch"
+        weights = [
+            r
+            for r in hub_server.requests()
+            if r["method"] == "GET" and r["path"].endswith(f"/{original}/model.safetensors")
+        ]
+        assert len(weights) >= 2, "each pod fetched the pinned commit's weights"
+    finally:
+        await backend.aclose()
