@@ -120,3 +120,13 @@ def test_missing_split_lists_the_splits(
     assert code == 2, error
     assert "split dev" in error, error
     assert "splits: train, test" in error or "splits: test, train" in error, error
+
+
+def test_missing_subset_lists_the_subsets(
+    online: Path, hub_server: HubServer, tmp_path: Path
+) -> None:
+    dataset = {"type": "huggingface", "name": DATASET_ID, "subset": "fr"}
+    code, error = _run(tmp_path, _config(dataset=dataset))
+    assert code == 2, error
+    assert "subset fr" in error, error
+    assert "subsets: default" in error, error

@@ -118,4 +118,4 @@ def test_environment_and_config_are_checked_first(tmp_path: Path, run_dir: RunDi
     proc = start_worker(run_dir.env(cfg))
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2
-    assert "not in the local Hugging Face cache" in run_dir.events()[-1].error
+    assert "the hub is off (HF_HUB_OFFLINE=1)" in run_dir.events()[-1].error
