@@ -12,9 +12,11 @@ Secrets (the blob dataset token) are :class:`pydantic.SecretStr`: they never app
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -32,6 +34,9 @@ from arkor_ops.errors import ConfigError
 
 #: Environment variable that carries the blob dataset token into the run (never in the config).
 DATASET_TOKEN_ENV = "ARKOR_DATASET_TOKEN"
+#: Environment variable that carries a blob URL with credentials (query string, userinfo) into
+#: the run; the config itself only holds the URL without them.
+DATASET_URL_ENV = "ARKOR_DATASET_URL"
 #: Largest seed numpy (and so Hugging Face's ``set_seed``) accepts.
 MAX_SEED = 2**32 - 1
 #: More optimizer steps than any run takes; the bound keeps step counts plain integers.
@@ -89,14 +94,104 @@ class HuggingFaceDataset(_Model):
     )
 
 
+def split_url_credentials(url: str) -> tuple[str, bool]:
+    """``url`` without its query string, fragment and userinfo, and whether it had any.
+
+    A presigned URL's signature (``?X-Amz-Signature=…``, ``?sig=…``) and ``user:pass@`` are
+    credentials: what is left (scheme, host, port, path) is safe to show and store.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    public = f"{parts.scheme}://{host}{port}{parts.path}"
+    return public, bool(parts.query or parts.fragment or "@" in parts.netloc)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class BlobDataset(_Model):
-    """A file fetched once over HTTP(S) at run start: JSONL, JSON, CSV or Parquet."""
+    """A file fetched once over HTTP(S) at run start: JSONL, JSON, CSV or Parquet.
+
+    The query string and userinfo of ``url`` are treated as credentials (a presigned URL's
+    signature, ``?sig=``, ``user:pass@``): validation moves the URL as given into
+    ``signed_url`` (a secret, like ``token``) and leaves ``url`` without them, so the config's
+    wire form, the stored ``config.json``, checkpoint manifests and ``TrainingJob.config`` never
+    hold them; the run gets the full URL through its Secret (``ARKOR_DATASET_URL``).
+
+    Credentials over plain ``http://`` are refused, except to a loopback host (``localhost``,
+    127.0.0.0/8, ``::1``): there they never leave the machine, and that is how local runs and
+    the tests serve files.
+    """
 
     type: Literal["blob"] = Field(description="Source kind.")
-    url: str = Field(pattern=r"^https?://", description="HTTP(S) URL of the dataset file.")
+    url: str = Field(
+        pattern=r"^https?://",
+        description="HTTP(S) URL of the dataset file; its query string and userinfo are "
+        "secret (kept in `signed_url`, removed here).",
+    )
     token: SecretStr | None = Field(
         default=None, description="Sent as `Authorization: Bearer <token>`; never logged."
     )
+    signed_url: SecretStr | None = Field(
+        default=None,
+        description="Set from `url` when it carries credentials (query string, userinfo): the "
+        "URL as given, used only to download; never in the wire form.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_url(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+            return data
+        url = data["url"].strip()
+        public, secret = split_url_credentials(url)
+        if not secret:
+            return data
+        if data.get("signed_url") is not None or data.get("signedUrl") is not None:
+            raise ValueError("give the URL with its credentials as `url`, not `signed_url`")
+        return {**data, "url": public, "signed_url": url}
+
+    @model_validator(mode="after")
+    def _credentials_need_tls(self) -> BlobDataset:
+        for name, secret in (("token", self.token), ("signed_url", self.signed_url)):
+            if secret is not None and set(secret.get_secret_value()) == {"*"}:
+                raise ValueError(
+                    f"`{name}` is the masked placeholder '**********', not a secret: the real "
+                    "value was lost when the config was serialized; pass it by reference (a "
+                    "Prefect flow takes a Secret block's name, see docs/prefect.md)"
+                )
+        if self.signed_url is not None:
+            public, _ = split_url_credentials(self.signed_url.get_secret_value())
+            if public != self.url:
+                raise ValueError("`signed_url` must be `url` with its credentials")
+        parts = urlsplit(self.url)
+        if (
+            parts.scheme == "http"
+            and (self.token is not None or self.signed_url is not None)
+            and not _is_loopback(parts.hostname or "")
+        ):
+            raise ValueError(
+                "credentials (a token, a query string or user:pass@) over plain http:// would "
+                "travel in clear text: use https:// (plain http is allowed only to a loopback "
+                "host)"
+            )
+        return self
+
+    def fetch_url(self) -> str:
+        """The URL to download from: with its credentials (``signed_url``) when it had any."""
+        return self.signed_url.get_secret_value() if self.signed_url is not None else self.url
 
 
 class S3Dataset(_Model):
@@ -342,13 +437,18 @@ class TrainerConfig(_Model):
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
         if isinstance(self.dataset, BlobDataset):
             data["dataset"].pop("token", None)
+            data["dataset"].pop("signedUrl", None)
         return data
 
     def secret_env(self) -> dict[str, str]:
         """Secret values the run needs, as environment variables (for a Secret or a child env)."""
-        if isinstance(self.dataset, BlobDataset) and self.dataset.token is not None:
-            return {DATASET_TOKEN_ENV: self.dataset.token.get_secret_value()}
-        return {}
+        out: dict[str, str] = {}
+        if isinstance(self.dataset, BlobDataset):
+            if self.dataset.token is not None:
+                out[DATASET_TOKEN_ENV] = self.dataset.token.get_secret_value()
+            if self.dataset.signed_url is not None:
+                out[DATASET_URL_ENV] = self.dataset.signed_url.get_secret_value()
+        return out
 
     @classmethod
     def from_wire(
@@ -356,13 +456,13 @@ class TrainerConfig(_Model):
     ) -> TrainerConfig:
         """Re-validate a config received by the worker, putting secrets back from ``env``."""
         payload = json.loads(json.dumps(dict(data)))
-        token = (env or {}).get(DATASET_TOKEN_ENV)
-        if (
-            token
-            and isinstance(payload.get("dataset"), dict)
-            and payload["dataset"].get("type") == "blob"
-        ):
-            payload["dataset"]["token"] = token
+        env = env or {}
+        dataset = payload.get("dataset")
+        if isinstance(dataset, dict) and dataset.get("type") == "blob":
+            if env.get(DATASET_TOKEN_ENV):
+                dataset["token"] = env[DATASET_TOKEN_ENV]
+            if env.get(DATASET_URL_ENV):
+                dataset["url"] = env[DATASET_URL_ENV]
         return validate_config(payload)
 
     def config_hash(self) -> str:

@@ -20,6 +20,7 @@ Reads and checks its environment first, failing fast with a message naming the v
   start is counted in storage and one more fails the run with exit 2
   (:mod:`arkor_ops.worker.attempts`).
 - ``ARKOR_DATASET_TOKEN`` (secret): the blob dataset's bearer token.
+- ``ARKOR_DATASET_URL`` (secret): the blob dataset URL with its credentials (query, userinfo).
 - ``HF_TOKEN`` (secret): Hugging Face token for gated and private models and datasets.
 - ``HF_ENDPOINT`` (``https://huggingface.co``): the hub to download from (a mirror, a private
   hub).

@@ -131,7 +131,7 @@ def fetch_blob(
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with httpx.stream(
-            "GET", source.url, headers=headers, follow_redirects=True, timeout=60.0
+            "GET", source.fetch_url(), headers=headers, follow_redirects=True, timeout=60.0
         ) as resp:
             if resp.status_code in (401, 403):
                 hint = "the token was refused" if source.token else "it needs a token"

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from arkor_ops.config import DATASET_TOKEN_ENV, TrainerConfig
+from arkor_ops.config import DATASET_TOKEN_ENV, DATASET_URL_ENV, TrainerConfig
 from arkor_ops.errors import ArkorOpsError
 
 BackendChoice = Literal["auto", "unsloth", "trl"]
@@ -29,6 +30,7 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 #: Variables whose values are secrets: never logged, scrubbed from every event.
 SECRET_ENV = (
     DATASET_TOKEN_ENV,
+    DATASET_URL_ENV,
     "HF_TOKEN",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -166,9 +168,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
         )
     model_cache = env.get("ARKOR_MODEL_CACHE", "").strip()
     cancel_marker = env.get("ARKOR_CANCEL_MARKER", "").strip()
-    secrets = tuple(
-        sorted({env[name] for name in SECRET_ENV if len(env.get(name, "")) >= 4}, key=len)[::-1]
-    )
+    values = {env.get(name, "") for name in SECRET_ENV}
+    values.add(urlsplit(env.get(DATASET_URL_ENV, "")).query)  # the signature alone, too
+    secrets = tuple(sorted({v for v in values if len(v) >= 4}, key=len)[::-1])
     endpoint = env.get("HF_ENDPOINT", "").strip().rstrip("/") or DEFAULT_HUB_ENDPOINT
     if not endpoint.startswith(("http://", "https://")):
         raise SettingsError(f"HF_ENDPOINT must be an http(s) URL, got {endpoint!r}")

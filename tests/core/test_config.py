@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from arkor_ops import ConfigError, TrainerConfig, create_trainer, validate_config
@@ -73,3 +75,45 @@ def test_config_and_keyword_fields_together_is_an_error():
 def test_a_validated_config_is_accepted_as_is():
     config = TrainerConfig.model_validate(CONFIG)
     assert create_trainer(config).config is config
+
+
+SIGNED = (
+    "https://alice:pw-9f3@data.example.com/b/rows.jsonl?X-Amz-Signature=sig-7d1e&X-Amz-Expires=60"
+)
+
+
+def test_blob_url_credentials_are_secret_and_come_back_only_from_the_env():
+    config = validate_config({**CONFIG, "dataset": {"type": "blob", "url": SIGNED}})
+    assert config.dataset.url == "https://data.example.com/b/rows.jsonl"
+    assert config.dataset.fetch_url() == SIGNED
+    shown = [json.dumps(config.to_wire()), repr(config), str(config), config.model_dump_json()]
+    for text in shown:
+        assert "sig-7d1e" not in text and "pw-9f3" not in text and "alice" not in text
+    assert config.secret_env() == {"ARKOR_DATASET_URL": SIGNED}
+    # the worker gets the wire form plus the Secret's env, and downloads with the full URL
+    again = TrainerConfig.from_wire(config.to_wire(), config.secret_env())
+    assert again.dataset.fetch_url() == SIGNED and again.config_hash() == config.config_hash()
+    assert TrainerConfig.from_wire(config.to_wire()).dataset.fetch_url() == config.dataset.url
+
+
+@pytest.mark.parametrize(
+    "dataset",
+    [
+        {"type": "blob", "url": "http://data.example.com/d.jsonl", "token": "tok-1"},
+        {"type": "blob", "url": "http://data.example.com/d.jsonl?sig=abc"},
+        {"type": "blob", "url": "http://u:p@10.0.0.7/d.jsonl"},
+    ],
+)
+def test_credentials_over_plain_http_are_refused(dataset):
+    with pytest.raises(ConfigError) as info:
+        validate_config({**CONFIG, "dataset": dataset})
+    assert "dataset" in str(info.value) and "https://" in str(info.value)
+    assert "abc" not in str(info.value) and "tok-1" not in str(info.value)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8080", "localhost", "[::1]:9000"])
+def test_credentials_over_http_to_loopback_are_allowed(host):
+    config = validate_config(
+        {**CONFIG, "dataset": {"type": "blob", "url": f"http://{host}/d.jsonl?sig=abc"}}
+    )
+    assert config.dataset.url == f"http://{host}/d.jsonl"

@@ -168,6 +168,23 @@ def test_secrets_only_by_reference() -> None:
     assert config["dataset"] == {"type": "blob", "url": "https://example.com/d.jsonl"}
 
 
+def test_presigned_url_credentials_travel_only_in_the_secret() -> None:
+    signed = "https://u:pw-do-not-leak@example.com/b/d.jsonl?X-Amz-Signature=sig-do-not-leak"
+    config = validate_config(
+        {"name": "p", "model": "m", "dataset": {"type": "blob", "url": signed}, "maxSteps": 1}
+    )
+    objs = m.build_run(config, KubernetesSettings(), name="p-1", storage_uri="s3://b/runs")
+    text = json.dumps(objs.job) + json.dumps(objs.config_map)
+    for secret in ("sig-do-not-leak", "pw-do-not-leak", "X-Amz-Signature"):
+        assert secret not in text
+    assert json.loads(objs.config_map["data"]["config.json"])["dataset"]["url"] == (
+        "https://example.com/b/d.jsonl"
+    )
+    assert objs.secret is not None and objs.secret["stringData"] == {"ARKOR_DATASET_URL": signed}
+    env = _env(_pod(objs)["containers"][0])
+    assert env["ARKOR_DATASET_URL"]["valueFrom"]["secretKeyRef"]["name"] == "p-1-secrets"
+
+
 def test_no_secret_object_when_the_run_has_no_secrets() -> None:
     config = validate_config(
         {"name": "r", "model": "m", "dataset": {"type": "s3", "uri": "s3://b/d.jsonl"}}

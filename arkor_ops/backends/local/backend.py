@@ -38,7 +38,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from arkor_ops.backends.base import Backend, JobDescription, TrainingJob
 from arkor_ops.backends.local import run as runs
-from arkor_ops.config import DATASET_TOKEN_ENV, TrainerConfig
+from arkor_ops.config import DATASET_TOKEN_ENV, DATASET_URL_ENV, TrainerConfig
 from arkor_ops.errors import BackendError, JobNotFoundError, StreamError
 from arkor_ops.events import Frame, TrainingCancelled, utc_now
 from arkor_ops.sse import stream_frames
@@ -171,7 +171,9 @@ class LocalBackend(Backend):
         layout = RunLayout(self.storage_uri, run.job_id)
         storage = open_storage(self.storage_uri)
         await asyncio.to_thread(storage.put_bytes, layout.config, json.dumps(wire).encode())
-        base = {k: v for k, v in os.environ.items() if k != DATASET_TOKEN_ENV}
+        base = {
+            k: v for k, v in os.environ.items() if k not in (DATASET_TOKEN_ENV, DATASET_URL_ENV)
+        }
         base.update(
             ARKOR_JOB_ID=run.job_id,
             ARKOR_STORAGE_URI=self.storage_uri,
