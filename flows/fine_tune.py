@@ -2,6 +2,9 @@
 
 Its parameters are the trainer config (the typed :class:`~arkor_ops.config.TrainerConfig`, so the
 Prefect UI renders a form and validates it) and :class:`~flows.settings.BackendSettings`.
+Secrets come by reference only: ``dataset_token_block`` / ``dataset_url_block`` name Prefect
+``Secret`` blocks (see :mod:`flows.secrets`); a token or a credentialed URL given by value is
+refused before any job is submitted.
 
 No GPU pod outlives its flow run:
 
@@ -27,6 +30,7 @@ from prefect.logging.loggers import flow_run_logger
 from prefect.states import Cancelled, State
 
 from arkor_ops.config import TrainerConfig
+from flows.secrets import FlowTrainerConfig, with_secret_refs
 from flows.settings import BackendSettings
 from flows.training import (
     TrainingFailed,
@@ -58,11 +62,13 @@ async def stop_training_hook(flow: Any, flow_run: FlowRun, state: State) -> None
     on_cancellation=[stop_training_hook],
     on_crashed=[stop_training_hook],
 )
-async def fine_tune(
-    config: TrainerConfig,
+async def fine_tune(  # noqa: PLR0917 - flow parameters, named in the UI and the API
+    config: FlowTrainerConfig,
     backend: BackendSettings = DEFAULT_BACKEND,
     dataset_uri: str | None = None,
     dataset_version: str | None = None,
+    dataset_token_block: str | None = None,
+    dataset_url_block: str | None = None,
 ) -> dict[str, Any] | State:
     """Fine-tune a model with LoRA: start the training run and follow it to its end.
 
@@ -72,6 +78,10 @@ async def fine_tune(
         dataset_uri: train on this dataset instead of the config's (`s3://…`, `hf://datasets/…`
             or a file path); set by the dataset-update trigger.
         dataset_version: the dataset version that triggered this run (for the record).
+        dataset_token_block: name of a Prefect Secret block holding the blob dataset's bearer
+            token (never pass the token itself: parameters are stored in plain text).
+        dataset_url_block: name of a Prefect Secret block holding the blob URL with its
+            credentials (a presigned URL); ``config.dataset.url`` is that URL without them.
 
     Returns:
         The training result: job, artifacts and metrics (a ``Cancelled`` state when the flow run
@@ -80,17 +90,18 @@ async def fine_tune(
     log = get_run_logger()
     cancel_check_seconds()  # a bad ARKOR_FLOW_CANCEL_CHECK_SECONDS fails here, before any job
     key = str(runtime.flow_run.id)
-    config = with_dataset(config, dataset_uri)
+    resolved = await with_secret_refs(config, dataset_token_block, dataset_url_block)
+    run_config = with_dataset(resolved, dataset_uri)
     if dataset_uri:
         log.info("Training on %s (version %s)", dataset_uri, dataset_version or "unknown")
-    job_id = await start_training(config, backend, key)
+    job_id = await start_training(run_config, backend, key)
     try:
-        outcome = await wait_for_training(config, backend, key, job_id)
+        outcome = await wait_for_training(run_config, backend, key, job_id)
     except TrainingFailed:
         raise
     except Exception:
         log.warning("Following training job %s failed; cancelling it", job_id)
-        await cancel_training(config, backend, key)
+        await cancel_training(run_config, backend, key)
         raise
     if isinstance(outcome, State):  # cancel requested: the wait task stopped the run
         return Cancelled(message=outcome.message)
