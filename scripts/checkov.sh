@@ -17,8 +17,8 @@
 #   CKV_K8S_35  secrets as files rather than env: the worker/sidecar contract reads AWS_* and
 #               ARKOR_DATASET_TOKEN from env (secretKeyRef, never literals).
 #   CKV_K8S_22  read-only root fs is set; checkov misreads native sidecars in initContainers.
-#   CKV2_K8S_6  NetworkPolicy per pod: cluster-specific; the sidecar must accept the API
-#               server's pod proxy, whose source address differs by distribution.
+#   CKV2_K8S_6  NetworkPolicy per pod: k8s/base ships one for run pods (the sidecar's port; its
+#               API server CIDR is cluster-specific, patched per cluster); the dev MinIO has none.
 #   CKV_SECRET_6 base64 high-entropy string: k8s/minio/secret.dev.yaml holds documented
 #               DEV-ONLY example credentials on purpose.
 #   CKV_K8S_38  service account tokens are off (automountServiceAccountToken: false) in every

@@ -5,8 +5,9 @@
   deletes the Job, and with it whatever it owns, so nothing is left behind. With an idempotency
   key the Job name is derived from the key and an existing Job is adopted (HTTP 409).
 * :meth:`KubernetesBackend.events`: see :mod:`arkor_ops.kube.stream`.
-* :meth:`KubernetesBackend.cancel` annotates the Job, deletes it (foreground), and returns once
-  no pod of the run is left.
+* :meth:`KubernetesBackend.cancel` annotates the Job and its pods (the trainer reads its pod's
+  annotation through a ``downwardAPI`` file, so SIGTERM reads as a cancel), deletes the Job
+  (foreground), and returns once no pod of the run is left.
 * :meth:`KubernetesBackend.describe` / :meth:`KubernetesBackend.list_jobs`: status from the Job
   conditions, step and loss from the event log in storage (or the live sidecar).
 
@@ -255,7 +256,7 @@ class KubernetesBackend(Backend):
                 return
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             await api.patch_job(job_id, {"metadata": {"annotations": {m.CANCEL_ANNOTATION: stamp}}})
-            await self._tell_sidecar(job_id)
+            await self._annotate_pods(job_id, stamp)
             await api.delete("jobs", job_id, grace_seconds=self.settings.cancel_grace_seconds)
         except JobNotFoundError:
             log.debug("Job %s is already gone", job_id)
@@ -264,21 +265,24 @@ class KubernetesBackend(Backend):
             with contextlib.suppress(JobNotFoundError):
                 await api.delete(kind, name)
 
-    async def _tell_sidecar(self, job_id: str) -> None:
-        """Best effort: ``POST …/cancel`` to the sidecar, which leaves the cancel marker.
+    async def _annotate_pods(self, job_id: str, stamp: str) -> None:
+        """Best effort: put the cancel annotation on each pod of the run.
 
-        With the marker, the trainer reads the coming SIGTERM as a cancel (``training.cancelled``,
-        exit 0); without it, as a disruption to retry. Failures are logged, never raised.
+        The trainer reads its pod's annotations through a ``downwardAPI`` volume (kubelet
+        refreshes it), so the coming SIGTERM reads as a cancel (``training.cancelled``, exit 0)
+        rather than a disruption to retry. Only principals allowed to patch pods can do this:
+        the sidecar has no write route. Failures are logged, never raised (the Job's annotation
+        stays the record of the cancel).
         """
-        pods = [p for p in await self.api.job_pods(job_id) if sidecar_ready(p)]
-        if not pods:
-            return
-        for pod in pods:
+        patch = {"metadata": {"annotations": {m.CANCEL_ANNOTATION: stamp}}}
+        for pod in await self.api.job_pods(job_id):
+            name = pod["metadata"]["name"]
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                continue
             try:
-                resp = await self._sidecar("POST", job_id, pod, f"v1/jobs/{job_id}/cancel", 5)
-                log.debug("sidecar cancel of %s: HTTP %s", job_id, resp.status_code)
-            except httpx.HTTPError as exc:
-                log.debug("sidecar cancel of %s failed: %s", job_id, exc)
+                await self.api.patch_pod(name, patch)
+            except BackendError as exc:
+                log.debug("cancel annotation on pod %s failed: %s", name, exc)
 
     async def _sidecar(
         self, method: str, job_id: str, pod: dict[str, Any], path: str, timeout: float

@@ -191,6 +191,16 @@ class KubeApi:
             )
         )  # fmt: skip
 
+    async def patch_pod(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch the pod ``name`` (the cancel annotation)."""
+        fn = self.core.patch_namespaced_pod
+        return dict(
+            await self.call(
+                "patch", "pods", fn, name, self.namespace, patch, name=name,
+                _content_type="application/merge-patch+json",
+            )
+        )  # fmt: skip
+
     async def delete(self, kind: str, name: str, *, grace_seconds: int | None = None) -> None:
         """Delete a Job (foreground), ConfigMap or Secret."""
         from kubernetes import client

@@ -8,6 +8,8 @@ Objects of one run ``{job}`` (all in ``settings.namespace``):
 * Job ``{job}``: trainer container + the sidecar as a native sidecar (init container with
   ``restartPolicy: Always``) sharing an ``emptyDir`` at ``/var/run/arkor``.
 * ConfigMap ``{job}-config``: ``config.json`` (the wire config, no secrets), mounted read-only.
+* a ``downwardAPI`` volume with the pod's annotations at ``/etc/arkor-pod/annotations``
+  (trainer only): the client cancels by annotating the pod, kubelet refreshes the file.
 * Secret ``{job}-secrets``: only when the run has secrets (dataset token, HF token); referenced
   by ``secretKeyRef``, never copied into the Job. S3 keys come from an existing Secret
   (``settings.s3_secret_name``).
@@ -36,7 +38,8 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 TRAINER = "trainer"
 SIDECAR = "sidecar"
 RUN_DIR = images.RUN_DIR
-CANCEL_MARKER = f"{RUN_DIR}/cancel-requested"
+PODINFO_DIR = "/etc/arkor-pod"
+POD_ANNOTATIONS_FILE = f"{PODINFO_DIR}/annotations"
 CACHE_DIR = images.CACHE_DIR
 CONFIG_DIR = "/etc/arkor"
 TMP_DIR = images.TMP_DIR
@@ -129,9 +132,6 @@ def _storage_env(job: str, storage_uri: str, settings: KubernetesSettings) -> li
         {"name": "ARKOR_JOB_ID", "value": job},
         {"name": "ARKOR_STORAGE_URI", "value": storage_uri},
         {"name": "ARKOR_EVENT_LOG", "value": images.EVENT_LOG},
-        # SIGTERM means "cancelled" only once this file exists (the sidecar writes it when the
-        # client cancels); otherwise it is a disruption (eviction, preemption): retry, resume.
-        {"name": "ARKOR_CANCEL_MARKER", "value": CANCEL_MARKER},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
     if storage_uri.startswith("s3://"):
@@ -203,6 +203,9 @@ def _containers(
         {"name": "ARKOR_CANCEL_GRACE_SECONDS", "value": str(settings.cancel_grace_seconds)},
         {"name": "ARKOR_MAX_RESTARTS", "value": str(settings.max_pod_restarts)},
         *_hub_env(settings),
+        # SIGTERM means "cancelled" only once the pod has the cancel annotation (the client
+        # patches it); otherwise it is a disruption (eviction, preemption): retry, resume.
+        {"name": "ARKOR_POD_ANNOTATIONS", "value": POD_ANNOTATIONS_FILE},
         *({"name": k, "value": v} for k, v in sorted(settings.env.items())),
         *(_secret_env(key, f"{job}-secrets", key) for key in secret_keys),
     ]
@@ -219,6 +222,7 @@ def _containers(
             *_mounts(("run", RUN_DIR), ("cache", CACHE_DIR), ("dshm", SHM_DIR)),
             *(_mounts(("model-cache", MODEL_CACHE_DIR)) if settings.model_cache_host_path else []),
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "podinfo", "mountPath": PODINFO_DIR, "readOnly": True},
             *_mounts(("tmp", TMP_DIR)),
         ],
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -296,6 +300,14 @@ def _pod_spec(
             {"name": "cache", "emptyDir": {"sizeLimit": settings.cache_size_limit}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
             {"name": "config", "configMap": {"name": f"{job}-config"}},
+            {
+                "name": "podinfo",
+                "downwardAPI": {
+                    "items": [
+                        {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}
+                    ]
+                },
+            },
         ],
     }
     if settings.model_cache_host_path:

@@ -7,13 +7,17 @@ Routes:
   ``event: ping`` while idle; ``event: end`` after the terminal event, then the stream closes.
   When the server stops, each stream first receives every event read so far, then closes
   without ``end`` (the client resumes elsewhere with ``Last-Event-ID``).
-- ``POST /v1/jobs/{job_id}/cancel``: creates the cancel marker (``ARKOR_CANCEL_MARKER``), so
-  the trainer reads the coming SIGTERM as a cancel rather than a disruption; 202
-  ``{"jobId", "cancelMarker"}``; 409 when no marker is configured.
+  At most ``ARKOR_SIDECAR_MAX_STREAMS`` streams at once: one more is answered 503 with
+  ``Retry-After`` (the client's reconnect policy retries it), so no one can exhaust the sidecar.
 - ``GET /healthz``: ``{"status": "ok", "jobId", "lastEventId", "terminal", "clients"}``.
 
 Errors are JSON ``{"error": "..."}``: 404 for another job id or an unknown path, 400 for a
 ``Last-Event-ID`` that is not an integer.
+
+There is no write route: a cancel reaches the trainer as an annotation on its pod (read through
+a ``downwardAPI`` file), which only principals allowed to patch pods can set. The routes are
+read-only and unauthenticated; the NetworkPolicy in ``k8s/base`` limits who may connect
+(see docs/security.md).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class Sidecar:
         self.tail = LogTail(settings.event_log, poll_seconds=settings.poll_seconds, persist=persist)
         self._tasks: list[asyncio.Task[None]] = []
         self.clients = 0
+        self.streams = 0  # admitted streams (counted from the request, not the first byte)
 
     async def start(self) -> None:
         """Start reading the log (and the linger timer, when configured)."""
@@ -148,9 +153,20 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _touch(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
+class _Admitted(EventSourceResponse):  # type: ignore[misc]
+    """Holds one of the ``sidecar_max_streams`` slots from creation until the response ends
+    (also when the client leaves before the first byte)."""
+
+    def __init__(self, owner: Sidecar, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.owner = owner
+        owner.streams += 1
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.owner.streams -= 1
 
 
 def create_app(sidecar: Sidecar) -> Starlette:
@@ -173,8 +189,16 @@ def create_app(sidecar: Sidecar) -> Starlette:
             after = int(raw) if raw else 0
         except ValueError:
             return _error(400, f"Last-Event-ID must be an integer event id, got {raw[:40]!r}")
+        if sidecar.streams >= settings.sidecar_max_streams:
+            log.warning("refusing a stream: %d already open", sidecar.streams)
+            return JSONResponse(
+                {"error": f"too many streams ({settings.sidecar_max_streams}); retry later"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
         log.debug("client %s streams after id %d", request.client, after)
-        return EventSourceResponse(
+        return _Admitted(
+            sidecar,
             _counted(stream_events(sidecar.tail, after)),
             ping=settings.ping_seconds,
             ping_message_factory=_ping,
@@ -190,24 +214,6 @@ def create_app(sidecar: Sidecar) -> Starlette:
                 yield chunk
         finally:
             sidecar.clients -= 1
-
-    async def cancel(request: Request) -> Response:
-        job_id = request.path_params["job_id"]
-        if job_id != settings.job_id:
-            return _error(404, f"job {job_id!r} not found (this sidecar serves one run)")
-        marker = settings.cancel_marker
-        if marker is None:
-            return _error(
-                409,
-                "no cancel marker is configured (ARKOR_CANCEL_MARKER): the trainer reads any "
-                "SIGTERM as a cancel, so stop the run by terminating it",
-            )
-        try:
-            await asyncio.to_thread(_touch, marker)
-        except OSError as exc:
-            return _error(500, f"cannot write the cancel marker {marker}: {exc}")
-        log.info("cancel requested: wrote %s", marker)
-        return JSONResponse({"jobId": job_id, "cancelMarker": str(marker)}, status_code=202)
 
     async def healthz(request: Request) -> Response:
         tail = sidecar.tail
@@ -236,7 +242,6 @@ def create_app(sidecar: Sidecar) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/jobs/{job_id}/events/stream", stream, methods=["GET"]),
-            Route("/v1/jobs/{job_id}/cancel", cancel, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error},

@@ -44,11 +44,12 @@ class SidecarSettings(BaseSettings):
         description="Exit this long after the terminal event (local runs); unset: run until "
         "SIGTERM (Kubernetes stops a native sidecar itself).",
     )
-    cancel_marker: Path | None = Field(
-        default=None,
-        description="The file `POST /v1/jobs/{job_id}/cancel` creates (in the volume shared with "
-        "the trainer); the trainer reads a SIGTERM with it as a cancel, without it as a "
-        "disruption. Unset: the route answers 409.",
+    sidecar_max_streams: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description="Most event streams served at once; one more is answered 503 with "
+        "`Retry-After` (a client retries it). Bounds the sidecar's memory and sockets.",
     )
     sidecar_worker_pid: int | None = Field(
         default=None,

@@ -10,10 +10,12 @@ Reads and checks its environment first, failing fast with a message naming the v
 - ``ARKOR_WORK_DIR`` (``/tmp/arkor-work``): scratch for the dataset and checkpoints.
 - ``ARKOR_MODEL_CACHE`` (``~/.cache/arkor-ops/models``): converted/downloaded base models.
 - ``ARKOR_CANCEL_GRACE_SECONDS`` (``20``): time after SIGTERM it may spend saving a checkpoint.
-- ``ARKOR_CANCEL_MARKER`` (unset; set in Kubernetes pods): a file the sidecar creates when the
-  run is cancelled. When set, SIGTERM without that file is a disruption (eviction, preemption):
-  checkpoint, no terminal event, exit 1, and the Job's replacement pod resumes. Unset (local
-  runs), or with the file present, SIGTERM is a cancel.
+- ``ARKOR_POD_ANNOTATIONS`` (unset; set in Kubernetes pods): the ``downwardAPI`` file of the
+  pod's annotations; the client cancels by annotating the pod (``arkor-ops.dev/cancel-requested``).
+  When set, SIGTERM without that annotation is a disruption (eviction, preemption): checkpoint,
+  no terminal event, exit 1, and the Job's replacement pod resumes.
+- ``ARKOR_CANCEL_MARKER`` (unset): the same for a plain file whose existence means "cancel".
+  With neither set (local runs), SIGTERM is a cancel.
 - ``ARKOR_TRAINER_BACKEND`` (``auto``): ``auto``, ``unsloth`` (forced, even without CUDA), ``trl``.
 - ``ARKOR_MAX_DATASET_BYTES`` (2 GiB): cap on the dataset file (a download counted decoded).
 - ``ARKOR_MAX_RESTARTS`` (unset; set in Kubernetes pods): pod restarts a run may have; each
@@ -123,20 +125,23 @@ def main() -> int:
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        if signum == signal.SIGTERM and marker is not None and not marker.exists():
+        if signum == signal.SIGTERM and settings.cancel_aware and not settings.cancel_requested():
             log.warning(
-                "%s without the cancel marker %s: a disruption (eviction, preemption, drain); "
-                "checkpointing at the next step, then exit 1 without a terminal event so that "
-                "a replacement pod resumes the run",
+                "%s without a cancel request (pod annotation %s / marker %s): a disruption "
+                "(eviction, preemption, drain); checkpointing at the next step, then exit 1 "
+                "without a terminal event so that a replacement pod resumes the run",
                 name,
-                marker,
+                settings.pod_annotations,
+                settings.cancel_marker,
             )
             state.request_cancel(disruption=True)
             return
-        if marker is None:
-            why = "no ARKOR_CANCEL_MARKER: every SIGTERM is a cancel"
-        elif signum == signal.SIGTERM:
+        if not settings.cancel_aware:
+            why = "no ARKOR_POD_ANNOTATIONS or ARKOR_CANCEL_MARKER: every SIGTERM is a cancel"
+        elif signum == signal.SIGTERM and marker is not None and marker.exists():
             why = f"the cancel marker {marker} is present"
+        elif signum == signal.SIGTERM:
+            why = f"the pod has the cancel annotation ({settings.pod_annotations})"
         else:
             why = "SIGINT is always a cancel"
         log.info("%s received (%s): cancelling at the next step", name, why)

@@ -81,12 +81,11 @@ class Run:
             raise RuntimeError(f"checkpoint upload failed: {self.uploader.error}")
 
     def _disrupted(self) -> bool:
-        """A disruption, unless the cancel marker appeared meanwhile (a cancel after all)."""
+        """A disruption, unless a cancel request appeared meanwhile (a cancel after all)."""
         if not self.state.disruption:
             return False
-        marker = self.settings.cancel_marker
-        if marker is not None and marker.exists():
-            log.info("the cancel marker %s appeared: a cancel after all", marker)
+        if self.settings.cancel_requested():
+            log.info("the cancel request appeared meanwhile: a cancel after all")
             self.state.disruption = False
             return False
         return True

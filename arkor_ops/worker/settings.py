@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from arkor_ops.config import DATASET_TOKEN_ENV, DATASET_URL_ENV, TrainerConfig
 from arkor_ops.errors import ArkorOpsError
+from arkor_ops.kube.manifests import CANCEL_ANNOTATION
 
 BackendChoice = Literal["auto", "unsloth", "trl"]
 
@@ -68,6 +69,7 @@ class WorkerSettings:
     hub_offline: bool = False
     hf_token: str | None = field(default=None, repr=False)
     hf_token_setting: str = "HF_TOKEN"
+    pod_annotations: Path | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -78,6 +80,28 @@ class WorkerSettings:
             ConfigError: naming every bad field.
         """
         return TrainerConfig.from_wire(self.config_data, self.env)
+
+    @property
+    def cancel_aware(self) -> bool:
+        """Whether a SIGTERM can be told apart: a cancel only when :meth:`cancel_requested`."""
+        return self.cancel_marker is not None or self.pod_annotations is not None
+
+    def cancel_requested(self) -> bool:
+        """Whether the client asked for a cancel.
+
+        On Kubernetes: the pod has the cancel annotation, read from the ``downwardAPI`` file
+        ``ARKOR_POD_ANNOTATIONS`` (kubelet's ``key="value"`` lines, refreshed when the
+        annotations change). Elsewhere: the file ``ARKOR_CANCEL_MARKER`` exists.
+        """
+        if self.cancel_marker is not None and self.cancel_marker.exists():
+            return True
+        if self.pod_annotations is None:
+            return False
+        try:
+            text = self.pod_annotations.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+        return any(line.startswith(f"{CANCEL_ANNOTATION}=") for line in text.splitlines())
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret value replaced by ``***``."""
@@ -168,6 +192,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
         )
     model_cache = env.get("ARKOR_MODEL_CACHE", "").strip()
     cancel_marker = env.get("ARKOR_CANCEL_MARKER", "").strip()
+    pod_annotations = env.get("ARKOR_POD_ANNOTATIONS", "").strip()
     values = {env.get(name, "") for name in SECRET_ENV}
     values.add(urlsplit(env.get(DATASET_URL_ENV, "")).query)  # the signature alone, too
     secrets = tuple(sorted({v for v in values if len(v) >= 4}, key=len)[::-1])
@@ -190,6 +215,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
         hub_offline=env.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE,
         hf_token=env.get("HF_TOKEN", "").strip() or None,
         hf_token_setting=env.get("ARKOR_HF_TOKEN_SETTING", "").strip() or "HF_TOKEN",
+        pod_annotations=Path(pod_annotations) if pod_annotations else None,
         secrets=secrets,
         env=env,
     )

@@ -129,6 +129,7 @@ class NodeAgent:
             deleting = meta.get("deletionTimestamp") is not None
             grace = float(meta.get("deletionGracePeriodSeconds") or 0)
             if worker is not None:
+                worker.update_metadata(meta)  # before a delete: a cancel annotates first
                 if deleting:
                     worker.request_delete(grace)
                 continue

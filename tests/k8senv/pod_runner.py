@@ -79,6 +79,8 @@ class PodWorker(threading.Thread):
         self._envs: dict[str, dict[str, str]] = {}
         self._argvs: dict[str, list[str]] = {}
         self._last_status: dict[str, Any] | None = None
+        self._ctx: pod_setup.PodContext | None = None
+        self._meta_lock = threading.Lock()
         self._transitions: dict[tuple[str, bool], str] = {}
 
     # -- public ----------------------------------------------------------------------------------
@@ -92,6 +94,18 @@ class PodWorker(threading.Thread):
         """Ask the worker to stop the pod and delete it."""
         if self.delete_grace is None or grace_seconds < self.delete_grace:
             self.delete_grace = grace_seconds
+
+    def update_metadata(self, meta: dict[str, Any]) -> None:
+        """The pod's labels/annotations changed on the API server: refresh downwardAPI files."""
+        with self._meta_lock:
+            old = self.pod["metadata"]
+            keys = ("labels", "annotations")
+            if all((old.get(k) or {}) == (meta.get(k) or {}) for k in keys):
+                return
+            self.pod = {**self.pod, "metadata": {**old, **{k: meta.get(k) or {} for k in keys}}}
+            if self._ctx is not None:
+                self._ctx.pod = self.pod
+                pod_setup.refresh_downward_volumes(self._ctx)
 
     def container(self, name: str) -> ContainerProc | None:
         """A container (init or main) by name, for the log server."""
@@ -151,6 +165,10 @@ class PodWorker(threading.Thread):
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF_SECONDS)
                 continue
+            with self._meta_lock:  # metadata may have changed meanwhile
+                self._ctx = ctx
+                ctx.pod = self.pod
+                pod_setup.refresh_downward_volumes(ctx)
             self._report()
             return True
         return False

@@ -4,7 +4,9 @@ Volumes (emptyDir, secret, configMap, downwardAPI, projected incl. service-accou
 hostPath) are materialized as directories under the pod's state directory and bind-mounted at
 their ``mountPath`` inside a private mount namespace (``unshare --mount``) that runs inside the
 pod's network namespace (``nsenter --net``). Images are ignored: the command runs on this machine
-with the repository's ``.venv/bin`` first on ``PATH``.
+with the repository's ``.venv/bin`` first on ``PATH``. ``downwardAPI`` volumes are rewritten
+(file by file, by rename) when the pod's labels or annotations change, as kubelet does
+(:func:`refresh_downward_volumes`).
 """
 
 from __future__ import annotations
@@ -222,6 +224,30 @@ def _write_files(target: Path, files: dict[str, bytes], mode: int) -> None:
         path.chmod(mode)
 
 
+def _write_atomically(target: Path, files: dict[str, bytes], mode: int) -> None:
+    """Replace each file by a rename, so a reader sees the old or the new content, never a
+    partial one (kubelet swaps a ``..data`` symlink for the same reason)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for rel, content in files.items():
+        path = target / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(content)
+        tmp.chmod(mode)
+        os.replace(tmp, path)
+
+
+def refresh_downward_volumes(ctx: PodContext) -> None:
+    """Rewrite the pod's ``downwardAPI`` volumes from ``ctx.pod`` (kubelet does this when the
+    pod's labels or annotations change); the directories stay bind-mounted in the containers."""
+    for volume in ctx.pod["spec"].get("volumes") or []:
+        if "downwardAPI" in volume:
+            items = volume["downwardAPI"].get("items") or []
+            mode = volume["downwardAPI"].get("defaultMode", 0o644)
+            target = ctx.pod_dir / "volumes" / volume["name"]
+            _write_atomically(target, _downward_files(ctx, items), mode)
+
+
 def _select(values: dict[str, bytes], items: list[dict[str, Any]] | None) -> dict[str, bytes]:
     if not items:
         return values
@@ -288,9 +314,9 @@ def materialize_volumes(ctx: PodContext, resolver: Resolver) -> dict[str, Path]:
             files = _projected_files(ctx, src.get("sources") or [], resolver)
             _write_files(target, files, src.get("defaultMode", mode))
         elif "downwardAPI" in volume:
-            _write_files(
-                target, _downward_files(ctx, volume["downwardAPI"].get("items") or []), mode
-            )
+            src = volume["downwardAPI"]
+            files = _downward_files(ctx, src.get("items") or [])
+            _write_atomically(target, files, src.get("defaultMode", mode))
         else:
             if "emptyDir" not in volume:
                 logger.warning(
