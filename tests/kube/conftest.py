@@ -8,7 +8,7 @@ the model and dataset are copied somewhere else first (pytest's temp dirs live u
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from tests.k8senv.fixtures import K8sCluster
 
 HF_TOKEN = "hf_kube_test_secret_value_0123456789"
 S3_SECRET = "arkor-ops-s3"
+K8S = Path(__file__).resolve().parents[2] / "k8s"
+BASE_NAMESPACE = "arkor-ops"
 
 
 def s3_secret_yaml(namespace: str, s3: S3Server) -> str:
@@ -64,6 +66,33 @@ def make_settings(
     }
     fields.update(overrides)
     return KubernetesSettings(**fields)
+
+
+@pytest.fixture(scope="session")
+def applied_base(k8s_cluster: K8sCluster, s3_server: S3Server) -> Iterator[str]:
+    """`kubectl apply -k k8s/base` (RBAC, admission policies, NetworkPolicy) as an operator
+    does, plus the S3 Secret an operator adds; deleted at the end of the session."""
+    k8s_cluster.kubectl("apply", "-k", str(K8S / "base"))
+    k8s_cluster.kubectl("apply", "-f", "-", input=s3_secret_yaml(BASE_NAMESPACE, s3_server))
+    yield BASE_NAMESPACE
+    k8s_cluster.kubectl("delete", "-k", str(K8S / "base"), "--wait=false", check=False)
+
+
+def service_account_configuration(cluster: K8sCluster) -> Any:
+    """The admin kubeconfig's server and CA, with the client ServiceAccount's token."""
+    from kubernetes import client
+
+    token = cluster.kubectl(
+        "create", "token", "arkor-ops-client", "-n", BASE_NAMESPACE
+    ).stdout.strip()
+    admin = cluster.configuration()
+    cfg = client.Configuration()
+    cfg.host = admin.host
+    cfg.ssl_ca_cert = admin.ssl_ca_cert
+    cfg.verify_ssl = admin.verify_ssl
+    cfg.api_key = {"BearerToken": token}
+    cfg.api_key_prefix = {"BearerToken": "Bearer"}
+    return cfg
 
 
 @pytest.fixture

@@ -3,12 +3,10 @@ ServiceAccount's token runs a whole run in its namespace and is forbidden elsewh
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kubernetes import client
 
 from arkor_ops import create_async_trainer
 from arkor_ops.backends.kubernetes import KubernetesBackend
@@ -16,34 +14,9 @@ from arkor_ops.config import validate_config
 from arkor_ops.errors import PermissionDeniedError
 from tests.fixtures.s3 import S3Server
 from tests.k8senv.fixtures import K8sCluster
-from tests.kube.conftest import make_settings, s3_secret_yaml
+from tests.kube.conftest import K8S, make_settings, service_account_configuration
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.train, pytest.mark.timeout(600)]
-
-K8S = Path(__file__).resolve().parents[2] / "k8s"
-NAMESPACE = "arkor-ops"
-
-
-@pytest.fixture(scope="module")
-def applied_base(k8s_cluster: K8sCluster, s3_server: S3Server) -> Iterator[str]:
-    """`kubectl apply -k k8s/base`, plus the S3 Secret an operator adds; deleted afterwards."""
-    k8s_cluster.kubectl("apply", "-k", str(K8S / "base"))
-    k8s_cluster.kubectl("apply", "-f", "-", input=s3_secret_yaml(NAMESPACE, s3_server))
-    yield NAMESPACE
-    k8s_cluster.kubectl("delete", "-k", str(K8S / "base"), "--wait=false", check=False)
-
-
-def service_account_configuration(cluster: K8sCluster) -> Any:
-    """The admin kubeconfig's server and CA, with the client ServiceAccount's token."""
-    token = cluster.kubectl("create", "token", "arkor-ops-client", "-n", NAMESPACE).stdout.strip()
-    admin = cluster.configuration()
-    cfg = client.Configuration()
-    cfg.host = admin.host
-    cfg.ssl_ca_cert = admin.ssl_ca_cert
-    cfg.verify_ssl = admin.verify_ssl
-    cfg.api_key = {"BearerToken": token}
-    cfg.api_key_prefix = {"BearerToken": "Bearer"}
-    return cfg
 
 
 def test_every_kustomization_is_accepted(applied_base: str, k8s_cluster: K8sCluster) -> None:
