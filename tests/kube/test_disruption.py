@@ -47,7 +47,7 @@ async def test_evicted_pod_resumes_from_checkpoint(
         pod = current_pod(await backend.api.job_pods(job_id))
         assert pod is not None
         # The Eviction API sets the DisruptionTarget condition, as a drain or preemption would.
-        # The trainer gets SIGTERM without the cancel marker (ARKOR_CANCEL_MARKER): a
+        # The trainer gets SIGTERM without the pod's cancel annotation (ARKOR_POD_ANNOTATIONS): a
         # disruption, so it commits a checkpoint and exits 1 without a terminal event.
         await backend.api.evict(pod["metadata"]["name"])
         result = await asyncio.wait_for(waiting, timeout=480)
