@@ -10,7 +10,7 @@ Environment (checked first; see docs/contracts.md):
 | ``ARKOR_SIDECAR_HOST`` / ``ARKOR_SIDECAR_PORT`` | ``0.0.0.0`` / ``8377`` | where to listen |
 | ``ARKOR_PING_SECONDS`` | ``15`` | keepalive interval |
 | ``ARKOR_SHUTDOWN_GRACE_SECONDS`` | ``5`` | on SIGTERM, how long clients may keep reading |
-| ``ARKOR_SIDECAR_MAX_STREAMS`` | ``32`` | most streams at once (one more: 503, ``Retry-After``) |
+| ``ARKOR_SIDECAR_MAX_STREAMS`` | ``64`` | most streams at once (one more: 503, ``Retry-After``) |
 | ``ARKOR_SIDECAR_LINGER_SECONDS`` | unset | exit this long after the terminal event (local runs) |
 | ``ARKOR_SIDECAR_WORKER_PID`` | unset | with a linger: also after this worker exits (local runs) |
 | ``ARKOR_S3_ENDPOINT_URL``, ``AWS_*`` | | S3 access (see :mod:`arkor_ops.storage`) |

@@ -45,7 +45,7 @@ class SidecarSettings(BaseSettings):
         "SIGTERM (Kubernetes stops a native sidecar itself).",
     )
     sidecar_max_streams: int = Field(
-        default=32,
+        default=64,
         ge=1,
         le=10_000,
         description="Most event streams served at once; one more is answered 503 with "
