@@ -102,7 +102,12 @@ def _mutations() -> dict[str, Callable[[dict[str, Any]], None]]:
         spec["volumes"].append({"name": "t", "projected": {"sources": [sat]}})
 
     def privileged(job: dict[str, Any]) -> None:
-        job["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"] = True
+        sc = job["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+        sc.update(privileged=True, allowPrivilegeEscalation=True)  # the API refuses one alone
+
+    def capabilities(job: dict[str, Any]) -> None:
+        sc = job["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+        sc["capabilities"] = {"add": ["SYS_ADMIN"]}
 
     def escalation(job: dict[str, Any]) -> None:
         sc = job["spec"]["template"]["spec"]["containers"][0]["securityContext"]
@@ -124,7 +129,7 @@ def _mutations() -> dict[str, Callable[[dict[str, Any]], None]]:
 
     return {f.__name__: f for f in (
         image, command, args, other_secret, env_from, secret_volume, host_path, token_volume,
-        privileged, escalation, host_network, service_account, automount, preload,
+        privileged, capabilities, escalation, host_network, service_account, automount, preload,
     )}  # fmt: skip
 
 
