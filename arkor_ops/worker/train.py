@@ -69,6 +69,22 @@ class RunState:
         return self.grace_seconds - (time.monotonic() - self.cancel_at)
 
 
+def _trl_trains_on_cpu() -> bool:
+    """Whether the installed TRL can train on CPU without Unsloth.
+
+    TRL before 1.16 runs its fused LM head's Triton kernel on any device once Triton is
+    installed (as it is with PyPI's torch), and fails on CPU ("0 active drivers"); the trainer
+    image pins TRL 1.15 (Unsloth's cap), so a CPU node must train through Unsloth's CPU mode.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(x) for x in version("trl").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return True
+    return (major, minor) >= (1, 16)
+
+
 def select_backend(prefer: BackendChoice) -> tuple[str, str]:
     """Choose ``unsloth`` or ``trl`` (call before transformers/trl/peft are imported).
 
@@ -86,7 +102,8 @@ def select_backend(prefer: BackendChoice) -> tuple[str, str]:
         return "trl", "unsloth not installed"
     import torch
 
-    if not torch.cuda.is_available() and prefer != "unsloth":
+    cpu_only = not torch.cuda.is_available()
+    if cpu_only and prefer != "unsloth" and _trl_trains_on_cpu():
         return "trl", "no CUDA device"
     try:
         import unsloth  # noqa: F401  (must precede transformers/trl)
@@ -94,9 +111,13 @@ def select_backend(prefer: BackendChoice) -> tuple[str, str]:
         if prefer == "unsloth":
             raise ModelError(f"unsloth failed to import: {type(exc).__name__}: {exc}") from exc
         return "trl", f"unsloth failed to import: {type(exc).__name__}"
-    if not torch.cuda.is_available():
-        return "unsloth", "forced (ARKOR_TRAINER_BACKEND=unsloth); Unsloth CPU mode"
-    return "unsloth", "CUDA device and unsloth available"
+    if not cpu_only:
+        return "unsloth", "CUDA device and unsloth available"
+    if prefer == "unsloth":
+        why = "forced (ARKOR_TRAINER_BACKEND=unsloth)"
+    else:
+        why = "no CUDA device, and trl < 1.16 cannot train on CPU"
+    return "unsloth", f"{why}; Unsloth CPU mode"
 
 
 def device_name() -> str:

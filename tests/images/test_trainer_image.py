@@ -88,6 +88,8 @@ def test_worker_completes_in_the_trainer_image_as_the_job_runs_it(
         result = ctr.wait(timeout=540)
         output = ctr.output()
     assert result.code == 0, output[-4000:]
+    # No GPU here: the image's TRL (1.15, Unsloth's cap) cannot train on CPU by itself.
+    assert "trainer backend unsloth" in output, output[-4000:]
     events = read_events(volumes["run"] / "events.jsonl")
     types = [e.type for e in events]
     assert types[0] == "training.started" and types[-1] == "training.completed", (types, output)
