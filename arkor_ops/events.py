@@ -12,8 +12,14 @@ carries its integer ``id``. On the wire, an SSE frame is::
 Clients dispatch on the JSON ``type``; browsers' ``EventSource`` listens on the SSE event name,
 so both are always set.
 
-``job.phase`` is not written by the trainer: backends synthesise it (without an id) to explain a
-wait before the trainer runs (queued, unschedulable, pulling the image, crash-looping).
+``job.phase`` is mostly synthesised by backends (without an id) to explain a wait before the
+trainer runs (queued, unschedulable, pulling the image, crash-looping). The trainer writes one
+itself, phase ``retrying`` (with an id), when it fails in a way that the Job will retry: a
+terminal event is final, so only the last attempt writes ``training.failed``.
+
+``training.resumed`` (ours, not Arkor's: Arkor clients skip it as an unknown type) is written
+instead of a second ``training.started`` when a later attempt of the same run (a replacement pod)
+takes over: the step it resumes from and why. Steps after it re-do the steps above that one.
 """
 
 from __future__ import annotations
@@ -86,6 +92,21 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
+class TrainingResumed(_Event):
+    """A later attempt of the run took over (replacement pod); written instead of a second
+    ``training.started``. ``training.log`` steps above ``step`` are re-done after it."""
+
+    type: Literal["training.resumed"] = "training.resumed"
+    step: int = Field(
+        default=0, ge=0, description="Committed checkpoint step it resumes from (0: the start)."
+    )
+    reason: str = Field(description="Why the previous attempt ended, for a person.")
+    attempt: int = Field(ge=1, description="This attempt's number (the first attempt is 1).")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="As in `training.started`, for this attempt."
+    )
+
+
 class TrainingLog(_Event):
     """Step metrics, once per logging step. Missing metrics are null, as in Arkor."""
 
@@ -139,7 +160,11 @@ class TrainingCancelled(_Event):
 
 
 class JobPhase(_Event):
-    """Why a run is not training yet (or any more), synthesised by the backend. Never terminal."""
+    """Why a run is not training yet (or any more). Never terminal.
+
+    Synthesised by the backend (no id), or written by the trainer as ``retrying`` (with an id)
+    when the Job will run another attempt after a retryable failure.
+    """
 
     type: Literal["job.phase"] = "job.phase"
     phase: str = Field(
@@ -154,6 +179,7 @@ class JobPhase(_Event):
 
 Event = Annotated[
     TrainingStarted
+    | TrainingResumed
     | TrainingLog
     | CheckpointSaved
     | TrainingCompleted

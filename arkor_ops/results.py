@@ -37,6 +37,21 @@ class StartedContext:
 
 
 @dataclass(frozen=True)
+class ResumedContext:
+    """``on_resumed``: a later attempt took over the run (a replacement pod after a loss, a
+    disruption or a retried failure); ``on_started`` is not called again.
+
+    ``step`` is the committed checkpoint it resumes from (0: from the start); ``on_log`` steps
+    above it are re-done and replace the earlier values for those steps.
+    """
+
+    job: TrainingJob
+    step: int
+    reason: str
+    attempt: int
+
+
+@dataclass(frozen=True)
 class LogContext:
     """``on_log``: step metrics; missing metrics are ``None``."""
 
@@ -111,5 +126,6 @@ CALLBACK_NAMES: dict[str, str] = {
     "on_failed": "onFailed",
     "on_cancelled": "onCancelled",
     "on_phase": "onPhase",
+    "on_resumed": "onResumed",
 }
 CAMEL_TO_SNAKE = {camel: snake for snake, camel in CALLBACK_NAMES.items()}

@@ -52,6 +52,7 @@ from arkor_ops.events import (
     TrainingCompleted,
     TrainingFailed,
     TrainingLog,
+    TrainingResumed,
     TrainingStarted,
     parse_event,
 )
@@ -66,6 +67,7 @@ from arkor_ops.results import (
     FailedContext,
     LogContext,
     PhaseContext,
+    ResumedContext,
     StartedContext,
     StartResult,
     TrainingResult,
@@ -84,6 +86,7 @@ __all__ = [
     "LogContext",
     "PhaseContext",
     "ReconnectPolicy",
+    "ResumedContext",
     "StartResult",
     "StartedContext",
     "Trainer",
@@ -338,7 +341,7 @@ class AsyncTrainer:
                     continue
                 cursor.progressed = True
                 cursor.attempt = 0
-                result = await self._dispatch(payload)
+                result = await self._dispatch(payload, cursor)
                 if result is not None:
                     return result
 
@@ -358,14 +361,24 @@ class AsyncTrainer:
         if inspect.isawaitable(outcome):
             await outcome
 
-    async def _dispatch(self, payload: dict[str, Any]) -> TrainingResult | None:
+    async def _dispatch(self, payload: dict[str, Any], cursor: _Cursor) -> TrainingResult | None:
         event: Event | None = parse_event(payload)
         if event is None:
             logger.debug("skipping an event of unknown type %r", payload.get("type"))
             return None
         if isinstance(event, TrainingStarted):
+            if cursor.started:  # a replacement pod whose log lost the first start: not news
+                logger.debug("skipping a second training.started (id %s)", event.id)
+                return None
+            cursor.started = True
             job = self._patch(status="running", started_at=event.timestamp)
             await self._call("on_started", StartedContext(job=job))
+        elif isinstance(event, TrainingResumed):
+            job = self._patch(status="running")
+            resumed = ResumedContext(
+                job=job, step=event.step, reason=event.reason, attempt=event.attempt
+            )
+            await self._call("on_resumed", resumed)
         elif isinstance(event, TrainingLog):
             ctx = LogContext(
                 job=self._snapshot(),
@@ -423,6 +436,7 @@ class _Cursor:
     last_event_id: str | None = None
     attempt: int = 0
     progressed: bool = False
+    started: bool = False
 
 
 async def _aiter(source: AsyncIterator[Frame]) -> AsyncGenerator[Frame, None]:
@@ -613,6 +627,7 @@ def create_async_trainer(
     on_failed: Callback | None = None,
     on_cancelled: Callback | None = None,
     on_phase: Callback | None = None,
+    on_resumed: Callback | None = None,
     abort_signal: AbortSignal | None = None,
     idempotency_key: str | None = None,
     reconnect: ReconnectPolicy | None = None,
@@ -638,6 +653,7 @@ def create_async_trainer(
             "on_failed": on_failed,
             "on_cancelled": on_cancelled,
             "on_phase": on_phase,
+            "on_resumed": on_resumed,
         },
     )
     return AsyncTrainer(
@@ -663,6 +679,7 @@ def create_trainer(
     on_failed: Callback | None = None,
     on_cancelled: Callback | None = None,
     on_phase: Callback | None = None,
+    on_resumed: Callback | None = None,
     abort_signal: AbortSignal | None = None,
     idempotency_key: str | None = None,
     reconnect: ReconnectPolicy | None = None,
@@ -682,7 +699,10 @@ def create_trainer(
         on_completed: called on ``training.completed`` with a :class:`CompletedContext`.
         on_failed: called on ``training.failed`` with a :class:`FailedContext`.
         on_cancelled: called on ``training.cancelled`` with a :class:`CancelledContext`.
-        on_phase: called on backend ``job.phase`` updates with a :class:`PhaseContext`.
+        on_phase: called on ``job.phase`` updates (pending diagnostics, ``retrying`` after a
+            failure the Job retries) with a :class:`PhaseContext`.
+        on_resumed: called on ``training.resumed`` (a later attempt took over the run; it
+            replaces a second ``on_started``) with a :class:`ResumedContext`.
         abort_signal: an :class:`~arkor_ops.abort.AbortSignal`; aborting makes ``wait()`` raise
             at once and never cancels the run.
         idempotency_key: submitting again with the same key adopts the job made the first time.
@@ -708,6 +728,7 @@ def create_trainer(
         on_failed=on_failed,
         on_cancelled=on_cancelled,
         on_phase=on_phase,
+        on_resumed=on_resumed,
         abort_signal=abort_signal,
         idempotency_key=idempotency_key,
         reconnect=reconnect,
