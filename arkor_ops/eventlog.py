@@ -101,6 +101,11 @@ class EventLogWriter:
                 self._last_id = max((int(json.loads(ln).get("id") or 0) for ln in lines), default=0)
             return len(lines)
 
+    def advance_to(self, last_id: int) -> None:
+        """Make the next id at least ``last_id + 1`` (ids above a lost pod's; never backwards)."""
+        with self._lock:
+            self._last_id = max(self._last_id, last_id)
+
     def write(self, event: BaseModel) -> Event:
         """Append ``event`` (its ``job_id``/``id`` are filled in) and return what was written."""
         with self._lock:

@@ -206,6 +206,8 @@ def _containers(
         # SIGTERM means "cancelled" only once the pod has the cancel annotation (the client
         # patches it); otherwise it is a disruption (eviction, preemption): retry, resume.
         {"name": "ARKOR_POD_ANNOTATIONS", "value": POD_ANNOTATIONS_FILE},
+        # Counted attempts the Job allows: only the last one's retryable failure is final.
+        {"name": "ARKOR_MAX_ATTEMPTS", "value": str(settings.backoff_limit + 1)},
         *({"name": k, "value": v} for k, v in sorted(settings.env.items())),
         *(_secret_env(key, f"{job}-secrets", key) for key in secret_keys),
     ]

@@ -77,9 +77,12 @@ def replay_frames(
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
     frames: list[Frame] = []
     terminal = False
+    retry_error = None
     for obj in iter_log_lines(data):
         event_id = obj.get("id")
         terminal = terminal or obj.get("type") in TERMINAL_TYPES
+        if obj.get("type") == "job.phase" and obj.get("phase") == "retrying":
+            retry_error = obj.get("message")
         if isinstance(event_id, int) and event_id <= after:
             continue
         kind = str(obj.get("type", "message"))
@@ -89,6 +92,8 @@ def replay_frames(
             synth: Any = TrainingCancelled(job_id=job_id)
         else:
             why = fallback.message if fallback and fallback.message else "the run's Job is gone"
+            if retry_error:  # the Job gave up before the worker's own count said it would
+                why = f"{why}; the last attempt failed: {retry_error}"
             synth = TrainingFailed(job_id=job_id, error=why)
         frames.append(Frame(event=synth.type, data=event_to_json(synth)))
     frames.append(_END)

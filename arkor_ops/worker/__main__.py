@@ -16,6 +16,11 @@ Reads and checks its environment first, failing fast with a message naming the v
   no terminal event, exit 1, and the Job's replacement pod resumes.
 - ``ARKOR_CANCEL_MARKER`` (unset): the same for a plain file whose existence means "cancel".
   With neither set (local runs), SIGTERM is a cancel.
+- ``ARKOR_MAX_ATTEMPTS`` (``1``): counted attempts the Job allows (``backoffLimit + 1``); a
+  retryable failure writes ``training.failed`` only in the last one, ``job.phase`` ``retrying``
+  before (see :mod:`arkor_ops.worker.attempts`).
+- ``ARKOR_TEST_FAULT_STORAGE_ATTEMPTS`` (unset; tests only): attempt numbers (``1,2``) in which
+  the pipeline's storage calls fail (see :mod:`arkor_ops.worker.faults`).
 - ``ARKOR_TRAINER_BACKEND`` (``auto``): ``auto``, ``unsloth`` (forced, even without CUDA), ``trl``.
 - ``ARKOR_MAX_DATASET_BYTES`` (2 GiB): cap on the dataset file (a download counted decoded).
 - ``ARKOR_MAX_RESTARTS`` (unset; set in Kubernetes pods): pod restarts a run may have; each
@@ -35,10 +40,10 @@ Reads and checks its environment first, failing fast with a message naming the v
 
 Exit codes: 0 completed or cancelled; 2 the run can never succeed as configured (bad config,
 bad rows, dataset 401/404, model not found, the hub refused a repo, revision, split or token,
-checkpoint mismatch); 1 anything else, including a
-disruption. A terminal event is written before exiting, except on SIGKILL and after a
-disruption. Human-readable logs go to stderr; events go
-only to the event log. Secret values are scrubbed from both.
+checkpoint mismatch); 1 anything else, including a disruption. A terminal event is written
+before exiting, except on SIGKILL, after a disruption and after a retryable failure that the
+Job will retry. Human-readable logs go to stderr; events go only to the event log. Secret
+values are scrubbed from both.
 """
 
 from __future__ import annotations

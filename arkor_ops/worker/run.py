@@ -3,10 +3,13 @@
 settings → event log (seeded from storage) → config → backend → hub revisions pinned (the first
 request to the hub: a refusal fails here, exit 2) → dataset → resume point → model → trainer →
 ``training.started`` → train → ``training.completed`` (or ``cancelled`` / ``failed``).
-:func:`run` never raises: every ending writes exactly one terminal event and maps to an exit
-code (see :mod:`arkor_ops.worker.errors`), except a disruption (SIGTERM without the cancel
-marker, see :mod:`arkor_ops.worker.__main__`): it checkpoints like a cancel, writes no terminal
-event and exits 1, so that the Job's replacement pod resumes the run.
+:func:`run` never raises: every ending maps to an exit code (see
+:mod:`arkor_ops.worker.errors`) and writes exactly one terminal event, except when another
+attempt follows (see :mod:`arkor_ops.worker.attempts`): a disruption (SIGTERM without the cancel
+marker, see :mod:`arkor_ops.worker.__main__`) checkpoints like a cancel and writes nothing, a
+retryable failure with retries left writes ``job.phase`` ``retrying``; both exit 1, so that the
+Job's next pod resumes the run. A terminal event is final. A later attempt writes
+``training.resumed`` (and ``training.started`` only when the log it continues has none).
 """
 
 from __future__ import annotations
@@ -18,18 +21,21 @@ from pathlib import Path
 from typing import Any
 
 from arkor_ops.errors import ArkorOpsError, StorageError
-from arkor_ops.eventlog import EventLogWriter
+from arkor_ops.eventlog import EventLogWriter, read_events
 from arkor_ops.events import (
     Artifact,
     CheckpointSaved,
+    JobPhase,
     Metrics,
     TrainingCancelled,
     TrainingCompleted,
     TrainingFailed,
     TrainingLog,
+    TrainingResumed,
     TrainingStarted,
 )
 from arkor_ops.storage import RunLayout, Storage, open_storage
+from arkor_ops.worker.attempts import Attempt, begin
 from arkor_ops.worker.errors import (
     EXIT_OK,
     EXIT_PERMANENT,
@@ -44,16 +50,18 @@ from arkor_ops.worker.train import RunState
 log = logging.getLogger(__name__)
 
 
-def seed_event_log(writer: EventLogWriter, storage: Storage, layout: RunLayout) -> None:
-    """Continue the log a previous pod persisted, so ids stay monotonic across restarts."""
+def seed_event_log(writer: EventLogWriter, storage: Storage, layout: RunLayout) -> bool:
+    """Continue the log a previous pod persisted; returns whether it was seeded from storage."""
     if writer.last_id:
-        return
+        return False
     try:
         if storage.exists(layout.events):
             taken = writer.seed(storage.get_bytes(layout.events))
             log.info("event log seeded with %d events from %s", taken, layout.events)
+            return taken > 0
     except StorageError as exc:
         log.warning("could not read the persisted event log: %s", exc)
+    return False
 
 
 class Run:
@@ -67,6 +75,8 @@ class Run:
         self.work = settings.work_dir / settings.job_id
         self.training = False
         self.uploader: Any = None
+        self.attempt: Attempt | None = None
+        self.seeded_started = False
 
     # -- events --------------------------------------------------------------------------------
 
@@ -79,6 +89,10 @@ class Run:
     def _health(self) -> None:
         if self.uploader is not None and self.uploader.error is not None:
             raise RuntimeError(f"checkpoint upload failed: {self.uploader.error}")
+
+    def _close(self, how: str, error: str | None = None) -> None:
+        if self.attempt is not None:
+            self.attempt.close(how, self.writer.last_id, error)
 
     def _disrupted(self) -> bool:
         """A disruption, unless a cancel request appeared meanwhile (a cancel after all)."""
@@ -111,8 +125,10 @@ class Run:
                 saved,
                 EXIT_RETRYABLE,
             )
+            self._close("disruption")
             return EXIT_RETRYABLE
         self.writer.write(TrainingCancelled(job_id="", step=step, checkpoint=checkpoint))
+        self._close("cancelled")
         log.info("training cancelled at step %s", step)
         return EXIT_OK
 
@@ -134,12 +150,88 @@ class Run:
             code = exit_code_for(exc)
             if code != EXIT_PERMANENT and self.state.cancel.is_set() and self._disrupted():
                 log.warning("failed while the pod is disrupted: no terminal event, exit 1 (retry)")
+                self._close("disruption")
                 return EXIT_RETRYABLE
+            if code != EXIT_PERMANENT and self.attempt is None:
+                log.error("the attempt ledger is unavailable: no event written (ids could repeat)")
+                return code
+            if code != EXIT_PERMANENT and self.attempt is not None and not self.attempt.last_try:
+                return self._retrying(exc, message)
             self.writer.write(TrainingFailed(job_id="", error=message, step=step))
+            self._close("failed", message)
             return code
 
+    def _retrying(self, exc: BaseException, message: str) -> int:
+        """A retryable failure with retries left: ``job.phase`` ``retrying``, exit 1."""
+        assert self.attempt is not None
+        number, most = self.attempt.number, self.attempt.max_attempts
+        used = self.attempt.failures + 1
+        hint = (
+            f"failure {used} of at most {most}: Kubernetes runs another attempt, which resumes "
+            "from the newest committed checkpoint"
+        )
+        self.writer.write(
+            JobPhase(
+                job_id="", phase="retrying", reason=type(exc).__name__, message=message, hint=hint
+            )
+        )
+        self.attempt.close("retrying", self.writer.last_id, message)
+        log.warning(
+            "attempt %d failed (%s); exit %d, the Job retries", number, hint, EXIT_RETRYABLE
+        )
+        return EXIT_RETRYABLE
+
+    def _seed(self, storage: Storage, layout: RunLayout) -> int | None:
+        """Seed the log from storage; the exit code when that log already ended the run."""
+        from_storage = seed_event_log(self.writer, storage, layout)
+        seeded = read_events(self.writer.path)
+        self.seeded_started = any(e.type == "training.started" for e in seeded)
+        ended = next((e for e in seeded if e.terminal), None) if from_storage else None
+        if ended is None:
+            return None
+        # A terminal event is final: e.g. the pod was killed right after writing it.
+        log.warning("the run already ended (%s, id %s): nothing to do", ended.type, ended.id)
+        return EXIT_PERMANENT if ended.type == "training.failed" else EXIT_OK
+
+    def _begin(self, storage: Storage, layout: RunLayout, *, continued_local: bool) -> Storage:
+        """Register this attempt (see :mod:`.attempts`); returns the storage the pipeline uses."""
+        self.attempt = begin(
+            storage,
+            layout,
+            self.writer,
+            max_attempts=self.settings.max_attempts,
+            seeded_started=self.seeded_started,
+            continued_local=continued_local,
+        )
+        self.attempt.check_restarts(self.settings.max_restarts)
+        if self.attempt.number in self.settings.test_fault_storage_attempts:
+            from arkor_ops.worker.faults import FaultyStorage
+
+            log.warning("ARKOR_TEST_FAULT_STORAGE_ATTEMPTS: storage fails in this attempt (test)")
+            return FaultyStorage(self.attempt.number)
+        return storage
+
+    def _announce(self, metadata: dict[str, Any], resumed_from: int | None) -> None:
+        """``training.started`` once per log; ``training.resumed`` when an attempt takes over."""
+        attempt = self.attempt
+        assert attempt is not None
+        metadata["attempt"] = attempt.number
+        if not self.seeded_started:
+            self.writer.write(TrainingStarted(job_id="", metadata=metadata))
+            if not attempt.started_before:
+                attempt.mark_started()
+        if attempt.started_before or resumed_from is not None:
+            self.writer.write(
+                TrainingResumed(
+                    job_id="",
+                    step=resumed_from or 0,
+                    reason=attempt.resume_reason(),
+                    attempt=attempt.number,
+                    metadata=metadata,
+                )
+            )
+
     def _execute(self) -> int:
-        from arkor_ops.worker.attempts import count_attempt
         from arkor_ops.worker.checkpoints import (
             CheckpointUploader,
             RunIdentity,
@@ -154,8 +246,11 @@ class Run:
         settings, state = self.settings, self.state
         storage = open_storage(settings.storage_uri)
         layout = RunLayout(settings.storage_uri, settings.job_id)
-        seed_event_log(self.writer, storage, layout)
-        count_attempt(storage, layout, settings.max_restarts)
+        local = self.writer.last_id > 0  # this pod's own log: it holds every id written here
+        ended = self._seed(storage, layout)
+        if ended is not None:
+            return ended
+        storage = self._begin(storage, layout, continued_local=local)
         config = settings.config()
         backend, why = select_backend(settings.backend)
         log.info("trainer backend %s (%s)", backend, why)
@@ -220,7 +315,7 @@ class Run:
             "maxSteps": trainer.args.max_steps,
             "dryRun": config.dry_run,
         }
-        self.writer.write(TrainingStarted(job_id="", metadata=metadata))
+        self._announce(metadata, resume[0] if resume else None)
         if state.cancel.is_set():
             return self._cancelled()
 
@@ -241,6 +336,7 @@ class Run:
         artifacts = [*self.uploader.committed, final]
         metrics = Metrics(final_loss=state.last_loss, total_steps=state.step, total_time=total)
         self.writer.write(TrainingCompleted(job_id="", artifacts=artifacts, metrics=metrics))
+        self._close("completed")
         log.info(
             "training completed: %d steps in %.1f s, final adapter %s",
             state.step,

@@ -70,6 +70,8 @@ class WorkerSettings:
     hf_token: str | None = field(default=None, repr=False)
     hf_token_setting: str = "HF_TOKEN"
     pod_annotations: Path | None = None
+    max_attempts: int = 1
+    test_fault_storage_attempts: frozenset[int] = frozenset()
     secrets: tuple[str, ...] = field(default=(), repr=False)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -146,6 +148,19 @@ def _config_data(env: Mapping[str, str]) -> dict[str, Any]:
     return data
 
 
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise SettingsError(f"{name} must be at least 1, got {value}")
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
     """Read and check the worker's environment.
 
@@ -190,6 +205,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
         raise SettingsError(
             f"ARKOR_MAX_RESTARTS must be a whole number >= 0, got {restarts_raw[:40]!r}"
         )
+    max_attempts = _positive_int(env, "ARKOR_MAX_ATTEMPTS", 1)
+    faults = env.get("ARKOR_TEST_FAULT_STORAGE_ATTEMPTS", "").strip()
+    try:
+        fault_attempts = frozenset(int(p) for p in faults.split(",") if p.strip())
+    except ValueError:
+        raise SettingsError(
+            f"ARKOR_TEST_FAULT_STORAGE_ATTEMPTS must be attempt numbers like 1,2; got {faults!r}"
+        ) from None
     model_cache = env.get("ARKOR_MODEL_CACHE", "").strip()
     cancel_marker = env.get("ARKOR_CANCEL_MARKER", "").strip()
     pod_annotations = env.get("ARKOR_POD_ANNOTATIONS", "").strip()
@@ -216,6 +239,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
         hf_token=env.get("HF_TOKEN", "").strip() or None,
         hf_token_setting=env.get("ARKOR_HF_TOKEN_SETTING", "").strip() or "HF_TOKEN",
         pod_annotations=Path(pod_annotations) if pod_annotations else None,
+        max_attempts=max_attempts,
+        test_fault_storage_attempts=fault_attempts,
         secrets=secrets,
         env=env,
     )

@@ -28,6 +28,7 @@ async def test_evicted_pod_resumes_from_checkpoint(
 ) -> None:
     past_first_save = asyncio.Event()
     started: list[Any] = []
+    resumed: list[Any] = []
     steps: list[int] = []
 
     def on_log(ctx: Any) -> None:
@@ -38,7 +39,7 @@ async def test_evicted_pod_resumes_from_checkpoint(
     trainer = create_async_trainer(
         **run_config(max_steps=MAX_STEPS, save_steps=SAVE_STEPS),
         backend=backend,
-        callbacks={"on_started": started.append, "on_log": on_log},
+        callbacks={"on_started": started.append, "on_resumed": resumed.append, "on_log": on_log},
     )
     job_id = (await trainer.start()).job_id
     waiting = asyncio.create_task(trainer.wait())
@@ -54,7 +55,9 @@ async def test_evicted_pod_resumes_from_checkpoint(
     finally:
         waiting.cancel()
     assert result.job.status == "completed", result.job
-    assert len(started) == 2, "the replacement pod should have started training again"
+    # One start; the replacement pod's takeover is a resume, reported as such.
+    assert len(started) == 1 and len(resumed) == 1, (started, resumed)
+    assert "disrupted" in resumed[0].reason and resumed[0].attempt == 2
     assert max(steps) == MAX_STEPS
     # The Job completes once the pod has ended: the trainer exited, then the sidecar stopped,
     # having persisted the whole log (the client may see the terminal event before that).
@@ -67,11 +70,11 @@ async def test_evicted_pod_resumes_from_checkpoint(
     assert not status.get("failed"), "a disruption must not count against backoffLimit"
     log = backend.storage().get_bytes(backend.events_uri(job_id, None))
     events = list(iter_log_lines(log))
-    starts = [e for e in events if e["type"] == "training.started"]
-    assert len(starts) == 2
+    assert [e["type"] for e in events].count("training.started") == 1
+    (resume,) = [e for e in events if e["type"] == "training.resumed"]
     # The evicted pod committed a checkpoint at the step it stopped on, wrote no terminal event,
     # and the replacement resumed from that checkpoint; ids run on across both pods.
-    first_pod = [e for e in events if e["id"] < starts[1]["id"]]
+    first_pod = [e for e in events if e["id"] < resume["id"]]
     stopped = max(e["step"] for e in first_pod if e["type"] == "training.log")
     assert SAVE_STEPS < stopped < MAX_STEPS
     assert [e["step"] for e in first_pod if e["type"] == "checkpoint.saved"][-1] == stopped
@@ -80,5 +83,6 @@ async def test_evicted_pod_resumes_from_checkpoint(
         "training.log",
         "checkpoint.saved",
     }
-    assert starts[1]["metadata"].get("resumedFromStep") == stopped, starts[1]
+    assert resume["step"] == resumed[0].step == stopped, resume
+    assert resume["metadata"].get("resumedFromStep") == stopped, resume
     assert [e["id"] for e in events] == list(range(1, len(events) + 1))

@@ -118,6 +118,9 @@ def test_limits_retries_and_pod_failure_policy() -> None:
     assert spec["activeDeadlineSeconds"] == 3600
     assert spec["ttlSecondsAfterFinished"] == 60
     assert spec["backoffLimit"] == 3
+    # the trainer knows the budget: only the 4th counted failure writes training.failed
+    trainer_env = _env(spec["template"]["spec"]["containers"][0])
+    assert trainer_env["ARKOR_MAX_ATTEMPTS"]["value"] == "4"
     assert spec["suspend"] is True  # resumed by the backend once its ConfigMap/Secret exist
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0] == {

@@ -81,9 +81,11 @@ def test_sigterm_without_marker_is_a_disruption_and_with_it_a_cancel(
         proc,
         timeout=180,
     )
-    starts = of_type(events, "training.started")
-    assert len(starts) == 2
-    assert starts[1].metadata["resumedFromStep"] == stopped
+    assert len(of_type(events, "training.started")) == 1
+    (resumed,) = of_type(events, "training.resumed")
+    assert (resumed.step, resumed.attempt) == (stopped, 2)
+    assert "disrupted" in resumed.reason
+    assert resumed.metadata["resumedFromStep"] == stopped
     marker.touch()  # what the sidecar does on POST /v1/jobs/{job}/cancel
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=GRACE_SECONDS + 10)

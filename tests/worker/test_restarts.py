@@ -44,10 +44,7 @@ def test_a_start_past_the_restart_limit_fails_the_run_naming_the_setting(
 def test_local_runs_count_nothing(tmp_path: Path, run_dir: RunDir) -> None:
     rows = write_rows(tmp_path / "rows.jsonl", ROWS["chatml"](4))
     config = base_config(tmp_path / "no-model", {"type": "file", "path": str(rows)})
-    for _ in range(3):
+    for _ in range(4):  # no ARKOR_MAX_RESTARTS: however often it starts, none is refused
         run_inprocess(run_dir.env(config))
         assert "does not exist" in run_dir.events()[-1].error
         run_dir.event_log.unlink()
-
-    storage = open_storage(run_dir.storage_uri)
-    assert not storage.exists(join_uri(run_dir.layout().root, "attempts.json"))

@@ -185,6 +185,7 @@ class LocalBackend(Backend):
             **config.secret_env(),  # secrets only here: never in files or the sidecar's env
             "ARKOR_CONFIG_FILE": str(run.config_path),
             "ARKOR_WORK_DIR": str(run.dir / "work"),
+            "ARKOR_MAX_ATTEMPTS": "1",  # a local run is never retried: every failure is final
         }
         worker = run.spawn("worker", [s.python, "-m", s.worker_module], worker_env)
         port = _free_port()
