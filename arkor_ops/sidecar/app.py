@@ -45,9 +45,6 @@ from arkor_ops.storage import RunLayout, open_storage
 
 log = logging.getLogger(__name__)
 
-#: Events sent in one write when a client is behind (replay); keeps each write a few hundred KB.
-MAX_BATCH = 512
-
 
 class Sidecar:
     """The state shared by every request: the settings and the one log reader."""
@@ -57,8 +54,8 @@ class Sidecar:
         layout = RunLayout(settings.storage_uri, settings.job_id)
         storage = open_storage(settings.storage_uri)
 
-        def persist(data: bytes) -> None:
-            storage.put_bytes(layout.events, data)
+        def persist(path: Path) -> None:
+            storage.put_file(layout.events, path)
 
         self.events_uri = layout.events
         self.tail = LogTail(settings.event_log, poll_seconds=settings.poll_seconds, persist=persist)
@@ -123,24 +120,29 @@ def _ping() -> ServerSentEvent:
 async def stream_events(tail: LogTail, after: int) -> AsyncIterator[bytes]:
     """SSE bytes for every event after id ``after``: replay, then follow the log.
 
-    Ends after ``end`` once the terminal event is sent, or (without ``end``) once the tail is
-    closed and everything it read has been sent.
+    Each client holds only its position in the file and one batch: events it is behind on are
+    read from the file, the newest ones from the tail's memory. Ends after ``end`` once the
+    terminal event is sent, or (without ``end``) once the tail is closed and everything it
+    read has been sent.
     """
-    pos = 0
+    pos = tail.position_after(after)
+    sent = after
     while True:
-        events = tail.events
-        pos = max(pos, tail.index_after(after))  # `after` may be newer than what was read yet
-        while pos < len(events):
-            batch = events[pos : pos + MAX_BATCH]
-            pos += len(batch)
-            chunks = []
-            for event in batch:
-                chunks.append(_sse(event.type, event.data, event.id).encode())
-                if event.terminal:
-                    chunks.append(_sse(END, "").encode())
-                    yield b"".join(chunks)
-                    return
+        events, pos = tail.read(pos)
+        chunks = []
+        for event in events:
+            if event.id <= sent:
+                continue  # a resume point inside a batch, or a re-read after a replaced file
+            sent = event.id
+            chunks.append(_sse(event.type, event.data, event.id).encode())
+            if event.terminal:
+                chunks.append(_sse(END, "").encode())
+                yield b"".join(chunks)
+                return
+        if chunks:
             yield b"".join(chunks)
+        if pos < tail.offset:
+            continue
         if tail.terminal.is_set():
             yield _sse(END, "").encode()  # the client already has the terminal event
             return

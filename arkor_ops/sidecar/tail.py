@@ -2,9 +2,15 @@
 
 The trainer appends JSON lines; :class:`LogTail` polls the file's size every few milliseconds,
 reads only the complete lines past its offset (a partial last line waits for its newline) and
-keeps the events in memory, so any number of clients stream from one reader instead of each
-re-reading the disk. Waiting clients share one :class:`asyncio.Event` that is replaced on every
-change, so one append wakes them all at once.
+keeps the newest :data:`RECENT` events in memory, so live followers (the usual case) are served
+from one reader instead of each re-reading the disk. A client that is further behind (a replay
+from the start, a resume after a long pause) reads its batches from the file itself, one batch
+at a time; so the sidecar's memory is bounded by its connected clients, never by the length of
+the run. Waiting clients share one :class:`asyncio.Event` that is replaced on every change, so
+one append wakes them all at once.
+
+Ids increase along the file (the trainer's writer guarantees it, across pods too), which lets
+:meth:`LogTail.position_after` find a resume point by binary search.
 """
 
 from __future__ import annotations
@@ -13,26 +19,36 @@ import asyncio
 import json
 import logging
 import os
+import re
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from arkor_ops.eventlog import read_complete_lines
 from arkor_ops.events import TERMINAL_TYPES
 
 log = logging.getLogger(__name__)
 
 PERSIST_ATTEMPTS = 4
+#: Newest events kept in memory for live followers.
+RECENT = 1024
+#: Most bytes one read of the file takes (a client's batch, one poll step).
+CHUNK_BYTES = 256 << 10
+#: Most events sent to one client in one write.
+MAX_BATCH = 512
+_ID = re.compile(rb'^\{"id":(\d+)[,}]')
 
 
 @dataclass(frozen=True, slots=True)
 class LogEvent:
-    """One event of the log, kept as the exact JSON line the trainer wrote."""
+    """One event of the log, kept as the exact JSON line the trainer wrote, and where it is."""
 
     id: int
     type: str
     data: str
+    start: int = 0
+    end: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -40,7 +56,7 @@ class LogEvent:
         return self.type in TERMINAL_TYPES
 
 
-def parse_line(line: bytes) -> LogEvent | None:
+def parse_line(line: bytes, start: int = 0, end: int = 0) -> LogEvent | None:
     """The event in one log line, or None when the line has no integer ``id`` or string ``type``.
 
     Unknown event types pass through unchanged: clients skip what they do not know.
@@ -58,17 +74,49 @@ def parse_line(line: bytes) -> LogEvent | None:
         or not isinstance(event_type, str)
     ):
         return None
-    return LogEvent(event_id, event_type, line.decode("utf-8", "replace").strip())
+    return LogEvent(event_id, event_type, line.decode("utf-8", "replace").strip(), start, end)
+
+
+def _line_id(line: bytes) -> int | None:
+    match = _ID.match(line)
+    if match:
+        return int(match.group(1))
+    event = parse_line(line)
+    return None if event is None else event.id
+
+
+def read_lines(fh: BinaryIO, pos: int, stop: int) -> list[tuple[bytes, int, int]]:
+    """The complete lines in ``[pos, stop)`` of ``fh``, at most about :data:`CHUNK_BYTES` of them.
+
+    ``stop`` must be a line boundary. Returns ``(line, start, end)`` triples; empty at ``stop``.
+    """
+    if pos >= stop:
+        return []
+    fh.seek(pos)
+    chunk = fh.read(min(stop - pos, CHUNK_BYTES))
+    cut = chunk.rfind(b"\n")
+    if cut < 0:  # one line longer than a chunk: read on to its newline
+        chunk += fh.readline(stop - pos - len(chunk))
+        cut = len(chunk) - 1
+    out = []
+    start = pos
+    for line in chunk[: cut + 1].split(b"\n")[:-1]:
+        end = start + len(line) + 1
+        if line.strip():
+            out.append((line, start, end))
+        start = end
+    return out
 
 
 class LogTail:
-    """The event log at ``path`` as an in-memory, append-only list of events.
+    """The event log at ``path``: the newest events in memory, the rest read from the file.
 
     Args:
         path: the log file (it may not exist yet).
         poll_seconds: how often :meth:`run` checks the file's size.
-        persist: called (in a worker thread) with the complete log after the terminal event and
-            by :meth:`close`; None when nothing is persisted.
+        persist: called (in a worker thread) with the log's path after the terminal event and
+            by :meth:`close`, to upload it; None when nothing is persisted.
+        recent: how many of the newest events to keep in memory.
     """
 
     def __init__(
@@ -76,13 +124,17 @@ class LogTail:
         path: Path,
         *,
         poll_seconds: float = 0.01,
-        persist: Callable[[bytes], None] | None = None,
+        persist: Callable[[Path], None] | None = None,
+        recent: int = RECENT,
     ) -> None:
         self.path = path
         self.poll_seconds = poll_seconds
-        self.events: list[LogEvent] = []
+        self.recent: list[LogEvent] = []
+        self._recent_max = max(1, recent)
         self._ids: list[int] = []
+        self._starts: list[int] = []
         self._offset = 0
+        self._last_id = 0
         self._persist = persist
         self._persisted_offset = -1
         self._persist_lock = asyncio.Lock()
@@ -95,11 +147,20 @@ class LogTail:
     @property
     def last_id(self) -> int:
         """The id of the newest event read (0 when none)."""
-        return self._ids[-1] if self._ids else 0
+        return self._last_id
 
-    def index_after(self, last_event_id: int) -> int:
-        """Position in :attr:`events` of the first event whose id is above ``last_event_id``."""
-        return bisect_right(self._ids, last_event_id)
+    @property
+    def offset(self) -> int:
+        """Bytes of the log read so far (complete lines only)."""
+        return self._offset
+
+    def _keep(self, event: LogEvent) -> None:
+        self.recent.append(event)
+        self._ids.append(event.id)
+        self._starts.append(event.start)
+        if len(self.recent) >= 2 * self._recent_max:
+            drop = len(self.recent) - self._recent_max
+            del self.recent[:drop], self._ids[:drop], self._starts[:drop]
 
     def poll(self) -> bool:
         """Read any new complete lines; returns whether events were added."""
@@ -110,31 +171,107 @@ class LogTail:
         if size < self._offset:
             log.warning("%s shrank (%d < %d bytes); re-reading it", self.path, size, self._offset)
             self._offset = 0
+            self.recent, self._ids, self._starts = [], [], []
         if size == self._offset:
             return False
-        lines, self._offset = read_complete_lines(self.path, self._offset)
         added = False
-        for line in lines:
-            event = parse_line(line)
-            if event is None:
-                log.warning("skipping a malformed log line: %.200r", line)
-                continue
-            if event.id <= self.last_id:
-                continue  # a re-read after the file was replaced: ids are the identity
-            self.events.append(event)
-            self._ids.append(event.id)
-            added = True
-            if event.terminal:
-                self.terminal.set()
+        with self.path.open("rb") as fh:
+            while True:
+                fh.seek(self._offset)
+                chunk = fh.read(CHUNK_BYTES)
+                cut = chunk.rfind(b"\n")
+                if cut < 0:
+                    rest = fh.readline() if len(chunk) == CHUNK_BYTES else b""
+                    if not rest.endswith(b"\n"):
+                        break  # only a partial last line: wait for its newline
+                    chunk += rest
+                    cut = len(chunk) - 1
+                start = self._offset
+                for line in chunk[: cut + 1].split(b"\n")[:-1]:
+                    end = start + len(line) + 1
+                    event = parse_line(line, start, end) if line.strip() else None
+                    start = end
+                    if event is None:
+                        if line.strip():
+                            log.warning("skipping a malformed log line: %.200r", line)
+                        continue
+                    if event.id <= self._last_id:
+                        continue  # a re-read after the file was replaced: ids are the identity
+                    self._last_id = event.id
+                    self._keep(event)
+                    added = True
+                    if event.terminal:
+                        self.terminal.set()
+                self._offset = start
+                if len(chunk) < CHUNK_BYTES:
+                    break
         return added
+
+    def position_after(self, last_event_id: int) -> int:
+        """Byte offset of the first event whose id is above ``last_event_id`` (binary search)."""
+        if self._ids and last_event_id >= self._ids[0]:
+            i = bisect_right(self._ids, last_event_id)
+            return self._starts[i] if i < len(self._starts) else self._offset
+        if last_event_id <= 0:
+            return 0
+        lo, hi = 0, self.recent[0].start if self.recent else self._offset
+        try:
+            with self.path.open("rb") as fh:
+                while hi - lo > CHUNK_BYTES:
+                    mid = (lo + hi) // 2
+                    fh.seek(mid - 1)
+                    fh.readline()  # to the start of the next line
+                    at = fh.tell()
+                    if at >= hi:
+                        break
+                    event_id = _line_id(fh.readline())
+                    if event_id is not None and event_id > last_event_id:
+                        hi = at
+                    else:
+                        lo = fh.tell()
+                while lo < hi:
+                    lines = read_lines(fh, lo, hi)
+                    for line, start, end in lines:
+                        event_id = _line_id(line)
+                        if event_id is not None and event_id > last_event_id:
+                            return start
+                        lo = end
+                    if not lines:
+                        break
+        except FileNotFoundError:
+            return 0
+        return lo
+
+    def read(self, pos: int) -> tuple[list[LogEvent], int]:
+        """Up to :data:`MAX_BATCH` events from byte ``pos`` on, and the position after them.
+
+        From memory when ``pos`` is among the newest events, otherwise from the file.
+        """
+        if pos > self._offset:
+            pos = 0  # the file was replaced: start over (clients skip ids they have)
+        if self._starts and pos >= self._starts[0]:
+            i = bisect_right(self._starts, pos) - 1
+            if self._starts[i] < pos:
+                i += 1
+            batch = self.recent[i : i + MAX_BATCH]
+            return batch, batch[-1].end if batch else self._offset
+        stop = self._starts[0] if self._starts else self._offset
+        try:
+            with self.path.open("rb") as fh:
+                lines = read_lines(fh, pos, stop)
+        except FileNotFoundError:
+            return [], pos
+        lines = lines[:MAX_BATCH]
+        events = [e for e in (parse_line(*triple) for triple in lines) if e is not None]
+        return events, lines[-1][2] if lines else pos
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    async def wait(self, seen: int) -> None:
-        """Return once more than ``seen`` events exist or the tail is closed."""
-        if len(self.events) > seen or self.closed:
+    async def wait(self, pos: int) -> None:
+        """Return once the log has grown past byte ``pos`` or the tail is closed."""
+        if self._offset > pos or self.closed:
             return
         await self._changed.wait()
 
@@ -148,25 +285,21 @@ class LogTail:
                     self.persisted_terminal.set()
             await asyncio.sleep(self.poll_seconds)
 
-    def snapshot(self) -> bytes:
-        """The log's complete lines as read so far (what is persisted)."""
-        try:
-            with self.path.open("rb") as fh:
-                return fh.read(self._offset)
-        except FileNotFoundError:
-            return b""
-
     async def persist(self) -> bool:
-        """Write the log read so far to storage (retrying); returns whether it was written."""
+        """Upload the log file to storage (retrying); returns whether it was written.
+
+        The file is streamed from disk, never held in memory. It may end in a partial line
+        the trainer is writing; readers of the persisted log skip such a line.
+        """
         if self._persist is None:
             return False
         async with self._persist_lock:
             if self._offset in (self._persisted_offset, 0):
                 return True
-            offset, data = self._offset, self.snapshot()
+            offset = self._offset
             for attempt in range(1, PERSIST_ATTEMPTS + 1):
                 try:
-                    await asyncio.to_thread(self._persist, data)
+                    await asyncio.to_thread(self._persist, self.path)
                 except Exception as exc:  # storage errors, network errors: retry, then give up
                     log.warning("persisting the event log failed (try %d): %s", attempt, exc)
                     await asyncio.sleep(0.2 * 2**attempt)
