@@ -3,20 +3,23 @@
 A run's processes are recognised by pid plus start time (from ``/proc``), so a recycled pid is
 never mistaken for the worker. When the worker is gone without a terminal event (killed, or it
 crashed before it could write one), the backend becomes the log's writer post mortem and appends
-``training.failed`` (or ``training.cancelled`` after a cancel), so every run ends.
+``training.failed`` (or ``training.cancelled`` after a cancel), so every run ends. Several
+processes may follow one run; an exclusive lock on ``settle.lock`` around "no terminal event
+yet? then append one" makes exactly one of them write it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -223,14 +226,29 @@ class LocalRun:
         ]
         return steps[-1] if steps else None
 
-    def write_post_mortem(self, event: BaseModel) -> None:
-        """Append a terminal event for a gone worker; persist the log when no sidecar will."""
-        EventLogWriter(self.log_path, self.job_id).write(event)
+    @contextlib.contextmanager
+    def _settle_lock(self) -> Iterator[None]:
+        """Exclusive across processes and threads (each open is its own flock holder)."""
+        with (self.dir / "settle.lock").open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def write_post_mortem(self, event: BaseModel) -> bool:
+        """Append a terminal event for a gone worker unless the log has one (exactly one writer
+        wins); persist the log when no sidecar will. Returns whether this call wrote it."""
+        with self._settle_lock():
+            if self.terminal_event() is not None:
+                return False
+            EventLogWriter(self.log_path, self.job_id).write(event)
         log.warning(
             "run %s: wrote %s on behalf of its worker", self.job_id, event.__class__.__name__
         )
         if not self.alive("sidecar"):
-            open_storage(self.storage_uri).put_bytes(self.layout.events, self.log_path.read_bytes())
+            open_storage(self.storage_uri).put_file(self.layout.events, self.log_path)
+        return True
 
     def _worker_failed(self) -> TrainingFailed:
         code = self.exit_code("worker")
@@ -247,8 +265,7 @@ class LocalRun:
         """Write ``training.failed`` when the worker is gone without a terminal event."""
         if self.state_path.exists() and self.terminal_event() is None and not self.alive("worker"):
             time.sleep(0.2)  # it may have written its last line just now
-            if self.terminal_event() is None:
-                self.write_post_mortem(self._worker_failed())
+            if self.terminal_event() is None and self.write_post_mortem(self._worker_failed()):
                 self.update_state(status="failed")
 
     async def watch_worker(self, interval: float = 0.5) -> None:
