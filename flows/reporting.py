@@ -4,7 +4,9 @@
 things on the flow run page up to date:
 
 * a progress artifact (``step / max_steps``, 100 % when the run ends),
-* a table artifact with one row per ``training.log`` event (new versions under one key),
+* a table artifact with one row per logged step (new versions under one key): when a later
+  attempt resumes the run from a checkpoint (``training.resumed``), the steps it re-does replace
+  the earlier rows for those steps instead of appearing twice,
 * a markdown artifact listing every committed checkpoint with its link, plus one link artifact
   per checkpoint.
 """
@@ -66,6 +68,7 @@ class RunReporter:
             "on_log": self.on_log,
             "on_checkpoint": self.on_checkpoint,
             "on_phase": self.on_phase,
+            "on_resumed": self.on_resumed,
         }
 
     async def _progress(self, percent: float) -> None:
@@ -82,20 +85,51 @@ class RunReporter:
         parts = [getattr(ctx, k, None) for k in ("phase", "reason", "message", "hint")]
         self.log.info("Job %s: %s", self.job_id, " · ".join(str(p) for p in parts if p))
 
+    async def on_resumed(self, ctx: Any) -> None:
+        """``training.resumed``: say so, and drop the rows of the steps that will be re-done."""
+        step = int(getattr(ctx, "step", 0) or 0)
+        self.log.warning(
+            "Training %s resumed from step %s (attempt %s): %s",
+            self.job_id,
+            step,
+            getattr(ctx, "attempt", "?"),
+            getattr(ctx, "reason", ""),
+        )
+        self._drop_rows_after(step)
+
+    def _drop_rows_after(self, step: int) -> None:
+        kept = [r for r in self.rows if int(r["step"] or 0) <= step]
+        if len(kept) != len(self.rows):
+            self.rows = kept
+            self._table_rows = -1  # publish the corrected table even if it got no longer
+
     async def on_log(self, ctx: Any) -> None:
-        """``training.log``: log the step, add a table row, advance the progress bar."""
+        """``training.log``: log the step, set its table row, advance the progress bar.
+
+        A step that is logged again (re-done after a resume) replaces its row and the rows
+        after it; an evaluation logged at the same step fills in that step's row.
+        """
         step = getattr(ctx, "step", None)
         loss = getattr(ctx, "loss", None)
         self.log.info("step %s loss %s", step, _fmt(loss))
-        self.rows.append(
-            {
-                "step": _fmt(step),
-                "loss": _fmt(loss),
-                "eval_loss": _fmt(getattr(ctx, "eval_loss", None)),
-                "learning_rate": _fmt(getattr(ctx, "learning_rate", None)),
-                "epoch": _fmt(getattr(ctx, "epoch", None)),
-            }
-        )
+        row = {
+            "step": _fmt(step),
+            "loss": _fmt(loss),
+            "eval_loss": _fmt(getattr(ctx, "eval_loss", None)),
+            "learning_rate": _fmt(getattr(ctx, "learning_rate", None)),
+            "epoch": _fmt(getattr(ctx, "epoch", None)),
+        }
+        if isinstance(step, int):
+            last = self.rows[-1] if self.rows else None
+            if last is not None and last["step"] == row["step"]:
+                merged = {k: v or last[k] for k, v in row.items()}
+                self.rows[-1] = merged
+                self._table_rows = -1
+                row = {}
+            else:
+                self._drop_rows_after(step - 1)
+        if row:
+            self.rows.append(row)
         if self.max_steps and isinstance(step, int):
             await self._progress(100.0 * step / self.max_steps)
         if time.monotonic() - self._table_at >= TABLE_INTERVAL_SECONDS:

@@ -121,3 +121,26 @@ async def test_retried_start_training_adopts_its_job(use_fake: Any) -> None:
     key = str(state.state_details.flow_run_id)
     assert attempts == ["fake-r", "fake-r"]
     assert [s["idempotencyKey"] for s in fake.submits] == [key, key]
+
+
+async def test_a_resumed_run_has_each_step_once_in_the_loss_table(use_fake: Any) -> None:
+    """Killed at step 5, resumed from the checkpoint at step 4: steps 5.. are re-done."""
+    from prefect.client.orchestration import get_client
+
+    from arkor_ops.events import TrainingLog, TrainingResumed
+    from flows.fine_tune import fine_tune
+
+    job = "fake-resumed"
+    events: list[Any] = scripted_events(job, steps=5, outcome=None, checkpoint_every=4)
+    events.append(TrainingResumed(job_id=job, step=4, reason="the pod was lost", attempt=2))
+    events += [TrainingLog(job_id=job, step=s, loss=0.1 * s) for s in (5, 6)]
+    events += scripted_events(job, steps=0, checkpoint_every=None)[1:]  # completed
+    use_fake(FakeBackend(events, job_id=job))
+    state = await fine_tune(config=tiny_config("/data/train.jsonl"), return_state=True)
+    assert state.is_completed(), state.message
+    async with get_client() as client:
+        arts = await run_artifacts(client, state.state_details.flow_run_id)
+    (table,) = latest(arts, "table")
+    rows = json.loads(table.data)
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4", "5", "6"]
+    assert rows[4]["loss"] == "0.5"  # the re-done step 5, not the first attempt's
