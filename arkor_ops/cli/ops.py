@@ -169,6 +169,9 @@ _RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
     "training.log": _log_line,
     "job.phase": _phase_line,
     "training.started": lambda d: "training started",
+    "training.resumed": lambda d: (
+        f"resumed from step {d.get('step')} (attempt {d.get('attempt')}): {d.get('reason')}"
+    ),
     "checkpoint.saved": lambda d: f"checkpoint at step {d.get('step')}",
     "training.failed": lambda d: f"FAILED: {d.get('error')}",
     "training.cancelled": lambda d: f"cancelled at step {d.get('step')}",

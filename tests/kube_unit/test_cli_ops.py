@@ -41,6 +41,8 @@ def test_render_events() -> None:
         "FAILED: boom"
     )
     assert render({"type": "other", "timestamp": ts}) == "12:00:01 other"
+    resumed = {"type": "training.resumed", "timestamp": ts, "step": 30, "attempt": 2, "reason": "x"}
+    assert render(resumed) == "12:00:01 resumed from step 30 (attempt 2): x"
 
 
 def test_jobs_table() -> None:
