@@ -142,6 +142,8 @@ async def stream_events(tail: LogTail, after: int) -> AsyncIterator[bytes]:
         if chunks:
             yield b"".join(chunks)
         if pos < tail.offset:
+            if not chunks:
+                await asyncio.sleep(0)  # skipping ids the client has: let the others run
             continue
         if tail.terminal.is_set():
             yield _sse(END, "").encode()  # the client already has the terminal event
