@@ -2,7 +2,7 @@
 
 - A retryable failure that the Job retries is not the end of the run: storage fails in the
   first attempt only (``ARKOR_TEST_FAULT_STORAGE_ATTEMPTS``, a test hook), the run completes,
-  ``on_failed`` never fires, the Job agrees.
+  ``on_failed`` never fires, the Job agrees. Failing in every attempt, it fails once, at the end.
 - The trainer process is SIGKILLed mid-run, then the replacement pod is force-deleted
   (``--grace-period=0``: its sidecar never persists). Every event id the client gets is new and
   increasing, it misses nothing of the final log, it sees one ``on_started`` and one
@@ -77,6 +77,30 @@ def _worker_pid(job_id: str) -> int | None:
         if b"arkor_ops.worker" in cmdline and f"ARKOR_JOB_ID={job_id}".encode() in environ:
             return int(entry.name)
     return None
+
+
+async def test_a_failure_in_every_attempt_fails_the_run_once(
+    kube_settings: KubernetesSettings, run_config: Callable[..., dict[str, Any]]
+) -> None:
+    env = {**kube_settings.env, "ARKOR_TEST_FAULT_STORAGE_ATTEMPTS": "1,2"}
+    backend = _backend(kube_settings, backoff_limit=1, env=env)
+    seen: list[tuple[str, Any]] = []
+    try:
+        trainer = create_async_trainer(
+            **run_config(),
+            backend=backend,
+            on_phase=lambda ctx: seen.append((f"phase:{ctx.phase}", ctx)),
+            on_failed=lambda ctx: seen.append(("failed", ctx)),
+        )
+        result = await asyncio.wait_for(trainer.wait(), timeout=600)
+        names = [n for n, _ in seen]
+        assert result.job.status == "failed", (result.job, names)
+        assert names.count("phase:retrying") == 1 and names.count("failed") == 1, names
+        assert "in attempt 2" in (result.job.error or "")
+        status = await _final_job_status(backend, result.job.id)
+        assert not status.get("succeeded") and status.get("failed") == 2, status
+    finally:
+        await backend.aclose()
 
 
 async def test_a_failure_the_job_retries_is_not_the_end_of_the_run(
