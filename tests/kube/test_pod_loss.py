@@ -31,6 +31,7 @@ from tests.k8senv.fixtures import K8sCluster
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.train, pytest.mark.timeout(900)]
 
 MAX_STEPS = 900
+HOOK = "ARKOR_TEST_FAULT_STORAGE_ATTEMPTS"
 SAVE_STEPS = 30
 
 
@@ -82,7 +83,7 @@ def _worker_pid(job_id: str) -> int | None:
 async def test_a_failure_in_every_attempt_fails_the_run_once(
     kube_settings: KubernetesSettings, run_config: Callable[..., dict[str, Any]]
 ) -> None:
-    env = {**kube_settings.env, "ARKOR_TEST_FAULT_STORAGE_ATTEMPTS": "1,2"}
+    env = {**kube_settings.env, HOOK: "1,2"}
     backend = _backend(kube_settings, backoff_limit=1, env=env)
     seen: list[tuple[str, Any]] = []
     try:
@@ -95,7 +96,10 @@ async def test_a_failure_in_every_attempt_fails_the_run_once(
         result = await asyncio.wait_for(trainer.wait(), timeout=600)
         names = [n for n, _ in seen]
         assert result.job.status == "failed", (result.job, names)
-        assert names.count("phase:retrying") == 1 and names.count("failed") == 1, names
+        # the trainer's own retrying (with its error); the backend may add one without, while
+        # the replacement pod is pending
+        ours = [c for n, c in seen if n == "phase:retrying" and HOOK in (c.message or "")]
+        assert len(ours) == 1 and names.count("failed") == 1, names
         assert "in attempt 2" in (result.job.error or "")
         status = await _final_job_status(backend, result.job.id)
         assert not status.get("succeeded") and status.get("failed") == 2, status
@@ -106,7 +110,7 @@ async def test_a_failure_in_every_attempt_fails_the_run_once(
 async def test_a_failure_the_job_retries_is_not_the_end_of_the_run(
     kube_settings: KubernetesSettings, run_config: Callable[..., dict[str, Any]]
 ) -> None:
-    env = {**kube_settings.env, "ARKOR_TEST_FAULT_STORAGE_ATTEMPTS": "1"}
+    env = {**kube_settings.env, HOOK: "1"}
     backend = _backend(kube_settings, backoff_limit=1, env=env)
     seen: list[tuple[str, Any]] = []
 
@@ -120,9 +124,12 @@ async def test_a_failure_the_job_retries_is_not_the_end_of_the_run(
         result = await asyncio.wait_for(trainer.wait(), timeout=600)
         names = [n for n, _ in seen]
         assert result.job.status == "completed", (result.job, names)
-        retrying = [c for n, c in seen if n == "on_phase" and c.phase == "retrying"]
-        assert len(retrying) == 1, names
-        assert "ARKOR_TEST_FAULT_STORAGE_ATTEMPTS" in (retrying[0].message or "")
+        retrying = [
+            c
+            for n, c in seen
+            if n == "on_phase" and c.phase == "retrying" and HOOK in (c.message or "")
+        ]
+        assert len(retrying) == 1, names  # the trainer's, with the error it retries after
         assert "on_failed" not in names
         # the first attempt failed before training began: the retry starts, it does not resume
         assert names.count("on_started") == 1 and "on_resumed" not in names
