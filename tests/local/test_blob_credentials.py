@@ -3,6 +3,7 @@ it is nowhere else (wire config, stored config.json, manifests, events, Training
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -78,6 +79,11 @@ async def test_presigned_query_is_used_to_download_and_stored_nowhere(
     assert SIGNATURE not in str(result.job.config)
     assert result.job.config["dataset"]["url"].endswith("/bucket/rows.jsonl")
     storage = open_storage(s3_prefix)
+    events = f"{s3_prefix}/{result.job.id}/events.jsonl"
+    for _ in range(240):  # the sidecar persists the log after the client saw the terminal event
+        if storage.exists(events):
+            break
+        await asyncio.sleep(0.25)
     stored = storage.list(f"{s3_prefix}/{result.job.id}/")
     names = [u.rsplit("/", 1)[1] for u in stored]
     assert "config.json" in names and "manifest.json" in names and "events.jsonl" in names
