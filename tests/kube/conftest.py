@@ -74,8 +74,92 @@ def applied_base(k8s_cluster: K8sCluster, s3_server: S3Server) -> Iterator[str]:
     does, plus the S3 Secret an operator adds; deleted at the end of the session."""
     k8s_cluster.kubectl("apply", "-k", str(K8S / "base"))
     k8s_cluster.kubectl("apply", "-f", "-", input=s3_secret_yaml(BASE_NAMESPACE, s3_server))
+    wait_until_policies_enforced(k8s_cluster)
     yield BASE_NAMESPACE
     k8s_cluster.kubectl("delete", "-k", str(K8S / "base"), "--wait=false", check=False)
+
+
+_PROBE_POD = {
+    "metadata": {"name": "arkor-ops-policy-probe", "labels": {"app": "probe"}},
+    "spec": {
+        "nodeSelector": {"arkor-ops.dev/pool": "nowhere"},
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "c",
+                "image": "busybox",
+                "command": ["true"],
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }
+        ],
+    },
+}
+
+
+def wait_until_policies_enforced(cluster: K8sCluster, timeout: float = 120.0) -> None:
+    """Return once each of k8s/base's admission policies refuses the client ServiceAccount.
+
+    kube-apiserver loads ValidatingAdmissionPolicies, their bindings and their parameter
+    ConfigMap through informers, so `kubectl apply` returns before they are enforced (a second
+    or so; longer on a loaded machine, where a CI run once saw six refusals admitted). Each
+    policy is probed with a dry-run request it must refuse; the first refusal of each counts.
+    """
+    import time
+
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    admin = client.CoreV1Api(cluster.api_client())
+    admin.create_namespaced_pod(BASE_NAMESPACE, _PROBE_POD)
+    bad_job = {
+        "metadata": {"name": "arkor-ops-policy-probe"},
+        "spec": {"template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "busybox", "command": ["true"]}],
+        }}},
+    }  # fmt: skip
+    try:
+        with client.ApiClient(service_account_configuration(cluster)) as api:
+            core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+            probes: dict[str, Callable[[], Any]] = {
+                "jobs": lambda: batch.create_namespaced_job(BASE_NAMESPACE, bad_job, dry_run="All"),
+                "objects": lambda: core.delete_namespaced_secret(
+                    S3_SECRET, BASE_NAMESPACE, dry_run="All"
+                ),
+                "pods": lambda: core.patch_namespaced_pod(
+                    "arkor-ops-policy-probe",
+                    BASE_NAMESPACE,
+                    {"metadata": {"labels": {"app": "changed"}}},
+                    dry_run="All",
+                ),
+            }
+            deadline = time.monotonic() + timeout
+            while probes:
+                for name, probe in list(probes.items()):
+                    try:
+                        probe()
+                    except ApiException as e:
+                        # the jobs policy's message names the image only once its parameters
+                        # are loaded too (without them it denies every Job)
+                        want = "image not allowed" if name == "jobs" else "ValidatingAdmission"
+                        if want in str(e.body):
+                            del probes[name]
+                if probes and time.monotonic() > deadline:
+                    raise AssertionError(f"admission policies not enforced: {sorted(probes)}")
+                if probes:
+                    time.sleep(0.5)
+    finally:
+        admin.delete_namespaced_pod(
+            "arkor-ops-policy-probe", BASE_NAMESPACE, grace_period_seconds=0
+        )
 
 
 def service_account_configuration(cluster: K8sCluster) -> Any:
