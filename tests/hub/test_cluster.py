@@ -1,6 +1,7 @@
-"""The Arkor docs' minimal trainer on the local cluster, the hub reached from pods at the
-cluster's gateway address; and a run whose branch moves mid-run keeps its commit across an
-eviction."""
+"""The Arkor docs' minimal trainer on the cluster, the local hub reached from pods at the
+cluster's gateway address (the real Hub only from a cluster whose pods reach the internet:
+``ARKOR_TEST_KUBECONFIG``); and a run whose branch moves mid-run keeps its commit across an
+eviction (local hub only: it moves the branch)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from arkor_ops.eventlog import iter_log_lines
 from arkor_ops.kube.diagnostics import current_pod
 from arkor_ops.kube.settings import KubernetesSettings
 from arkor_ops.storage import MANIFEST_NAME, RunLayout, join_uri
-from tests.fixtures.hub import DATASET_ID, MODEL_ID, HubServer
+from tests.fixtures.hub import DATASET_ID, HubTarget
 from tests.fixtures.s3 import S3Server
 from tests.hub.test_local import ARKOR_MINIMAL
 from tests.k8senv.fixtures import K8sCluster
@@ -47,14 +48,27 @@ def node_cache() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _pod_endpoint(hub: HubTarget, k8s_cluster: K8sCluster) -> str | None:
+    """``HF_ENDPOINT`` for the run's pods (None: unset, huggingface.co)."""
+    if hub.server is not None:
+        return hub.server.endpoint(k8s_cluster.host_ip)
+    if k8s_cluster.local is not None:
+        pytest.skip(
+            "the local cluster's pods reach nothing beyond this machine (tests/k8senv/netns.py): "
+            "the real-Hub leg on a cluster needs ARKOR_TEST_KUBECONFIG"
+        )
+    return None
+
+
 def _settings(
     k8s_cluster: K8sCluster,
     namespace: str,
     s3_server: S3Server,
     s3_prefix: str,
-    hub_server: HubServer,
+    hub: HubTarget,
     **overrides: Any,
 ) -> KubernetesSettings:
+    endpoint = _pod_endpoint(hub, k8s_cluster)
     k8s_cluster.kubectl("apply", "-f", "-", input=s3_secret_yaml(namespace, s3_server))
     return make_settings(
         k8s_cluster,
@@ -62,7 +76,7 @@ def _settings(
         s3_server,
         s3_prefix,
         hf_token=None,
-        hf_endpoint=hub_server.endpoint(k8s_cluster.host_ip),
+        hf_endpoint=endpoint,
         env={"OMP_NUM_THREADS": "1"},
         **overrides,
     )
@@ -81,11 +95,11 @@ async def _events(backend: KubernetesBackend, job_id: str) -> list[dict[str, Any
 
 
 async def test_arkor_minimal_example_on_the_cluster_downloads_once_per_node(  # noqa: PLR0917
+    hub: HubTarget,
     k8s_cluster: K8sCluster,
     k8s_namespace: str,
     s3_server: S3Server,
     s3_prefix: str,
-    hub_server: HubServer,
     node_cache: Path,
 ) -> None:
     settings = _settings(
@@ -93,50 +107,61 @@ async def test_arkor_minimal_example_on_the_cluster_downloads_once_per_node(  # 
         k8s_namespace,
         s3_server,
         s3_prefix,
-        hub_server,
+        hub,
         model_cache_host_path=str(node_cache),
     )
+    config = hub.arkor_config(ARKOR_MINIMAL)
+    server = hub.server  # None on the real Hub: its requests cannot be seen from here
     backend = KubernetesBackend(settings)
     try:
-        before = hub_server.mark()
-        first = await create_async_trainer(**ARKOR_MINIMAL, backend=backend).wait()
+        before = server.mark() if server else 0
+        first = await create_async_trainer(**config, backend=backend).wait()
         assert first.job.status == "completed", first.job
-        got = hub_server.requests()[before:]
-        files = {r["path"].rsplit("/", 1)[1] for r in got if r["method"] == "GET"}
-        assert {"config.json", "model.safetensors", "train.jsonl"} <= files
+        if server is not None:
+            got = server.requests()[before:]
+            files = {r["path"].rsplit("/", 1)[1] for r in got if r["method"] == "GET"}
+            assert {"config.json", "model.safetensors", "train.jsonl"} <= files
         events = await _events(backend, first.job.id)
         started = next(e for e in events if e["type"] == "training.started")
-        assert started["metadata"]["modelRevision"] == hub_server.model_repo(MODEL_ID).head()
-        assert started["metadata"]["datasetRevision"] == hub_server.dataset_repo(DATASET_ID).head()
+        assert started["metadata"]["modelRevision"] == hub.head("model", hub.model_id)
+        assert started["metadata"]["datasetRevision"] == hub.head("dataset", hub.dataset["name"])
 
-        again = hub_server.mark()
-        second = await create_async_trainer(**ARKOR_MINIMAL, backend=backend).wait()
+        again = server.mark() if server else 0
+        second = await create_async_trainer(**config, backend=backend).wait()
         assert second.job.status == "completed", second.job
-        fetched = [
-            r["path"]
-            for r in hub_server.requests()[again:]
-            if r["method"] == "GET" and "/resolve/" in r["path"]
-        ]
-        assert fetched == [], "the second run on the node must download nothing"
+        if server is not None:
+            fetched = [
+                r["path"]
+                for r in server.requests()[again:]
+                if r["method"] == "GET" and "/resolve/" in r["path"]
+            ]
+            assert fetched == [], "the second run on the node must download nothing"
+        else:
+            events = await _events(backend, second.job.id)
+            started = next(e for e in events if e["type"] == "training.started")
+            assert "already in the model cache" in started["metadata"]["modelSource"]
     finally:
         await backend.aclose()
 
 
+@pytest.mark.hub_writes("moves the branch of a model repo during the run")
 async def test_branch_moved_then_evicted_resumes_at_the_pinned_commit(  # noqa: PLR0917
+    hub: HubTarget,
     k8s_cluster: K8sCluster,
     k8s_namespace: str,
     s3_server: S3Server,
     s3_prefix: str,
-    hub_server: HubServer,
     tiny_model_dir: Path,
     tmp_path: Path,
 ) -> None:
     from arkor_ops.worker.tiny import build_tiny_model
 
+    hub_server = hub.server
+    assert hub_server is not None
     repo = hub_server.model_repo(MOVING_ID, tiny_model_dir)
     original = repo.head()
     retrained = build_tiny_model(tmp_path / "retrained", seed=7)
-    settings = _settings(k8s_cluster, k8s_namespace, s3_server, s3_prefix, hub_server)
+    settings = _settings(k8s_cluster, k8s_namespace, s3_server, s3_prefix, hub)
     past_first_save = asyncio.Event()
 
     def on_log(ctx: Any) -> None:
