@@ -12,6 +12,7 @@ from typing import Any
 from arkor_ops.abort import AbortController, AbortError, AbortSignal
 from arkor_ops.backends import resolve_backend
 from arkor_ops.backends.base import Backend, JobDescription, TrainingJob
+from arkor_ops.checkpoints import CheckpointInfo
 from arkor_ops.config import TrainerConfig, config_json_schema, validate_config
 from arkor_ops.errors import (
     ArkorOpsError,
@@ -76,6 +77,7 @@ __all__ = [
     "CancelledContext",
     "CheckpointContext",
     "CheckpointError",
+    "CheckpointInfo",
     "CheckpointSaved",
     "CompletedContext",
     "ConfigError",

@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 
 from arkor_ops.abort import AbortSignal
 from arkor_ops.backends.base import Backend, TrainingJob
+from arkor_ops.checkpoints import CheckpointInfo, list_checkpoints
 from arkor_ops.config import TrainerConfig, validate_config
 from arkor_ops.errors import ReconnectGiveUpError, StreamError
 from arkor_ops.events import (
@@ -267,6 +268,20 @@ class AsyncTrainer:
         if self._job is None:
             return
         await self.backend.cancel(self._job.id)
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    async def checkpoints(self) -> list[CheckpointInfo]:
+        """The run's committed checkpoints, oldest first, then its final adapter once committed;
+        each with its step, train and eval loss at that step, size, URI and commit time.
+        ``info.ref()`` is what another run's ``init_adapter`` takes. Empty before ``start()``.
+
+        Raises:
+            BackendError: the backend keeps no run storage, or could not be reached.
+        """
+        if self._job is None:
+            return []
+        return await list_checkpoints(self.backend, self._job.id)
 
     # -- wait ----------------------------------------------------------------------------
 
@@ -570,6 +585,10 @@ class Trainer:
     def cancel(self) -> None:
         """Blocking :meth:`AsyncTrainer.cancel`."""
         self._run(self._inner.cancel())
+
+    def checkpoints(self) -> list[CheckpointInfo]:
+        """Blocking :meth:`AsyncTrainer.checkpoints`."""
+        return self._run(self._inner.checkpoints())
 
 
 # --- construction ---------------------------------------------------------------------------

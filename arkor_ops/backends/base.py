@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from arkor_ops.config import TrainerConfig
+from arkor_ops.errors import BackendError
 from arkor_ops.events import Frame
+from arkor_ops.storage import RunLayout, Storage
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
@@ -99,6 +101,15 @@ class Backend(ABC):
         Raises:
             JobNotFoundError: there is no such job.
         """
+
+    async def run_storage(self, job_id: str) -> tuple[Storage, RunLayout]:
+        """Where the run's files (config, log, checkpoints, final adapter) are, as this client
+        reaches them: what ``trainer.checkpoints()`` reads.
+
+        Raises:
+            BackendError: this backend keeps no run storage.
+        """
+        raise BackendError(f"{type(self).__name__} keeps no run storage (job {job_id})")
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections and processes held by the backend object itself."""

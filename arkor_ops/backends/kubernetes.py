@@ -108,6 +108,16 @@ class KubernetesBackend(Backend):
                 self._storage = S3Storage(boto3.client("s3", **s3_client_kwargs(env)))
         return self._storage
 
+    async def run_storage(self, job_id: str) -> tuple[Storage, RunLayout]:
+        """The run's prefix from its Job's annotation (else the settings), with this client's
+        S3 endpoint (``ARKOR_K8S_S3_CLIENT_ENDPOINT_URL``)."""
+        try:
+            job: dict[str, Any] | None = await self.api.get_job(job_id)
+        except JobNotFoundError:
+            job = None
+        root = self.events_uri(job_id, job).rsplit("/", 2)[0]
+        return self.storage(), RunLayout(root, job_id)
+
     def events_uri(self, job_id: str, job: dict[str, Any] | None) -> str:
         """Where the run's persisted event log is (from the Job's annotation when known)."""
         annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}

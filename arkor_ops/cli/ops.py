@@ -1,4 +1,5 @@
-"""Operator commands: ``arkor-ops list``, ``status JOB``, ``logs JOB [-f]``, ``cancel JOB``.
+"""Operator commands: ``arkor-ops list``, ``status JOB``, ``logs JOB [-f]``, ``cancel JOB``,
+``checkpoints JOB``.
 
 They act on runs that already exist, through the :class:`~arkor_ops.backends.base.Backend`
 interface. The backend is ``--backend``, else ``$ARKOR_BACKEND``, else ``kubernetes`` (these
@@ -23,6 +24,7 @@ from rich.table import Table
 
 from arkor_ops.backends import BACKEND_ENV, resolve_backend
 from arkor_ops.backends.base import Backend, JobDescription
+from arkor_ops.checkpoints import CheckpointInfo, list_checkpoints
 from arkor_ops.errors import ArkorOpsError, JobNotFoundError, StreamError
 
 
@@ -45,6 +47,12 @@ def register(sub: Any) -> None:
     p.add_argument("job", help="job id")
     p.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")
     p.set_defaults(func=run_logs)
+    p = sub.add_parser(
+        "checkpoints", parents=[common], help="a run's committed checkpoints and final adapter"
+    )
+    p.add_argument("job", help="job id")
+    p.add_argument("--json", action="store_true", help="print JSON (with each one's init_adapter)")
+    p.set_defaults(func=run_checkpoints)
     p = sub.add_parser("cancel", parents=[common], help="cancel a run; returns once it stopped")
     p.add_argument("job", help="job id")
     p.set_defaults(func=run_cancel)
@@ -119,6 +127,54 @@ def run_list(args: argparse.Namespace) -> int:
         finally:
             await backend.aclose()
         Console().print(jobs_table(rows))
+        return 0
+
+    return _run(args, body)
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def checkpoints_table(rows: list[CheckpointInfo]) -> Table:
+    """The ``checkpoints`` table."""
+    table = Table(box=None, header_style="bold")
+    for col in ("STEP", "KIND", "LOSS", "EVAL LOSS", "SIZE", "AGE"):
+        table.add_column(col, justify="right" if col in ("STEP", "LOSS", "EVAL LOSS") else "left")
+    table.add_column("URI", overflow="fold")  # a URI is copied whole, never cut short
+    for c in rows:
+        table.add_row(
+            str(c.step),
+            c.kind,
+            "-" if c.train_loss is None else f"{c.train_loss:.4f}",
+            "-" if c.eval_loss is None else f"{c.eval_loss:.4f}",
+            _size(c.size),
+            age(c.created_at),
+            c.uri,
+        )
+    return table
+
+
+def run_checkpoints(args: argparse.Namespace) -> int:
+    """Print a run's committed checkpoints (``--json``: with the ref another run starts from)."""
+
+    async def body(backend: Backend) -> int:
+        try:
+            rows = await list_checkpoints(backend, args.job)
+        finally:
+            await backend.aclose()
+        if args.json:
+            data = [{**c.model_dump(mode="json", by_alias=True), "ref": c.ref()} for c in rows]
+            print(json.dumps(data, indent=2))
+        elif rows:
+            Console().print(checkpoints_table(rows))
+        else:
+            Console(stderr=True).print(f"{args.job}: no committed checkpoint yet")
         return 0
 
     return _run(args, body)

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
+from arkor_ops.checkpoints import Manifest, ManifestFile, committed_steps, read_manifest
 from arkor_ops.errors import CheckpointError, StorageError
 from arkor_ops.events import Artifact
 from arkor_ops.storage import MANIFEST_NAME, RunLayout, Storage, join_uri
@@ -41,43 +42,6 @@ _CHUNK = 1 << 20
 MAX_BACKLOG = 3
 #: Nice increment of the upload thread (CPU goes to training first).
 UPLOAD_NICE = 10
-
-
-class ManifestFile(BaseModel):
-    """One file of a checkpoint."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    path: str = Field(description="Path relative to the checkpoint prefix.")
-    sha256: str = Field(description="Hex sha256 of the file's bytes.")
-    size: int = Field(ge=0, description="Size in bytes.")
-
-    @field_validator("path")
-    @classmethod
-    def _inside(cls, value: str) -> str:
-        # Resume writes dest / path: a manifest must never name a file outside the checkpoint.
-        parts = value.split("/")
-        if not value or value.startswith("/") or "\\" in value or ":" in parts[0]:
-            raise ValueError(f"{value[:200]!r} is not a relative path")
-        if any(part in ("", ".", "..") for part in parts) or "\x00" in value:
-            raise ValueError(f"{value[:200]!r} has an empty, '.' or '..' part")
-        return value
-
-
-class Manifest(BaseModel):
-    """The commit marker of a checkpoint (written last)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    step: int = Field(ge=0, description="Optimizer step of the checkpoint.")
-    config_hash: str = Field(description="`TrainerConfig.config_hash()` of the run.")
-    dataset_fingerprint: str = Field(description="sha256 of the checked training examples.")
-    base_model: str = Field(
-        description="The config's model, with `@<commit>` when it was downloaded from a hub."
-    )
-    config: dict[str, Any] = Field(default_factory=dict, description="Wire config (no secrets).")
-    files: list[ManifestFile] = Field(description="Every file of the checkpoint but this one.")
-    created_at: float = Field(default_factory=time.time, description="Unix time of the commit.")
 
 
 @dataclass(frozen=True)
@@ -293,24 +257,6 @@ class CheckpointUploader:
 # --- resume -----------------------------------------------------------------------------------
 
 
-def committed_steps(storage: Storage, layout: RunLayout) -> list[int]:
-    """Steps of the run's committed checkpoints (those with a manifest), newest first."""
-    prefix = layout.checkpoints + "/"
-    steps = set()
-    for uri in storage.list(prefix):
-        rel = uri[len(prefix) :]
-        name, _, rest = rel.partition("/")
-        if rest == MANIFEST_NAME and name.startswith("step-") and name[5:].isdigit():
-            steps.add(int(name[5:]))
-    return sorted(steps, reverse=True)
-
-
-def read_manifest(storage: Storage, layout: RunLayout, step: int) -> Manifest:
-    """The manifest of the checkpoint at ``step``."""
-    data = storage.get_bytes(join_uri(layout.checkpoint(step), MANIFEST_NAME))
-    return Manifest.model_validate_json(data)
-
-
 def _diff_fields(old: dict[str, Any], new: dict[str, Any], path: str = "") -> list[str]:
     out = []
     for key in sorted(set(old) | set(new)):
@@ -344,22 +290,38 @@ def check_match(manifest: Manifest, identity: RunIdentity) -> None:
         )
 
 
-def download_verified(storage: Storage, layout: RunLayout, manifest: Manifest, dest: Path) -> Path:
-    """Download a committed checkpoint and check every file against its manifest."""
+def download_files(
+    storage: Storage,
+    prefix: str,
+    manifest: Manifest,
+    dest: Path,
+    *,
+    only: set[str] | None = None,
+    label: str | None = None,
+) -> Path:
+    """Download the committed files under ``prefix`` (``only``: those paths) into ``dest``,
+    checking each against its manifest sha256; errors start with ``label`` (or the prefix)."""
+    label = label or prefix
     shutil.rmtree(dest, ignore_errors=True)
-    prefix = layout.checkpoint(manifest.step)
+    dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     for entry in manifest.files:
+        if only is not None and entry.path not in only:
+            continue
         target = dest / entry.path
         if not target.resolve().is_relative_to(root):
-            raise CheckpointError(
-                f"checkpoint step {manifest.step}: {entry.path} leaves its folder"
-            )
+            raise CheckpointError(f"{label}: {entry.path} leaves its folder")
         target.parent.mkdir(parents=True, exist_ok=True)
         storage.get_file(join_uri(prefix, entry.path), target)
         if sha256_file(target) != entry.sha256:
-            raise CheckpointError(f"checkpoint step {manifest.step}: {entry.path} fails its sha256")
+            raise CheckpointError(f"{label}: {entry.path} fails its sha256")
     return dest
+
+
+def download_verified(storage: Storage, layout: RunLayout, manifest: Manifest, dest: Path) -> Path:
+    """Download a committed checkpoint and check every file against its manifest."""
+    prefix, label = layout.checkpoint(manifest.step), f"checkpoint step {manifest.step}"
+    return download_files(storage, prefix, manifest, dest, label=label)
 
 
 def find_resume_point(

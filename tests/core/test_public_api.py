@@ -23,6 +23,7 @@ EXPECTED = [
     "CancelledContext",
     "CheckpointContext",
     "CheckpointError",
+    "CheckpointInfo",
     "CheckpointSaved",
     "CompletedContext",
     "ConfigError",

@@ -42,7 +42,7 @@ from arkor_ops.config import DATASET_TOKEN_ENV, DATASET_URL_ENV, TrainerConfig
 from arkor_ops.errors import BackendError, JobNotFoundError, StreamError
 from arkor_ops.events import Frame, TrainingCancelled, utc_now
 from arkor_ops.sse import stream_frames
-from arkor_ops.storage import RunLayout, open_storage
+from arkor_ops.storage import RunLayout, Storage, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +274,16 @@ class LocalBackend(Backend):
         if not run.exists():
             raise JobNotFoundError(f"no local run {job_id!r} (in {self.runs_dir} or storage)")
         return await asyncio.to_thread(run.describe)
+
+    async def run_storage(self, job_id: str) -> tuple[Storage, RunLayout]:
+        """The backend's storage (``ARKOR_STORAGE_URI``, default under the runs folder).
+
+        Raises:
+            JobNotFoundError: no such run here or in storage.
+        """
+        if not self._run(job_id).exists():
+            raise JobNotFoundError(f"no local run {job_id!r} (in {self.runs_dir} or storage)")
+        return open_storage(self.storage_uri), RunLayout(self.storage_uri, job_id)
 
     async def cancel(self, job_id: str) -> None:
         """SIGTERM the worker, wait (bounded) for ``training.cancelled``, then stop the sidecar.
