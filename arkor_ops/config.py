@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -308,6 +309,58 @@ class DatasetSplit(_Model):
 
 ResumePolicy = Literal["auto", "never", "force"]
 
+#: A job id as storage paths use it (a DNS label: never a `/` or `..`).
+_JOB_ID = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"
+
+
+class AdapterRef(_Model):
+    """The adapter a run starts from: a committed checkpoint or the final adapter of a run.
+
+    Arkor's adapter shape (``{kind: "checkpoint", jobId, step}`` / ``{kind: "final", jobId}``),
+    in this backend's storage; or ``uri``, the prefix of any committed one (it holds
+    ``manifest.json``). ``arkor-ops checkpoints JOB --json`` prints each one's ref.
+    """
+
+    kind: Literal["checkpoint", "final"] = Field(
+        default="checkpoint", description="A run's checkpoint (with `step`) or its final adapter."
+    )
+    job_id: str | None = Field(default=None, description="The run it comes from (its job id).")
+    step: int | None = Field(default=None, ge=0, description="The checkpoint's step.")
+    uri: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="Instead of job_id: its prefix, `s3://bucket/.../checkpoints/step-00000050`.",
+    )
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(_JOB_ID, value):
+            raise ValueError(
+                "must be a job id as `arkor-ops list` shows it (lowercase letters, digits, "
+                "'-' and '.')"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> AdapterRef:
+        if (self.uri is None) == (self.job_id is None):
+            raise ValueError("give job_id (and step, for a checkpoint) or uri, not both")
+        if self.uri is not None:
+            parts = urlsplit(self.uri)
+            if parts.scheme not in ("s3", "file") or parts.username or parts.query:
+                raise ValueError(
+                    "uri must be an s3:// or file:// prefix without credentials or query"
+                )
+            if ".." in parts.path.split("/"):
+                raise ValueError("uri must not contain '..'")
+        elif self.kind == "checkpoint" and self.step is None:
+            raise ValueError("a checkpoint needs its step (or kind: final for the final adapter)")
+        elif self.kind == "final" and self.step is not None:
+            raise ValueError("kind final takes no step (the final adapter is the run's last)")
+        return self
+
 
 # --- the trainer config ---------------------------------------------------------------------
 
@@ -378,6 +431,16 @@ class TrainerConfig(_Model):
     seed: int = Field(default=42, ge=0, le=MAX_SEED, description="Training seed (0..2**32-1).")
     dry_run: bool = Field(
         default=False, description="Smoke test: the whole pipeline on at most 50 rows and 10 steps."
+    )
+    init_adapter: AdapterRef | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "init_adapter", "initAdapter", "from_checkpoint", "fromCheckpoint"
+        ),
+        description=(
+            "Start from this adapter's weights instead of a fresh LoRA: another run's committed "
+            "checkpoint or final adapter. Its manifest must name the same base model."
+        ),
     )
     resume: ResumePolicy = Field(
         default="auto",

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import ArkorOpsError, StorageError
 from arkor_ops.eventlog import EventLogWriter, read_events
 from arkor_ops.events import (
@@ -44,6 +45,7 @@ from arkor_ops.worker.errors import (
     excerpt,
     exit_code_for,
 )
+from arkor_ops.worker.init_adapter import InitAdapter
 from arkor_ops.worker.settings import WorkerSettings
 from arkor_ops.worker.train import RunState
 
@@ -231,6 +233,15 @@ class Run:
                 )
             )
 
+    def _init_adapter(self, config: TrainerConfig, base_model: str) -> InitAdapter | None:
+        """The adapter the run starts from (``init_adapter``), fetched and checked."""
+        if config.init_adapter is None:
+            return None
+        from arkor_ops.worker import init_adapter
+
+        storage_uri = self.settings.storage_uri
+        return init_adapter.fetch(config, storage_uri, base_model, self.work / "init-adapter")
+
     def _execute(self) -> int:
         from arkor_ops.worker.checkpoints import (
             CheckpointUploader,
@@ -264,14 +275,13 @@ class Run:
             pins.dataset,
             pins.dataset_commit,
         )
-        wire = config.to_wire()
-        for key in ("name", "resume"):
-            wire.pop(key, None)
+        wire = {k: v for k, v in config.to_wire().items() if k not in ("name", "resume")}
         base_model = f"{config.model}@{pins.model_commit}" if pins.model_commit else config.model
         identity = RunIdentity(config.config_hash(), data.fingerprint, base_model, wire)
         resume = find_resume_point(storage, layout, identity, config.resume, self.work / "resume")
         if resume:
             log.info("resuming from committed checkpoint step %d", resume[0])
+        init = self._init_adapter(config, base_model)
         if state.cancel.is_set():
             return self._cancelled()
 
@@ -291,6 +301,7 @@ class Run:
             data=data,
             model_path=model.path,
             output_dir=self.work / "checkpoints",
+            init_adapter=init,
             callback_factory=lambda samples: make_callback(
                 state, self._write_log, self.uploader.submit, self._health, samples
             ),
@@ -306,6 +317,8 @@ class Run:
             "datasetFormat": data.format,
             "rows": data.rows,
             "resumedFromStep": resume[0] if resume else None,
+            "initAdapter": init.uri if init else None,
+            "initAdapterStep": init.step if init else None,
             "trainerBackend": backend,
             "quantization": (
                 "bitsandbytes-nf4" if getattr(trainer.model, "is_loaded_in_4bit", False) else None

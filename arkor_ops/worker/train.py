@@ -28,6 +28,7 @@ from arkor_ops.config import TrainerConfig
 from arkor_ops.events import TrainingLog
 from arkor_ops.worker.data import PreparedDataset
 from arkor_ops.worker.errors import ModelError
+from arkor_ops.worker.init_adapter import InitAdapter
 from arkor_ops.worker.settings import BackendChoice
 
 log = logging.getLogger(__name__)
@@ -380,8 +381,12 @@ def build_trainer(
     model_path: Path,
     output_dir: Path,
     callback_factory: Callable[[int], Any],
+    init_adapter: InitAdapter | None = None,
 ) -> Any:
-    """Load model + LoRA on ``backend`` and build TRL's ``SFTTrainer`` (tokenizes the data)."""
+    """Load model + LoRA on ``backend`` and build TRL's ``SFTTrainer`` (tokenizes the data).
+
+    With ``init_adapter``, the fresh LoRA then takes that adapter's weights.
+    """
     import datasets
     import torch
     from transformers.utils import logging as hf_logging
@@ -420,4 +425,8 @@ def build_trainer(
         callbacks=[callback_factory(samples)],
     )
     trainer.remove_callback(PrinterCallback)  # our callback logs each step to stderr instead
+    if init_adapter is not None:
+        from arkor_ops.worker.init_adapter import load_weights
+
+        load_weights(trainer.model, init_adapter)
     return trainer
