@@ -101,6 +101,9 @@ class CheckpointInfo(BaseModel):
     base_model: str = Field(description="The base model it was trained on (`id@commit` if pinned).")
     train_loss: float | None = Field(default=None, description="Training loss at that step.")
     eval_loss: float | None = Field(default=None, description="Eval loss at that step, if any.")
+    best: bool = Field(
+        default=False, description="The checkpoint with the lowest eval loss (earliest on a tie)."
+    )
 
     def ref(self) -> dict[str, Any]:
         """What a new run's ``init_adapter`` takes to start from this one."""
@@ -156,6 +159,15 @@ def describe_checkpoints(
                 eval_loss=evaluation,
             )
         )
+    scored = [
+        (c.eval_loss, c.step) for c in infos if c.kind == "checkpoint" and c.eval_loss is not None
+    ]
+    if scored:
+        best = min(scored)[1]
+        infos = [
+            c.model_copy(update={"best": True}) if c.kind == "checkpoint" and c.step == best else c
+            for c in infos
+        ]
     return infos
 
 

@@ -309,6 +309,21 @@ class DatasetSplit(_Model):
 
 ResumePolicy = Literal["auto", "never", "force"]
 
+
+class EarlyStopping(_Model):
+    """Stop when the eval loss stops improving (the run still ends `completed`)."""
+
+    metric: Literal["eval_loss"] = Field(
+        default="eval_loss", description="What must improve: the held-out loss."
+    )
+    patience: int = Field(
+        ge=1, le=10_000, description="Evaluations in a row without an improvement before stopping."
+    )
+    min_delta: float = Field(
+        default=0.0, ge=0, description="How much lower than the best a loss must be to count."
+    )
+
+
 #: A job id as storage paths use it (a DNS label: never a `/` or `..`).
 _JOB_ID = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"
 
@@ -432,6 +447,14 @@ class TrainerConfig(_Model):
     dry_run: bool = Field(
         default=False, description="Smoke test: the whole pipeline on at most 50 rows and 10 steps."
     )
+    early_stopping: EarlyStopping | None = Field(
+        default=None,
+        description=(
+            "Stop once `metric` has not improved for `patience` evaluations: a checkpoint is "
+            "committed at that step, the run ends completed, `metrics` names the reason and the "
+            "best step (the committed checkpoint with the lowest eval loss)."
+        ),
+    )
     init_adapter: AdapterRef | None = Field(
         default=None,
         validation_alias=AliasChoices(
@@ -466,6 +489,15 @@ class TrainerConfig(_Model):
         if value is not None and not (value.steps or value.ratio):
             raise ValueError("must be at least 1 step (or a ratio above 0)")
         return value
+
+    @model_validator(mode="after")
+    def _early_stopping_needs_eval(self) -> TrainerConfig:
+        if self.early_stopping and not (self.dataset_split and self.dataset_split.enabled):
+            raise ValueError(
+                "early_stopping follows the eval loss: it needs an eval split "
+                "(dataset_split.enabled: true)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _eval_schedules_need_eval(self) -> TrainerConfig:

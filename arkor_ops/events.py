@@ -64,6 +64,14 @@ class Metrics(_Wire):
     final_loss: float | None = Field(default=None, description="Last training loss logged.")
     total_steps: int | None = Field(default=None, description="Optimizer steps run in total.")
     total_time: float | None = Field(default=None, description="Wall time of training, seconds.")
+    stopped_early: bool | None = Field(
+        default=None, description="True when `early_stopping` ended the run before max steps."
+    )
+    stop_reason: str | None = Field(default=None, description="Why it stopped early.")
+    best_step: int | None = Field(
+        default=None, description="Step of the committed checkpoint with the lowest eval loss."
+    )
+    best_eval_loss: float | None = Field(default=None, description="Its eval loss.")
 
 
 class _Event(_Wire):

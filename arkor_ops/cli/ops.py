@@ -150,7 +150,7 @@ def checkpoints_table(rows: list[CheckpointInfo]) -> Table:
     for c in rows:
         table.add_row(
             str(c.step),
-            c.kind,
+            f"{c.kind} (best)" if c.best else c.kind,
             "-" if c.train_loss is None else f"{c.train_loss:.4f}",
             "-" if c.eval_loss is None else f"{c.eval_loss:.4f}",
             _size(c.size),

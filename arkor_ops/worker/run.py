@@ -18,7 +18,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import ArkorOpsError, StorageError
@@ -37,6 +37,7 @@ from arkor_ops.events import (
 )
 from arkor_ops.storage import RunLayout, Storage, open_storage
 from arkor_ops.worker.attempts import Attempt, begin
+from arkor_ops.worker.early_stop import EarlyStop
 from arkor_ops.worker.errors import (
     EXIT_OK,
     EXIT_PERMANENT,
@@ -48,6 +49,9 @@ from arkor_ops.worker.errors import (
 from arkor_ops.worker.init_adapter import InitAdapter
 from arkor_ops.worker.settings import WorkerSettings
 from arkor_ops.worker.train import RunState
+
+if TYPE_CHECKING:
+    from arkor_ops.worker.checkpoints import RunIdentity
 
 log = logging.getLogger(__name__)
 
@@ -242,12 +246,45 @@ class Run:
         storage_uri = self.settings.storage_uri
         return init_adapter.fetch(config, storage_uri, base_model, self.work / "init-adapter")
 
+    def _complete(
+        self,
+        trainer: Any,
+        storage: Storage,
+        layout: RunLayout,
+        identity: RunIdentity,
+        total: float,
+    ) -> int:
+        """Commit the final adapter and write ``training.completed``."""
+        from arkor_ops.worker.checkpoints import upload_committed
+
+        settings, state = self.settings, self.state
+        self.uploader.close()
+        self._health()
+        final_dir = self.work / "final"
+        trainer.save_model(str(final_dir))
+        upload_committed(storage, layout.final, Path(final_dir), state.step, identity)
+        final = Artifact(kind="final", job_id=settings.job_id, uri=layout.final, step=state.step)
+        artifacts = [*self.uploader.committed, final]
+        committed = [a.step for a in self.uploader.committed if a.step is not None]
+        early = state.early.metrics(committed) if state.early else {}
+        metrics = Metrics(
+            final_loss=state.last_loss, total_steps=state.step, total_time=total, **early
+        )
+        self.writer.write(TrainingCompleted(job_id="", artifacts=artifacts, metrics=metrics))
+        self._close("completed")
+        log.info(
+            "training completed: %d steps in %.1f s, final adapter %s",
+            state.step,
+            total,
+            layout.final,
+        )
+        return EXIT_OK
+
     def _execute(self) -> int:
         from arkor_ops.worker.checkpoints import (
             CheckpointUploader,
             RunIdentity,
             find_resume_point,
-            upload_committed,
         )
         from arkor_ops.worker.data import prepare_dataset
         from arkor_ops.worker.models import resolve_model
@@ -332,6 +369,9 @@ class Run:
         if state.cancel.is_set():
             return self._cancelled()
 
+        if config.early_stopping:
+            stop = config.early_stopping
+            state.early = EarlyStop(patience=stop.patience, min_delta=stop.min_delta)
         self.training = True
         start = time.perf_counter()
         trainer.train(resume_from_checkpoint=str(resume[1]) if resume else None)
@@ -340,23 +380,7 @@ class Run:
         if state.cancel.is_set():
             return self._cancelled()
 
-        self.uploader.close()
-        self._health()
-        final_dir = self.work / "final"
-        trainer.save_model(str(final_dir))
-        upload_committed(storage, layout.final, Path(final_dir), state.step, identity)
-        final = Artifact(kind="final", job_id=settings.job_id, uri=layout.final, step=state.step)
-        artifacts = [*self.uploader.committed, final]
-        metrics = Metrics(final_loss=state.last_loss, total_steps=state.step, total_time=total)
-        self.writer.write(TrainingCompleted(job_id="", artifacts=artifacts, metrics=metrics))
-        self._close("completed")
-        log.info(
-            "training completed: %d steps in %.1f s, final adapter %s",
-            state.step,
-            total,
-            layout.final,
-        )
-        return EXIT_OK
+        return self._complete(trainer, storage, layout, identity, total)
 
 
 def run(settings: WorkerSettings, state: RunState | None = None) -> int:

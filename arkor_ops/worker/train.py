@@ -27,6 +27,7 @@ from typing import Any
 from arkor_ops.config import TrainerConfig
 from arkor_ops.events import TrainingLog
 from arkor_ops.worker.data import PreparedDataset
+from arkor_ops.worker.early_stop import EarlyStop
 from arkor_ops.worker.errors import ModelError
 from arkor_ops.worker.init_adapter import InitAdapter
 from arkor_ops.worker.settings import BackendChoice
@@ -48,6 +49,7 @@ class RunState:
     grace_seconds: float = 20.0
     saved_on_cancel: int | None = None
     disruption: bool = False
+    early: EarlyStop | None = None
 
     def request_cancel(self, *, disruption: bool = False) -> None:
         """Ask the loop to stop at the next step boundary (signal-handler safe).
@@ -364,6 +366,18 @@ def make_callback(
                     loss,
                     logs.get("learning_rate", 0),
                 )
+            eval_loss = logs.get("eval_loss")
+            early = run_state.early
+            if early and isinstance(eval_loss, int | float) and math.isfinite(eval_loss):
+                # the save check follows the evaluation in the same step: a new best is
+                # committed (so the best is always a checkpoint), and so is the stopping step
+                stop = early.observe(state.global_step, float(eval_loss))
+                control.should_save = (
+                    control.should_save or stop or (early.best_step == state.global_step)
+                )
+                if stop:
+                    control.should_training_stop = True
+                    log.info("stopping early at step %d: %s", state.global_step, early.reason)
 
         def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
