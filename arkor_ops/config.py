@@ -388,6 +388,7 @@ class TrainerConfig(_Model):
     )
     model: str = Field(
         min_length=1,
+        max_length=2048,
         description="Base model: a Hugging Face model id, a local path, or an `s3://` URI.",
     )
     revision: str | None = Field(
@@ -479,6 +480,19 @@ class TrainerConfig(_Model):
     def _printable_name(cls, value: str) -> str:
         if any(ord(ch) < 32 for ch in value):
             raise ValueError("must not contain control characters")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model_fits_a_path(cls, value: str) -> str:
+        # The model names a cache folder, a path or a key: a part over a file name's limit
+        # fails in the pod ("File name too long"), a control character anywhere downstream.
+        if any(ord(ch) < 32 for ch in value):
+            raise ValueError("must not contain control characters")
+        if any(len(part.encode()) > 255 for part in value.split("/")):
+            raise ValueError(
+                "each '/'-separated part must be at most 255 bytes (a file name's limit)"
+            )
         return value
 
     @field_validator("logging_steps", "save_steps", "eval_steps")

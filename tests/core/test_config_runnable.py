@@ -33,6 +33,9 @@ REFUSED = [
     ({"lora": {"r": 8, "alpha": 8, "dropout": float("nan")}}, "lora.dropout"),
     ({"datasetSplit": {"enabled": True, "testSize": float("nan")}}, "datasetSplit.testSize"),
     ({"maxSteps": 10**12}, "maxSteps"),
+    ({"model": "org/" + "m" * 300}, "model"),
+    ({"model": "m/" * 1100}, "model"),
+    ({"model": "org/model\n"}, "model"),
     ({"optim": "adamw"}, "optim"),
     ({"lrSchedulerType": "cosine_with_min_lr"}, "lrSchedulerType"),
     ({"lrSchedulerType": "reduce_lr_on_plateau"}, "reduce_lr_on_plateau needs an eval split"),
@@ -40,7 +43,7 @@ REFUSED = [
 ]
 
 
-@pytest.mark.parametrize(("extra", "field"), REFUSED, ids=[json.dumps(e) for e, _ in REFUSED])
+@pytest.mark.parametrize(("extra", "field"), REFUSED, ids=[json.dumps(e)[:60] for e, _ in REFUSED])
 def test_a_value_the_pod_cannot_run_is_refused_naming_the_field(
     extra: dict[str, Any], field: str
 ) -> None:
