@@ -35,7 +35,7 @@ REFUSED = [
     ({"maxSteps": 10**12}, "maxSteps"),
     ({"model": "org/" + "m" * 300}, "model"),
     ({"model": "m/" * 1100}, "model"),
-    ({"model": "org/model\n"}, "model"),
+    ({"model": "org/mo\x07del"}, "model"),
     ({"optim": "adamw"}, "optim"),
     ({"lrSchedulerType": "cosine_with_min_lr"}, "lrSchedulerType"),
     ({"lrSchedulerType": "reduce_lr_on_plateau"}, "reduce_lr_on_plateau needs an eval split"),
