@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +29,7 @@ def _abort_soon(controller: AbortController, reason: object = None) -> None:
     threading.Timer(0.05, controller.abort, args=(reason,)).start()
 
 
+@pytest.mark.timeout(30)
 async def test_abort_while_reading_a_silent_stream_raises_at_once_and_never_cancels(
     fake_factory,
 ):
@@ -44,10 +44,9 @@ async def test_abort_while_reading_a_silent_stream_raises_at_once_and_never_canc
         abort_signal=controller.signal,
         on_log=lambda ctx: _abort_soon(controller),
     )
-    began = time.monotonic()
+    # the stream hangs: only the abort can end wait() (within the test's timeout)
     with pytest.raises(AbortError) as info:
         await trainer.wait()
-    assert time.monotonic() - began < 2
     assert info.value.reason is None
     assert isinstance(info.value, ArkorOpsError)
     assert fake.cancels == []
@@ -55,18 +54,18 @@ async def test_abort_while_reading_a_silent_stream_raises_at_once_and_never_canc
     assert trainer.job_id == JOB
 
 
+@pytest.mark.timeout(30)
 async def test_abort_during_backoff_does_not_wait_for_the_delay(fake_factory):
     fake = fake_factory(scripted_events(JOB), connections=[Connection(status=503)])
     controller = AbortController()
-    policy = ReconnectPolicy(base_delay_seconds=30.0)  # real asyncio.sleep
+    # real asyncio.sleep of an hour: only an abort that cuts the delay ends wait() in time
+    policy = ReconnectPolicy(base_delay_seconds=3600.0, max_delay_seconds=3600.0)
     trainer = create_async_trainer(
         CONFIG, backend=fake, abort_signal=controller.signal, reconnect=policy
     )
     _abort_soon(controller, "user pressed stop")
-    began = time.monotonic()
     with pytest.raises(AbortError, match="user pressed stop") as info:
         await trainer.wait()
-    assert time.monotonic() - began < 2
     assert info.value.reason == "user pressed stop"
     assert len(fake.stream_requests) == 1
     assert fake.cancels == []
@@ -138,11 +137,10 @@ def test_keyboard_interrupt_in_sync_wait_propagates_promptly_and_keeps_the_run(t
                 def interrupt(ctx):
                     threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
                 trainer = create_trainer(config, backend=fake, on_started=interrupt)
-                began = time.monotonic()
                 try:
-                    trainer.wait()
+                    trainer.wait()  # the stream hangs: only the interrupt ends it
                 except KeyboardInterrupt:
-                    print("interrupted after", round(time.monotonic() - began, 2))
+                    print("interrupted")
                 print("cancels", fake.cancels, "job", trainer.job_id)
             """
         )
@@ -157,6 +155,5 @@ def test_keyboard_interrupt_in_sync_wait_propagates_promptly_and_keeps_the_run(t
     )
     assert proc.returncode == 0, proc.stderr
     first, second = proc.stdout.splitlines()
-    assert first.startswith("interrupted after")
-    assert float(first.split()[-1]) < 2
+    assert first == "interrupted"
     assert second == f"cancels [] job {JOB}"
