@@ -72,6 +72,15 @@ class Metrics(_Wire):
         default=None, description="Step of the committed checkpoint with the lowest eval loss."
     )
     best_eval_loss: float | None = Field(default=None, description="Its eval loss.")
+    gpu_idle: dict[str, float] | None = Field(
+        default=None,
+        description=(
+            "Seconds the trainer held its GPU without training: `beforeFirstStep` (container "
+            "start to the first optimizer step) split into `modelFetch`, `dataFetch`, "
+            "`checkpointFetch`, `modelLoad`, `tokenize` and `other`; `afterLastStep` (to this "
+            "event: final save and upload)."
+        ),
+    )
 
 
 class _Event(_Wire):

@@ -268,7 +268,11 @@ class Run:
         committed = [a.step for a in self.uploader.committed if a.step is not None]
         early = state.early.metrics(committed) if state.early else {}
         metrics = Metrics(
-            final_loss=state.last_loss, total_steps=state.step, total_time=total, **early
+            final_loss=state.last_loss,
+            total_steps=state.step,
+            total_time=total,
+            gpu_idle=state.idle.metrics(),
+            **early,
         )
         self.writer.write(TrainingCompleted(job_id="", artifacts=artifacts, metrics=metrics))
         self._close("completed")
@@ -304,8 +308,11 @@ class Run:
         log.info("trainer backend %s (%s)", backend, why)
 
         shutil.rmtree(self.work, ignore_errors=True)
+        timed = state.idle.timed
         pins = pin_revisions(config, settings, storage, layout)
-        data = prepare_dataset(
+        data = timed(
+            "dataFetch",
+            prepare_dataset,
             config,
             self.work / "data",
             settings.max_dataset_bytes,
@@ -315,14 +322,24 @@ class Run:
         wire = {k: v for k, v in config.to_wire().items() if k not in ("name", "resume")}
         base_model = f"{config.model}@{pins.model_commit}" if pins.model_commit else config.model
         identity = RunIdentity(config.config_hash(), data.fingerprint, base_model, wire)
-        resume = find_resume_point(storage, layout, identity, config.resume, self.work / "resume")
+        resume = timed(
+            "checkpointFetch",
+            find_resume_point,
+            storage,
+            layout,
+            identity,
+            config.resume,
+            self.work / "resume",
+        )
         if resume:
             log.info("resuming from committed checkpoint step %d", resume[0])
-        init = self._init_adapter(config, base_model)
+        init = timed("checkpointFetch", self._init_adapter, config, base_model)
         if state.cancel.is_set():
             return self._cancelled()
 
-        model = resolve_model(
+        model = timed(
+            "modelFetch",
+            resolve_model,
             config.model,
             settings.model_cache,
             hub=pins.model,
@@ -339,6 +356,7 @@ class Run:
             model_path=model.path,
             output_dir=self.work / "checkpoints",
             init_adapter=init,
+            idle=state.idle,
             callback_factory=lambda samples: make_callback(
                 state, self._write_log, self.uploader.submit, self._health, samples
             ),

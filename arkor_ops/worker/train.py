@@ -29,6 +29,7 @@ from arkor_ops.events import TrainingLog
 from arkor_ops.worker.data import PreparedDataset
 from arkor_ops.worker.early_stop import EarlyStop
 from arkor_ops.worker.errors import ModelError
+from arkor_ops.worker.idle import IdleClock
 from arkor_ops.worker.init_adapter import InitAdapter
 from arkor_ops.worker.settings import BackendChoice
 
@@ -50,6 +51,7 @@ class RunState:
     saved_on_cancel: int | None = None
     disruption: bool = False
     early: EarlyStop | None = None
+    idle: IdleClock = field(default_factory=IdleClock)
 
     def request_cancel(self, *, disruption: bool = False) -> None:
         """Ask the loop to stop at the next step boundary (signal-handler safe).
@@ -325,6 +327,7 @@ def make_callback(
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             run_state.step = state.global_step
+            run_state.idle.step()
             check_health()
             if run_state.cancel.is_set():
                 control.should_training_stop = True
@@ -396,11 +399,14 @@ def build_trainer(
     output_dir: Path,
     callback_factory: Callable[[int], Any],
     init_adapter: InitAdapter | None = None,
+    idle: IdleClock | None = None,
 ) -> Any:
     """Load model + LoRA on ``backend`` and build TRL's ``SFTTrainer`` (tokenizes the data).
 
-    With ``init_adapter``, the fresh LoRA then takes that adapter's weights.
+    With ``init_adapter``, the fresh LoRA then takes that adapter's weights. ``idle`` times
+    the model load and the tokenization (GPU-idle causes).
     """
+    idle = idle or IdleClock()
     import datasets
     import torch
     from transformers.utils import logging as hf_logging
@@ -410,7 +416,7 @@ def build_trainer(
     cuda = torch.cuda.is_available()
     loader = load_unsloth if backend == "unsloth" else load_trl
     try:
-        model, tok, peft_config = loader(config, model_path, cuda)
+        model, tok, peft_config = idle.timed("modelLoad", loader, config, model_path, cuda)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load the model from {model_path}: {exc}") from exc
     _check_template(tok, data)
@@ -429,7 +435,9 @@ def build_trainer(
         )
         dataset, eval_dataset = split["train"], split["test"]
     samples = args.per_device_train_batch_size * args.gradient_accumulation_steps
-    trainer = SFTTrainer(
+    trainer = idle.timed(
+        "tokenize",
+        SFTTrainer,
         model=model,
         args=args,
         train_dataset=dataset,
