@@ -4,7 +4,9 @@ Routes:
 
 - ``GET /v1/jobs/{job_id}/events/stream``: every event after ``Last-Event-ID`` (all of them
   without it) as ``id:``/``event:``/``data:`` frames, then new ones as the trainer writes them;
-  ``event: ping`` while idle; ``event: end`` after the terminal event, then the stream closes.
+  ``event: ping`` while idle; ``event: end`` after the terminal event once the log is persisted
+  to storage (at most 30 s later), then the stream closes: a client that saw ``end`` finds the
+  whole log in storage.
   When the server stops, each stream first receives every event read so far, then closes
   without ``end`` (the client resumes elsewhere with ``Last-Event-ID``).
   At most ``ARKOR_SIDECAR_MAX_STREAMS`` streams at once: one more is answered 503 with
@@ -136,8 +138,9 @@ async def stream_events(tail: LogTail, after: int) -> AsyncIterator[bytes]:
             sent = event.id
             chunks.append(_sse(event.type, event.data, event.id).encode())
             if event.terminal:
-                chunks.append(_sse(END, "").encode())
                 yield b"".join(chunks)
+                await tail.wait_persisted()  # `end` promises the log is in storage too
+                yield _sse(END, "").encode()
                 return
         if chunks:
             yield b"".join(chunks)
@@ -146,6 +149,7 @@ async def stream_events(tail: LogTail, after: int) -> AsyncIterator[bytes]:
                 await asyncio.sleep(0)  # skipping ids the client has: let the others run
             continue
         if tail.terminal.is_set():
+            await tail.wait_persisted()
             yield _sse(END, "").encode()  # the client already has the terminal event
             return
         if tail.closed:

@@ -29,7 +29,13 @@ class SidecarSettings(BaseSettings):
         default=15.0, gt=0, le=3600, description="Seconds between `ping` keepalives when idle."
     )
     poll_seconds: float = Field(
-        default=0.01, gt=0, le=5, description="Seconds between checks of the log for new lines."
+        default=0.01,
+        gt=0,
+        le=5,
+        description=(
+            "Seconds between checks of the log for new lines where inotify is unavailable "
+            "(with inotify the sidecar wakes on each write)."
+        ),
     )
     shutdown_grace_seconds: float = Field(
         default=5.0,

@@ -1,7 +1,9 @@
 """One shared reader of the growing event log, and its persistence to run storage.
 
-The trainer appends JSON lines; :class:`LogTail` polls the file's size every few milliseconds,
-reads only the complete lines past its offset (a partial last line waits for its newline) and
+The trainer appends JSON lines; :class:`LogTail` wakes when the file changes (inotify on its
+folder, through ``asyncinotify``; a check every second as well, for changes inotify misses, and
+polling every ``poll_seconds`` where inotify is unavailable), reads only the complete lines past
+its offset (a partial last line waits for its newline) and
 keeps the newest :data:`RECENT` events in memory, so live followers (the usual case) are served
 from one reader instead of each re-reading the disk. A client that is further behind (a replay
 from the start, a resume after a long pause) reads its batches from the file itself, one batch
@@ -16,6 +18,7 @@ Ids increase along the file (the trainer's writer guarantees it, across pods too
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +27,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from arkor_ops.events import TERMINAL_TYPES
 
@@ -38,6 +41,70 @@ CHUNK_BYTES = 256 << 10
 #: Most events sent to one client in one write.
 MAX_BATCH = 512
 _ID = re.compile(rb'^\{"id":(\d+)[,}]')
+#: With inotify, the longest wait between two reads (a safety net, not the wake-up path).
+WATCH_FALLBACK_SECONDS = 1.0
+#: Longest a stream holds its `end` frame for the log's upload after the terminal event.
+PERSIST_WAIT_SECONDS = 30.0
+
+
+class _Watch:
+    """Wakes :meth:`LogTail.run` when the log changes: inotify on the log's folder.
+
+    A task drains the inotify events into one flag, so a wait that times out never drops one.
+    Without inotify (not Linux, no watches left, no folder yet) :attr:`polling` is true and
+    :meth:`wait` just sleeps.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._name = path.name
+        self._flag = asyncio.Event()
+        self._inotify: Any = None
+        self._task: asyncio.Task[None] | None = None
+        try:
+            from asyncinotify import Inotify, Mask
+
+            self._inotify = Inotify()
+            self._inotify.add_watch(
+                path.parent, Mask.MODIFY | Mask.CREATE | Mask.MOVED_TO | Mask.CLOSE_WRITE
+            )
+        except (ImportError, OSError) as exc:
+            log.info("inotify unavailable for %s (%s): polling", path, exc)
+            if self._inotify is not None:
+                self._inotify.close()
+                self._inotify = None
+            return
+        self._task = asyncio.create_task(self._pump(), name="log-inotify")
+
+    @property
+    def polling(self) -> bool:
+        """Whether changes are found by polling only."""
+        return self._inotify is None
+
+    async def _pump(self) -> None:
+        async for event in self._inotify:
+            if event.name is None or str(event.name) == self._name:
+                self._flag.set()
+
+    def clear(self) -> None:
+        """Forget changes seen so far (call before reading the file)."""
+        self._flag.clear()
+
+    async def wait(self, timeout: float) -> None:
+        """Return on the next change (or one since :meth:`clear`), or after ``timeout``."""
+        if self.polling:
+            await asyncio.sleep(timeout)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._flag.wait(), timeout)
+
+    async def close(self) -> None:
+        """Stop watching."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._inotify is not None:
+            self._inotify.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +180,7 @@ class LogTail:
 
     Args:
         path: the log file (it may not exist yet).
-        poll_seconds: how often :meth:`run` checks the file's size.
+        poll_seconds: how often :meth:`run` checks the file's size where inotify is unavailable.
         persist: called (in a worker thread) with the log's path after the terminal event and
             by :meth:`close`, to upload it; None when nothing is persisted.
         recent: how many of the newest events to keep in memory.
@@ -143,6 +210,7 @@ class LogTail:
         self._stopping = False
         self.terminal = asyncio.Event()
         self.persisted_terminal = asyncio.Event()
+        self._running = False
 
     @property
     def last_id(self) -> int:
@@ -276,14 +344,33 @@ class LogTail:
         await self._changed.wait()
 
     async def run(self) -> None:
-        """Poll the log until :meth:`close`; persist it once the terminal event has been read."""
-        while not self._stopping:
-            if self.poll():
-                self._notify()
-                if self.terminal.is_set() and not self.persisted_terminal.is_set():
-                    await self.persist()
-                    self.persisted_terminal.set()
-            await asyncio.sleep(self.poll_seconds)
+        """Follow the log until :meth:`close`; persist it once the terminal event has been read."""
+        watch = _Watch(self.path)
+        wait = self.poll_seconds if watch.polling else WATCH_FALLBACK_SECONDS
+        self._running = True
+        try:
+            while not self._stopping:
+                watch.clear()
+                if self.poll():
+                    self._notify()
+                    if self.terminal.is_set() and not self.persisted_terminal.is_set():
+                        await self.persist()
+                        self.persisted_terminal.set()
+                await watch.wait(wait)
+        finally:
+            self._running = False
+            await watch.close()
+
+    async def wait_persisted(self, timeout: float = PERSIST_WAIT_SECONDS) -> None:
+        """Once the terminal event is read, wait (bounded) until the log has been persisted.
+
+        Streams send ``end`` after this, so a client that sees ``end`` finds the whole log in
+        storage. Returns at once when nothing is persisted or no :meth:`run` follows the log.
+        """
+        if self._persist is None or not self._running or self.persisted_terminal.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.persisted_terminal.wait(), timeout)
 
     async def persist(self) -> bool:
         """Upload the log file to storage (retrying); returns whether it was written.
@@ -318,5 +405,7 @@ class LogTail:
         if self.poll():
             self._notify()
         await self.persist()
+        if self.terminal.is_set():
+            self.persisted_terminal.set()
         self.closed = True
         self._notify()
