@@ -158,12 +158,24 @@ def test_a_2mb_bad_row_gives_a_bounded_error_and_event(tmp_path: Path, run_dir: 
 
 
 @pytest.mark.s3
-def test_any_failure_event_is_bounded(tmp_path: Path, run_dir: RunDir) -> None:
-    """A huge error from anywhere (here a 1 MB model id quoted by the model lookup) is cut."""
+def test_any_failure_event_is_bounded(
+    tmp_path: Path, run_dir: RunDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A huge error from anywhere (here a model lookup quoting a 1 MB name) is cut.
+
+    The config refuses such a model id itself now, so the lookup is made to raise it."""
+    from arkor_ops.worker import models
+    from arkor_ops.worker.errors import ModelError
+
+    huge = "no-such-org/" + "m" * 1_000_000
+
+    def lookup(*args: object, **kwargs: object) -> None:
+        raise ModelError(f"model {huge} does not exist")
+
+    monkeypatch.setattr(models, "resolve_model", lookup)
     rows = tmp_path / "rows.jsonl"
     rows.write_text("\n".join(_good_lines(4)) + "\n")
     config = base_config(tmp_path, {"type": "file", "path": str(rows)})
-    config["model"] = "no-such-org/" + "m" * 1_000_000
 
     code = run_inprocess(run_dir.env(config))
 
@@ -171,5 +183,5 @@ def test_any_failure_event_is_bounded(tmp_path: Path, run_dir: RunDir) -> None:
     assert code != 0
     assert failed.type == "training.failed"
     assert "no-such-org/mmm" in failed.error
-    assert failed.error.endswith("(1000054 characters)")
+    assert failed.error.endswith(f"({len(huge) + 21} characters)")
     assert len(failed.error) <= MESSAGE_BOUND
