@@ -4,9 +4,11 @@
 |---|---|---|
 | ``fine-tune/fine-tune`` | ``fine_tune`` | from the UI or the API, with a typed parameter form |
 | ``fine-tune/retrain-nightly`` | ``fine_tune`` | cron schedule, with the retrain config |
-| ``fine-tune/retrain-on-dataset-update`` | ``fine_tune`` | ``arkor-ops.dataset.updated`` events |
+| ``fine-tune/retrain-on-dataset-update`` | ``fine_tune`` | ``arkor-ops.dataset.updated`` (*) |
 | ``watch-datasets/dataset-watcher`` | ``watch_datasets`` | interval; emits those events |
 | ``reap-orphaned-runs/reaper`` | ``reap_orphans`` | interval |
+
+(*) only for the datasets in ``ARKOR_WATCH_DATASETS``: any API client may emit the event.
 
 ``python -m flows.deploy`` serves them against ``$PREFECT_API_URL`` (see ``arkor-ops dev`` for a
 local server too). Settings come from the environment: ``ARKOR_RETRAIN_CONFIG`` (a YAML or JSON
@@ -18,6 +20,7 @@ trainer config for the retrain deployments; they are skipped without one),
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +37,32 @@ from flows.watcher import EVENT, RESOURCE_PREFIX, URI_LABEL, VERSION_LABEL, watc
 DEFAULT_CRON = "0 3 * * *"
 
 
-def dataset_trigger(match: str = RESOURCE_PREFIX + "*") -> DeploymentEventTrigger:
+def watched_patterns(watched: Sequence[str]) -> list[str]:
+    """Prefect match patterns for the watched URIs: exact, or ``prefix*`` for a ``…/`` prefix."""
+    return [uri + "*" if uri.endswith("/") else uri for uri in watched]
+
+
+def dataset_trigger(watched: Sequence[str]) -> DeploymentEventTrigger:
     """The trigger that starts a retrain for each ``arkor-ops.dataset.updated`` event.
 
     The event's dataset URI and version become the run's ``dataset_uri``/``dataset_version``.
+    Any API client may emit that event, so it matches only datasets in ``watched`` (the
+    watcher's own list): on the resource id *and* on the URI label the run's ``dataset_uri``
+    is read from. An event naming any other URI starts nothing.
+
+    Raises:
+        ValueError: ``watched`` is empty (the trigger would have nothing to react to).
     """
+    if not watched:
+        raise ValueError("a dataset trigger needs the watched dataset URIs (ARKOR_WATCH_DATASETS)")
+    patterns = watched_patterns(watched)
     return DeploymentEventTrigger(
         name="dataset-updated",
         expect={EVENT},
-        match={"prefect.resource.id": match},
+        match={
+            "prefect.resource.id": [RESOURCE_PREFIX + p for p in patterns],
+            URI_LABEL: patterns,
+        },
         parameters={
             "dataset_uri": f"{{{{ event.resource.get('{URI_LABEL}') }}}}",
             "dataset_version": f"{{{{ event.resource.get('{VERSION_LABEL}') }}}}",
@@ -63,7 +83,6 @@ def build_deployments(
     cron: str = DEFAULT_CRON,
     watch_interval_seconds: int = 60,
     reap_interval_seconds: int = 300,
-    dataset_match: str = RESOURCE_PREFIX + "*",
     suffix: str = "",
 ) -> list[RunnerDeployment]:
     """The deployments to serve.
@@ -71,11 +90,11 @@ def build_deployments(
     Args:
         backend: backend settings given to every training and reaper run.
         retrain_config: the config of the retrain deployments; they are left out without one.
-        watched: dataset URIs for the watcher; it is left out without any.
+        watched: dataset URIs for the watcher, and the only ones the dataset trigger accepts;
+            without any, the watcher and ``retrain-on-dataset-update`` are left out.
         cron: schedule of ``retrain-nightly``.
         watch_interval_seconds: how often the watcher checks the datasets.
         reap_interval_seconds: how often the reaper runs.
-        dataset_match: the ``prefect.resource.id`` pattern the dataset trigger matches.
         suffix: appended to every deployment name (tests serve several sets on one server).
     """
     settings = (backend or BackendSettings()).model_dump(mode="json", exclude_none=True)
@@ -111,15 +130,16 @@ def build_deployments(
                 **common,
             )
         )
-        out.append(
-            fine_tune.to_deployment(
-                name=f"retrain-on-dataset-update{suffix}",
-                parameters=params,
-                triggers=[dataset_trigger(dataset_match)],
-                description="Retrain on each new version of a watched dataset.",
-                **common,
+        if watched:
+            out.append(
+                fine_tune.to_deployment(
+                    name=f"retrain-on-dataset-update{suffix}",
+                    parameters=params,
+                    triggers=[dataset_trigger(watched)],
+                    description="Retrain on each new version of a watched dataset.",
+                    **common,
+                )
             )
-        )
     if watched:
         out.append(
             watch_datasets.to_deployment(

@@ -50,9 +50,17 @@ class TrainingFailed(Exception):  # noqa: N818 - reads as the flow run's failure
 
 
 def with_dataset(config: TrainerConfig, dataset_uri: str | None) -> TrainerConfig:
-    """``config`` training on ``dataset_uri`` instead (s3://, hf://datasets/…, or a file path)."""
+    """``config`` training on ``dataset_uri`` instead (s3://, hf://datasets/…, or a file path).
+
+    Raises:
+        ValueError: the URI has a ``.``/``..`` segment (it could leave a watched ``prefix/``).
+    """
     if not dataset_uri:
         return config
+    if any(part in (".", "..") for part in dataset_uri.split("/")):
+        raise ValueError(
+            f"dataset_uri {dataset_uri!r} has a '.' or '..' path segment: name the object itself"
+        )
     dataset: Any
     if dataset_uri.startswith("s3://"):
         dataset = S3Dataset(type="s3", uri=dataset_uri)

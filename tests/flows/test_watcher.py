@@ -31,7 +31,7 @@ async def test_each_new_version_triggers_exactly_one_retrain(
 
     from arkor_ops.config import validate_config
     from flows.deploy import build_deployments
-    from flows.watcher import RESOURCE_PREFIX, watch_datasets
+    from flows.watcher import watch_datasets
 
     s3 = s3_server.client()
     key = "datasets/train.jsonl"
@@ -39,15 +39,15 @@ async def test_each_new_version_triggers_exactly_one_retrain(
     s3.put_object(Bucket=s3_bucket, Key=key, Body=b'{"text": "v1"}\n')
 
     suffix = "-" + uuid.uuid4().hex[:8]
+    watched = [f"s3://{s3_bucket}/datasets/"]
     deployments = build_deployments(
         retrain_config=validate_config(tiny_config("/data/train.jsonl")),
-        dataset_match=f"{RESOURCE_PREFIX}s3://{s3_bucket}/*",
+        watched=watched,
         suffix=suffix,
     )
     (retrain,) = [d for d in deployments if d.name.startswith("retrain-on-dataset-update")]
     retrain_id = await retrain.aapply()
     await asyncio.sleep(2)  # the triggers service loads the new automation
-    watched = [f"s3://{s3_bucket}/datasets/"]
     prefix = f"test-{uuid.uuid4().hex[:8]}"
 
     async with get_client() as client:
@@ -84,3 +84,65 @@ async def test_each_new_version_triggers_exactly_one_retrain(
             announced[0]["version"],
             second["version"],
         }
+
+
+async def test_the_trigger_starts_runs_only_for_watched_uris(
+    prefect_server: str, s3_bucket: str
+) -> None:
+    """Any API client may emit the event: one naming an unwatched URI (in the resource id, or
+    only in the URI label the run's ``dataset_uri`` comes from) starts nothing."""
+    from prefect.client.orchestration import get_client
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    from arkor_ops.config import validate_config
+    from flows.deploy import build_deployments
+    from flows.watcher import EVENT, RESOURCE_PREFIX, URI_LABEL, VERSION_LABEL
+
+    suffix = "-" + uuid.uuid4().hex[:8]
+    watched = f"s3://{s3_bucket}/datasets/"
+    deployments = build_deployments(
+        retrain_config=validate_config(tiny_config("/data/train.jsonl")),
+        watched=[watched, f"s3://{s3_bucket}/exact.jsonl"],
+        suffix=suffix,
+    )
+    (retrain,) = [d for d in deployments if d.name.startswith("retrain-on-dataset-update")]
+    retrain_id = await retrain.aapply()
+    await asyncio.sleep(2)  # the triggers service loads the new automation
+
+    def emit(resource_uri: str, label_uri: str, version: str) -> None:
+        emit_event(
+            event=EVENT,
+            resource={
+                "prefect.resource.id": RESOURCE_PREFIX + resource_uri,
+                URI_LABEL: label_uri,
+                VERSION_LABEL: version,
+            },
+        )
+
+    elsewhere = f"s3://attacker-{uuid.uuid4().hex[:6]}/poisoned.jsonl"
+    emit(elsewhere, elsewhere, "spoof-1")  # an unwatched dataset
+    emit(f"{watched}ok.jsonl", elsewhere, "spoof-2")  # a watched id, an unwatched URI label
+    emit(f"s3://{s3_bucket}/exact.jsonl.bak", f"s3://{s3_bucket}/exact.jsonl.bak", "spoof-3")
+    emit(f"{watched}real.jsonl", f"{watched}real.jsonl", "v1")  # the one that counts
+    EventsWorker.drain_all()
+    async with get_client() as client:
+        runs = await eventually(lambda: _retrain_runs(client, retrain_id), timeout=30)
+        await asyncio.sleep(3)  # the earlier events were evaluated before this one
+        runs = await _retrain_runs(client, retrain_id)
+    assert [(r.parameters["dataset_uri"], r.parameters["dataset_version"]) for r in runs] == [
+        (f"{watched}real.jsonl", "v1")
+    ]
+
+
+def test_a_dataset_uri_that_climbs_out_of_its_prefix_is_refused() -> None:
+    from arkor_ops.config import validate_config
+    from flows.training import with_dataset
+
+    config = validate_config(tiny_config("/data/train.jsonl"))
+    for uri in ("s3://bucket/datasets/../private/x.jsonl", "file:///data/./../etc/passwd"):
+        with pytest.raises(ValueError, match=r"'\.\.' path segment"):
+            with_dataset(config, uri)
+    assert with_dataset(config, "s3://bucket/datasets/x.jsonl").dataset.uri == (  # type: ignore[union-attr]
+        "s3://bucket/datasets/x.jsonl"
+    )
