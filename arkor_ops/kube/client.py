@@ -163,7 +163,11 @@ class KubeApi:
             cm = client.V1ConfigMap.model_validate(body)
             fn = self.core.create_namespaced_config_map
             return dict(await self.call("create", kind, fn, ns, cm, name=name))
-        secret = client.V1Secret.model_validate(body)
+        try:
+            secret = client.V1Secret.model_validate(body)
+        except ValueError:  # a validation error quotes its input: the values
+            msg = f"the Secret {ns}/{name} is malformed (its values are not shown)"
+            raise BackendError(msg) from None
         create_secret = self.core.create_namespaced_secret
         return dict(await self.call("create", kind, create_secret, ns, secret, name=name))
 

@@ -11,11 +11,14 @@ other     —                                      BackendError
 ========  =====================================  ===========================
 
 Messages name ``namespace/name``; they never contain the request body, and for Secrets not
-even the server's message (it may echo a value).
+even the server's message (it may echo a value). For the same reason :func:`map_api_error`
+scrubs the body of a Secret call's ``ApiException`` before it is chained (``raise … from exc``),
+so no traceback, ``__cause__`` or ``__context__`` included, prints a Secret's values.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -26,6 +29,7 @@ from arkor_ops.errors import (
     QuotaExceededError,
 )
 
+SCRUBBED = "<not shown: an answer about a Secret may echo its values>"
 ROLE_HINT = (
     "the client's Role needs it: apply k8s/ (Role `arkor-ops-client` bound to your "
     "ServiceAccount or user in namespace {ns}), e.g. `kubectl apply -k k8s/base`"
@@ -67,13 +71,18 @@ def map_api_error(
         name: the object's name, when there is one.
 
     Returns:
-        The mapped error, carrying ``status``.
+        The mapped error, carrying ``status``. For a Secret call, ``exc`` has been scrubbed
+        (see :func:`scrub_api_error`).
     """
     status = int(getattr(exc, "status", 0) or 0)
     target = f"{namespace}/{name}" if name else f"namespace {namespace}"
-    server = "" if resource.startswith("secrets") else _server_message(exc)
+    raw = _server_message(exc)
+    secret = resource.startswith("secrets")
+    if secret:
+        scrub_api_error(exc)
+    server = "" if secret else raw
     detail = f": {server}" if server else ""
-    if _is_quota(status, server):
+    if _is_quota(status, raw):
         return QuotaExceededError(
             f"{verb} {resource} {target} refused by a quota{detail}. Hint: "
             f"`kubectl describe resourcequota -n {namespace}` shows what is used; lower the run's "
@@ -99,6 +108,22 @@ def map_api_error(
             status=status,
         )
     return BackendError(f"{verb} {resource} {target} failed ({status}){detail}", status=status)
+
+
+def scrub_api_error(exc: Any) -> None:
+    """Drop what an API answer about a Secret may echo of it (body, decoded data), in place.
+
+    Status, reason and headers stay: they say what went wrong without quoting the object. In
+    place, because the very exception object is what ``raise … from exc`` chains and what
+    Python stores as ``__context__``.
+
+    Args:
+        exc: the ``ApiException`` (anything with ``body``/``data`` attributes).
+    """
+    for attr in ("body", "data"):
+        if getattr(exc, attr, None):
+            with contextlib.suppress(AttributeError):
+                setattr(exc, attr, SCRUBBED)
 
 
 def map_transport_error(
