@@ -3,7 +3,9 @@
 * :meth:`KubernetesBackend.submit` creates the Job suspended, then its ConfigMap and Secret
   owned by the Job, then resumes it (Kueue resumes it instead when a queue is set). Any failure
   deletes the Job, and with it whatever it owns, so nothing is left behind. With an idempotency
-  key the Job name is derived from the key and an existing Job is adopted (HTTP 409).
+  key the Job name is derived from the key and an existing Job made with that key and the same
+  config is adopted (HTTP 409); a failure while completing an adopted Job never deletes it
+  (see :mod:`arkor_ops.kube.adoption`).
 * :meth:`KubernetesBackend.events`: see :mod:`arkor_ops.kube.stream`.
 * :meth:`KubernetesBackend.cancel` annotates the Job and its pods (the trainer reads its pod's
   annotation through a ``downwardAPI`` file, so SIGTERM reads as a cancel), deletes the Job
@@ -32,6 +34,7 @@ from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import BackendError, JobNotFoundError, StorageError
 from arkor_ops.eventlog import iter_log_lines
 from arkor_ops.events import TERMINAL_TYPES, Frame
+from arkor_ops.kube import adoption
 from arkor_ops.kube import manifests as m
 from arkor_ops.kube.client import KubeApi, bearer_header, httpx_client, load_configuration
 from arkor_ops.kube.diagnostics import Diagnosis, current_pod, diagnose, sidecar_ready
@@ -162,7 +165,9 @@ class KubernetesBackend(Backend):
             The run as the backend knows it.
 
         Raises:
-            BackendError: (PermissionDeniedError, QuotaExceededError, …) nothing is left behind.
+            BackendError: (PermissionDeniedError, QuotaExceededError, …) a Job this call created
+                is deleted again; an adopted one is never deleted. 409: the key belongs to
+                another run, or to this run with another config (both hashes named).
         """
         if not self.settings.storage_uri:
             raise BackendError("set ARKOR_K8S_STORAGE_URI (s3://bucket/prefix) to submit runs")
@@ -181,16 +186,15 @@ class KubernetesBackend(Backend):
             if exc.status != 409 or not idempotency_key:
                 raise
             job = await self.api.get_job(name)
-            labels = (job.get("metadata") or {}).get("labels") or {}
-            if labels.get(m.IDEMPOTENCY_LABEL) != m.key_hash(idempotency_key):
-                raise BackendError(
-                    f"Job {self.settings.namespace}/{name} exists but was not created with this "
-                    "idempotency key; choose another run name or key",
-                    status=409,
-                ) from exc
+            adoption.check_adoptable(
+                job, namespace=self.settings.namespace, idempotency_key=idempotency_key,
+                config=config,
+            )  # fmt: skip
             log.info("adopting existing Job %s/%s", self.settings.namespace, name)
-        else:
-            log.info("created Job %s/%s", self.settings.namespace, name)
+            if adoption.needs_completing(job):
+                await self._complete(job, objs)  # a failure never deletes what we adopted
+            return self._training_job(job, config.to_wire())
+        log.info("created Job %s/%s", self.settings.namespace, name)
         try:
             await self._complete(job, objs)
         except BaseException:

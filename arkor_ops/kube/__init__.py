@@ -7,4 +7,6 @@
 | ``diagnostics`` | pure function: Job + Pods + Events → why the run is waiting or failed |
 | ``errors`` | ``ApiException`` → :mod:`arkor_ops.errors`, with hints |
 | ``client`` | API clients from a kubeconfig, and an httpx client with the same credentials |
+| ``stream`` | the event stream of one run, whatever state it is in |
+| ``adoption`` | whether a Job found by idempotency key may be adopted, and what it still needs |
 """

@@ -33,6 +33,7 @@ RUN_NAME_LABEL = "arkor-ops.dev/run-name"
 FLOW_RUN_LABEL = "arkor-ops.dev/flow-run-id"
 IDEMPOTENCY_LABEL = "arkor-ops.dev/idempotency-key"
 CANCEL_ANNOTATION = "arkor-ops.dev/cancel-requested"
+CONFIG_HASH_ANNOTATION = "arkor-ops.dev/config-hash"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 TRAINER = "trainer"
@@ -371,7 +372,7 @@ def build_run(
         "arkor-ops.dev/run-name": config.name,
         "arkor-ops.dev/model": config.model,
         "arkor-ops.dev/storage-uri": f"{storage_uri.rstrip('/')}/{name}",
-        "arkor-ops.dev/config-hash": config.config_hash(),
+        CONFIG_HASH_ANNOTATION: config.config_hash(),
     }
     if flow_run_id and FLOW_RUN_LABEL not in meta_labels:
         annotations["arkor-ops.dev/flow-run-id"] = flow_run_id
