@@ -3,10 +3,14 @@
 The backstop for a cancellation hook that failed or never ran (a runner killed with SIGKILL, a
 lost connection). Two sweeps, both ending in ``backend.cancel(job_id)``:
 
-* active Kubernetes Jobs labelled ``arkor-ops.dev/flow-run-id`` whose flow run is in a terminal
-  state (or no longer exists); finished Jobs hold no pod and are left to their TTL;
+* active Kubernetes Jobs labelled ``arkor-ops.dev/flow-run-id`` whose flow run this Prefect
+  server reports in a terminal state; finished Jobs hold no pod and are left to their TTL;
 * runs of recently ended ``fine-tune`` flow runs, named from the flow run id (their idempotency
   key), that are still active: this covers local runs, which carry no label.
+
+A flow-run id this server does not know is not an orphan: it may belong to another Prefect
+server sharing the namespace, whose own reaper owns it, or be a label set by hand (see
+``docs/prefect.md`` for how to scope reapers).
 """
 
 from __future__ import annotations
@@ -39,11 +43,14 @@ FINAL_STATES = [StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, Stat
 
 
 async def flow_run_ended(client: Any, flow_run_id: str) -> bool:
-    """Whether the flow run is in a terminal state, or does not exist."""
+    """Whether this server knows the flow run and reports it in a terminal state.
+
+    An id it does not know (another server's run, a hand-made label) is never reaped.
+    """
     try:
         run = await client.read_flow_run(uuid.UUID(flow_run_id))
     except (ObjectNotFound, ValueError):
-        return True
+        return False
     return run.state is not None and run.state.is_final()
 
 

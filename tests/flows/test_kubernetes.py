@@ -248,3 +248,35 @@ async def test_reaper_deletes_the_job_when_the_hook_fails(
     reaped = await reap_orphans(backend=backend_param(k8s_namespace), lookback_hours=0)
     assert reaped == [job_ref.removeprefix("job.batch/")]
     assert run_objects(k8s_cluster, k8s_namespace, selector) == []
+
+
+async def test_reaper_leaves_jobs_of_flow_runs_it_does_not_know_alone(
+    kube_env: dict[str, str], k8s_cluster: K8sCluster, k8s_namespace: str, run_files: Path
+) -> None:
+    """A flow-run id this Prefect server does not know is another server's run (two servers
+    sharing a namespace), or a label set by hand: never an orphan."""
+    from arkor_ops.backends.kubernetes import KubernetesBackend
+    from arkor_ops.config import validate_config
+    from arkor_ops.kube.settings import KubernetesSettings
+    from flows.reaper import reap_orphans
+
+    settings = KubernetesSettings().model_copy(
+        update={"node_selector": {"arkor-ops.dev/pool": "nowhere"}}  # its pod stays Pending
+    )
+    backend = KubernetesBackend(settings)
+    data, model = str(run_files / "train.jsonl"), str(run_files / "model")
+    theirs = None
+    try:
+        config = validate_config(tiny_config(data, model=model, name="theirs"))
+        theirs = await backend.submit(config, flow_run_id=str(uuid.uuid4()))
+
+        reaped = await reap_orphans(backend=backend_param(k8s_namespace), lookback_hours=0)
+
+        assert reaped == []
+        job = await backend.api.get_job(theirs.id)
+        assert not job["metadata"].get("deletionTimestamp"), job["metadata"]
+        assert (await backend.describe(theirs.id)).job.status not in ("cancelled", "failed")
+    finally:
+        if theirs is not None:
+            await backend.cancel(theirs.id)
+        await backend.aclose()
