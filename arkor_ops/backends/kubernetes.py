@@ -8,8 +8,9 @@
   (see :mod:`arkor_ops.kube.adoption`).
 * :meth:`KubernetesBackend.events`: see :mod:`arkor_ops.kube.stream`.
 * :meth:`KubernetesBackend.cancel` annotates the Job and its pods (the trainer reads its pod's
-  annotation through a ``downwardAPI`` file, so SIGTERM reads as a cancel), deletes the Job
-  (foreground), and returns once no pod of the run is left.
+  annotation through a ``downwardAPI`` file, so SIGTERM reads as a cancel), records the cancel
+  beside the event log, deletes the Job (foreground), and returns once no pod of the run is
+  left; a run whose log has ended is left alone (see :mod:`arkor_ops.kube.cancel`).
 * :meth:`KubernetesBackend.describe` / :meth:`KubernetesBackend.list_jobs`: status from the Job
   conditions, step and loss from the event log in storage (or the live sidecar).
 
@@ -35,9 +36,16 @@ from arkor_ops.errors import BackendError, JobNotFoundError, StorageError
 from arkor_ops.eventlog import iter_log_lines
 from arkor_ops.events import TERMINAL_TYPES, Frame
 from arkor_ops.kube import adoption
+from arkor_ops.kube import cancel as kube_cancel
 from arkor_ops.kube import manifests as m
-from arkor_ops.kube.client import KubeApi, bearer_header, httpx_client, load_configuration
-from arkor_ops.kube.diagnostics import Diagnosis, current_pod, diagnose, sidecar_ready
+from arkor_ops.kube.client import KubeApi, httpx_client, load_configuration
+from arkor_ops.kube.diagnostics import (
+    Diagnosis,
+    current_pod,
+    diagnose,
+    sidecar_ready,
+    trainer_exit_code,
+)
 from arkor_ops.kube.settings import KubernetesSettings
 from arkor_ops.kube.stream import RunStream
 from arkor_ops.storage import FileStorage, RunLayout, S3Storage, Storage, s3_client_kwargs
@@ -255,80 +263,57 @@ class KubernetesBackend(Backend):
     async def cancel(self, job_id: str) -> None:
         """Stop the run and return once no pod of it is left.
 
-        Cancelling a finished, cancelled or unknown run is harmless.
+        Cancelling a finished, cancelled or unknown run is harmless, and so is cancelling a run
+        whose log holds a terminal event while its pod is still stopping (the Job not yet
+        ``Complete``): nothing changes. The cancel is recorded on the Job (annotation) and
+        beside its event log in storage, so every process reads the run as ``cancelled`` even
+        if the trainer never heard of it (see :mod:`arkor_ops.kube.cancel`).
 
         Raises:
             PermissionDeniedError: the credentials may not patch/delete Jobs.
             BackendError: pods were still there after ``cancel_timeout_seconds``.
         """
-        self._cancelled.add(job_id)
         api = self.api
         try:
             job = await api.get_job(job_id)
             if diagnose(job, [], []).terminal and not job["metadata"].get("deletionTimestamp"):
                 log.info("run %s already finished; nothing to cancel", job_id)
                 return
+            if await self._log_ended(job_id, job):
+                log.info("run %s has ended (its log says so); nothing to cancel", job_id)
+                return
+            self._cancelled.add(job_id)
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             await api.patch_job(job_id, {"metadata": {"annotations": {m.CANCEL_ANNOTATION: stamp}}})
-            await self._annotate_pods(job_id, stamp)
+            await kube_cancel.write_record(
+                self.storage, self.events_uri(job_id, job), job_id, stamp
+            )
+            await kube_cancel.annotate_pods(api, job_id, stamp)
             await api.delete("jobs", job_id, grace_seconds=self.settings.cancel_grace_seconds)
         except JobNotFoundError:
             log.debug("Job %s is already gone", job_id)
-        await self._wait_gone(job_id)
+            self._cancelled.add(job_id)
+        await kube_cancel.wait_gone(api, job_id, self.settings.cancel_timeout_seconds)
         for kind, name in (("configmaps", f"{job_id}-config"), ("secrets", f"{job_id}-secrets")):
             with contextlib.suppress(JobNotFoundError):
                 await api.delete(kind, name)
 
-    async def _annotate_pods(self, job_id: str, stamp: str) -> None:
-        """Best effort: put the cancel annotation on each pod of the run.
+    async def _log_ended(self, job_id: str, job: dict[str, Any]) -> bool:
+        """Whether the run's log holds a terminal event though the Job has not finished.
 
-        The trainer reads its pod's annotations through a ``downwardAPI`` volume (kubelet
-        refreshes it), so the coming SIGTERM reads as a cancel (``training.cancelled``, exit 0)
-        rather than a disruption to retry. Only principals allowed to patch pods can do this:
-        the sidecar has no write route. Failures are logged, never raised (the Job's annotation
-        stays the record of the cancel).
+        A trainer that exited 0 wrote its terminal event first; else the live sidecar's last
+        event tells, else the log persisted to storage.
         """
-        patch = {"metadata": {"annotations": {m.CANCEL_ANNOTATION: stamp}}}
-        for pod in await self.api.job_pods(job_id):
-            name = pod["metadata"]["name"]
-            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-                continue
-            try:
-                await self.api.patch_pod(name, patch)
-            except BackendError as exc:
-                log.debug("cancel annotation on pod %s failed: %s", name, exc)
-
-    async def _sidecar(
-        self, method: str, job_id: str, pod: dict[str, Any], path: str, timeout: float
-    ) -> httpx.Response:
-        """One request to a pod's sidecar route ``path`` (through the pod proxy unless direct)."""
-        stream = self._stream()
-        headers = {} if stream.direct else bearer_header(self.api.cfg)
-        url = stream.sidecar_url(job_id, pod, path)
-        return await stream.http.request(method, url, headers=headers, timeout=timeout)
-
-    async def _wait_gone(self, job_id: str) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.cancel_timeout_seconds
-        delay = 0.2
-        while True:
-            try:
-                await self.api.get_job(job_id)
-                job_left = True
-            except JobNotFoundError:
-                job_left = False
-            pods = await self.api.job_pods(job_id)
-            if not job_left and not pods:
-                return
-            if loop.time() > deadline:
-                raise BackendError(
-                    f"cancel of {self.settings.namespace}/{job_id}: "
-                    f"{len(pods)} pod(s) still terminating after "
-                    f"{self.settings.cancel_timeout_seconds:.0f}s; see `kubectl get pods "
-                    f"-l batch.kubernetes.io/job-name={job_id}`"
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
+        pods = await self.api.job_pods(job_id)
+        if any(trainer_exit_code(p) == 0 for p in pods):
+            return True
+        pod = current_pod(pods)
+        if pod is not None and sidecar_ready(pod):
+            stream = self._stream()
+            last = await stream.last_id(job_id, pod, 10.0)
+            if last and kube_cancel.log_ended(await stream.peek(job_id, pod, after=last - 1)):
+                return True
+        return kube_cancel.log_ended(await self._stored_events(job_id, job) or [])
 
     # -- describe / list ----------------------------------------------------------------------
 
@@ -344,16 +329,19 @@ class KubernetesBackend(Backend):
             job = None
         if job is None:
             log_events = await self._stored_events(job_id, None)
-            if log_events is None:
+            if await self._cancel_recorded(job_id):
+                self._cancelled.add(job_id)  # the Job is gone, its cancel record is not
+            elif log_events is None:
                 raise JobNotFoundError(
                     f"run {self.settings.namespace}/{job_id}: no Job and no event log", status=404
                 )
-            return self._describe(job_id, None, None, log_events)
+            return self._describe(job_id, None, None, log_events or [])
         pods = await self.api.job_pods(job_id)
         names = [job_id, *(p["metadata"]["name"] for p in pods)]
         diagnosis = diagnose(job, pods, await self.api.events(names))
         pod = current_pod(pods)
-        log_events = await self._peek(job_id, pod) if pod is not None and sidecar_ready(pod) else []
+        live = pod is not None and sidecar_ready(pod)
+        log_events = await self._stream().peek(job_id, pod) if live and pod else []
         if not any(e.get("type") in TERMINAL_TYPES for e in log_events):
             # the sidecar may be going away with the pod: what it persisted may be newer
             stored = await self._stored_events(job_id, job) or []
@@ -372,9 +360,11 @@ class KubernetesBackend(Backend):
         last_log = next((e for e in reversed(log_events) if e.get("type") == "training.log"), None)
         if terminal is not None:
             status = _STATUS_OF_TERMINAL[str(terminal["type"])]
+        elif job_id in self._cancelled or kube_cancel.requested(job):
+            status = "cancelled"  # asked for, whether or not the trainer heard of it
         elif diagnosis is None:
             status = "failed"
-        elif diagnosis.phase == "cancelling" or job_id in self._cancelled:
+        elif diagnosis.phase == "cancelling":
             status = "cancelled"
         elif diagnosis.phase in ("completed", "failed"):
             status = diagnosis.phase
@@ -397,6 +387,14 @@ class KubernetesBackend(Backend):
             last_event_id=_last_id(log_events) or None,
         )
 
+    async def _cancel_recorded(self, job_id: str) -> bool:
+        """Whether a cancel of the (gone) run left its record in storage."""
+        try:
+            uri = self.events_uri(job_id, None)
+        except BackendError:
+            return False
+        return await kube_cancel.recorded(self.storage, uri)
+
     async def _stored_events(
         self, job_id: str, job: dict[str, Any] | None
     ) -> list[dict[str, Any]] | None:
@@ -406,55 +404,6 @@ class KubernetesBackend(Backend):
         except (StorageError, BackendError):
             return None
         return list(iter_log_lines(data))
-
-    async def _peek(
-        self,
-        job_id: str,
-        pod: dict[str, Any],
-        idle_seconds: float = 0.5,
-        first_frame_seconds: float = 10.0,
-    ) -> list[dict[str, Any]]:
-        """Events the live sidecar has so far.
-
-        Reads the stream up to the last event id the sidecar's ``/healthz`` reported first: a
-        run that logs more often than every ``idle_seconds`` never goes quiet. Without that id,
-        ``idle_seconds`` of silence means the backlog is read. The first frame may take a while
-        (a cold connection through the API server's pod proxy on a busy node).
-        """
-        upto = await self._sidecar_last_id(job_id, pod, first_frame_seconds)
-        if upto == 0:
-            return []  # nothing written yet
-        out: list[dict[str, Any]] = []
-        frames = self.events(job_id).__aiter__()
-        timeout = first_frame_seconds
-        try:
-            while True:
-                frame = await asyncio.wait_for(anext(frames), timeout=timeout)
-                timeout = idle_seconds
-                with contextlib.suppress(ValueError):
-                    data = json.loads(frame.data) if frame.data else None
-                    if isinstance(data, dict) and frame.id is not None:
-                        out.append(data)
-                        if upto is not None and int(frame.id) >= upto:
-                            break
-        except (TimeoutError, StopAsyncIteration, BackendError):
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                await frames.aclose()  # type: ignore[attr-defined]
-        return out
-
-    async def _sidecar_last_id(
-        self, job_id: str, pod: dict[str, Any], timeout: float
-    ) -> int | None:
-        """The id of the last event the pod's sidecar has read (``/healthz``); None if unknown."""
-        try:
-            resp = await self._sidecar("GET", job_id, pod, "healthz", timeout)
-            resp.raise_for_status()
-            return int(resp.json()["lastEventId"])
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            log.debug("sidecar health of %s unknown: %s", job_id, exc)
-            return None
 
     async def list_jobs(self) -> list[JobDescription]:
         """Every run in the namespace, newest first.

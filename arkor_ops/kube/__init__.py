@@ -8,5 +8,6 @@
 | ``errors`` | ``ApiException`` → :mod:`arkor_ops.errors`, with hints |
 | ``client`` | API clients from a kubeconfig, and an httpx client with the same credentials |
 | ``stream`` | the event stream of one run, whatever state it is in |
+| ``cancel`` | the record of a cancel every process reads; ended runs are left alone |
 | ``adoption`` | whether a Job found by idempotency key may be adopted, and what it still needs |
 """

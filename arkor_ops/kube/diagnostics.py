@@ -85,6 +85,12 @@ def _trainer_status(pod: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def trainer_exit_code(pod: dict[str, Any]) -> int | None:
+    """The exit code of the pod's trainer container once it has terminated, else None."""
+    code = ((_trainer_status(pod).get("state") or {}).get("terminated") or {}).get("exitCode")
+    return int(code) if code is not None else None
+
+
 def _oom(pod: dict[str, Any]) -> bool:
     for cs in _statuses(pod):
         for state in (cs.get("state") or {}, cs.get("lastState") or {}):

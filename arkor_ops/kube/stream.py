@@ -6,7 +6,9 @@
   frames (no id) whenever :func:`~arkor_ops.kube.diagnostics.diagnose` changes its mind.
 * The pod is gone or the Job finished: replay the event log the sidecar persisted to storage,
   then ``end``. A Job that failed without a terminal event (deadline while pending, OOMKilled
-  on every try) ends with a synthesised ``training.failed``.
+  on every try) ends with a synthesised ``training.failed``; a cancelled one (the Job's cancel
+  annotation, or the cancel record beside the log once the Job is gone: see
+  :mod:`arkor_ops.kube.cancel`) with a synthesised ``training.cancelled``, whoever cancelled.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from arkor_ops.events import (
     TrainingFailed,
     event_to_json,
 )
+from arkor_ops.kube import cancel as kube_cancel
 from arkor_ops.kube.client import KubeApi, bearer_header
 from arkor_ops.kube.diagnostics import Diagnosis, current_pod, diagnose, sidecar_ready
 from arkor_ops.sse import stream_frames
@@ -144,16 +147,24 @@ class RunStream:
     ) -> list[Frame]:
         """Frames from the persisted log; raises StreamError(404) when there is no run at all."""
         uri = self.events_uri(job_id, job)
+        cancelled = (
+            job_id in self.cancelled
+            or kube_cancel.requested(job)
+            or await kube_cancel.recorded(self.storage, uri)
+        )
         try:
             data = await asyncio.to_thread(self.storage().get_bytes, uri)
         except StorageError:
-            if job is None and job_id not in self.cancelled:
+            if job is None and not cancelled:
                 msg = f"run {job_id}: no Job and no event log at {uri}"
                 raise StreamError(msg, status=404) from None
             data = b""
-        return replay_frames(
-            job_id, data, last_event_id, fallback=fallback, cancelled=job_id in self.cancelled
-        )
+        return replay_frames(job_id, data, last_event_id, fallback=fallback, cancelled=cancelled)
+
+    def _remember_cancel(self, job_id: str, job: dict[str, Any]) -> None:
+        """Note a cancel annotation seen on the Job: it goes away with the Job."""
+        if kube_cancel.requested(job):
+            self.cancelled.add(job_id)
 
     async def relay(
         self, job_id: str, pod: dict[str, Any], last_event_id: str | None
@@ -172,6 +183,57 @@ class RunStream:
         async with contextlib.aclosing(source) as frames:
             async for frame in frames:
                 yield frame
+
+    async def last_id(self, job_id: str, pod: dict[str, Any], timeout: float) -> int | None:
+        """The id of the last event the pod's sidecar has read (``/healthz``); None if unknown."""
+        headers = {} if self.direct else bearer_header(self.api.cfg)
+        url = self.sidecar_url(job_id, pod, "healthz")
+        try:
+            resp = await self.http.get(url, headers=headers, timeout=timeout)
+            resp.raise_for_status()
+            return int(resp.json()["lastEventId"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.debug("sidecar health of %s unknown: %s", job_id, exc)
+            return None
+
+    async def peek(
+        self,
+        job_id: str,
+        pod: dict[str, Any],
+        idle_seconds: float = 0.5,
+        first_frame_seconds: float = 10.0,
+        *,
+        after: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Events the live sidecar has so far (``after``: only those after that id).
+
+        Reads the stream up to the last event id the sidecar's ``/healthz`` reported first: a
+        run that logs more often than every ``idle_seconds`` never goes quiet. Without that id,
+        ``idle_seconds`` of silence means the backlog is read. The first frame may take a while
+        (a cold connection through the API server's pod proxy on a busy node).
+        """
+        upto = await self.last_id(job_id, pod, first_frame_seconds)
+        if upto == 0:
+            return []  # nothing written yet
+        out: list[dict[str, Any]] = []
+        frames = self.frames(job_id, str(after) if after else None)
+        timeout = first_frame_seconds
+        try:
+            while True:
+                frame = await asyncio.wait_for(anext(frames), timeout=timeout)
+                timeout = idle_seconds
+                with contextlib.suppress(ValueError):
+                    data = json.loads(frame.data) if frame.data else None
+                    if isinstance(data, dict) and frame.id is not None:
+                        out.append(data)
+                        if upto is not None and int(frame.id) >= upto:
+                            break
+        except (TimeoutError, StopAsyncIteration, BackendError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await frames.aclose()
+        return out
 
     async def frames(self, job_id: str, last_event_id: str | None) -> AsyncGenerator[Frame, None]:
         """Yield the run's frames until the stream ends (see the module docstring).
@@ -194,6 +256,7 @@ class RunStream:
                 return
             except BackendError as exc:
                 raise StreamError(str(exc), status=exc.status) from exc
+            self._remember_cancel(job_id, job)
             pod = current_pod(pods)
             if pod is not None and sidecar_ready(pod):
                 relayed = False
