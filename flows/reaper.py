@@ -11,6 +11,10 @@ lost connection). Two sweeps, both ending in ``backend.cancel(job_id)``:
 A flow-run id this server does not know is not an orphan: it may belong to another Prefect
 server sharing the namespace, whose own reaper owns it, or be a label set by hand (see
 ``docs/prefect.md`` for how to scope reapers).
+
+Each sweep also frees what finished runs no longer need (``backend.release_finished()``: on
+Kubernetes, the Secret of every finished run that no client followed to its end; see
+``docs/kubernetes.md``).
 """
 
 from __future__ import annotations
@@ -108,6 +112,8 @@ async def reap_orphans(
             log.warning("Flow run %s has ended; stopping its run %s", flow_run_id, job_id)
             await runner.cancel(job_id)
             reaped.append(job_id)
+        for job_id in await runner.release_finished():
+            log.info("Run %s has ended: freed what it no longer needs (its Secret)", job_id)
     finally:
         await runner.aclose()
     log.info("Reaped %d run(s)", len(reaped))

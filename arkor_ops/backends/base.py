@@ -111,5 +111,13 @@ class Backend(ABC):
         """
         raise BackendError(f"{type(self).__name__} keeps no run storage (job {job_id})")
 
+    async def release_finished(self) -> list[str]:
+        """Free what finished runs hold but no longer need (the reaper's sweep).
+
+        Returns:
+            The ids of the runs something was freed for; none by default (nothing to free).
+        """
+        return []
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections and processes held by the backend object itself."""

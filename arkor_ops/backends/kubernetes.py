@@ -35,7 +35,7 @@ from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import BackendError, JobNotFoundError, StorageError
 from arkor_ops.eventlog import iter_log_lines
 from arkor_ops.events import TERMINAL_TYPES, Frame
-from arkor_ops.kube import adoption
+from arkor_ops.kube import adoption, run_secret
 from arkor_ops.kube import cancel as kube_cancel
 from arkor_ops.kube import manifests as m
 from arkor_ops.kube.client import KubeApi, httpx_client, load_configuration
@@ -86,6 +86,7 @@ class KubernetesBackend(Backend):
         self._http: httpx.AsyncClient | None = None
         self._storage: Storage | None = None
         self._cancelled: set[str] = set()
+        self._released: set[str] = set()
 
     @classmethod
     def from_env(cls) -> KubernetesBackend:
@@ -214,9 +215,11 @@ class KubernetesBackend(Backend):
     async def _complete(self, job: dict[str, Any], objs: m.RunObjects) -> None:
         """Create the ConfigMap/Secret owned by ``job`` (409 = already there), then resume it."""
         owner = m.owner_reference(job)
+        # The Secret first: a pod started early (Kueue may resume the Job at once) waits for its
+        # ConfigMap volume, and the Secret, referenced optionally, must be there by then.
         parts = [("configmaps", objs.config_map)]
         if objs.secret is not None:
-            parts.append(("secrets", objs.secret))
+            parts.insert(0, ("secrets", objs.secret))
         for kind, body in parts:
             owned = json.loads(json.dumps(body))
             owned["metadata"]["ownerReferences"] = [owner]
@@ -251,12 +254,39 @@ class KubernetesBackend(Backend):
     async def events(self, job_id: str, last_event_id: str | None = None) -> AsyncIterator[Frame]:
         """The run's frames: sidecar stream, ``job.phase`` while waiting, replay when gone.
 
+        On a terminal event the run's Secret is deleted before the event is passed on.
+
         Raises:
             StreamError: with the status the trainer's reconnect policy needs.
         """
         async with contextlib.aclosing(self._stream().frames(job_id, last_event_id)) as frames:
             async for frame in frames:
+                if frame.event in TERMINAL_TYPES:
+                    await self._release_secret(job_id)  # the run has ended
                 yield frame
+
+    async def _release_secret(self, job_id: str) -> None:
+        """Delete the run's Secret once (best effort; see :mod:`arkor_ops.kube.run_secret`)."""
+        if job_id in self._released:
+            return
+        try:
+            await run_secret.release(self.api, job_id)
+            self._released.add(job_id)
+        except BackendError as exc:
+            log.warning("could not delete the Secret of run %s: %s", job_id, exc)
+
+    async def release_finished(self) -> list[str]:
+        """Delete the Secret of every finished run not deleted yet (the reaper's sweep).
+
+        Returns:
+            The job ids whose Secret was deleted.
+
+        Raises:
+            PermissionDeniedError: the credentials may not list Jobs, delete Secrets or patch Jobs.
+        """
+        released = await run_secret.release_finished(self.api)
+        self._released.update(released)
+        return released
 
     # -- cancel -------------------------------------------------------------------------------
 
@@ -297,6 +327,7 @@ class KubernetesBackend(Backend):
         for kind, name in (("configmaps", f"{job_id}-config"), ("secrets", f"{job_id}-secrets")):
             with contextlib.suppress(JobNotFoundError):
                 await api.delete(kind, name)
+        self._released.add(job_id)
 
     async def _log_ended(self, job_id: str, job: dict[str, Any]) -> bool:
         """Whether the run's log holds a terminal event though the Job has not finished.

@@ -9,5 +9,6 @@
 | ``client`` | API clients from a kubeconfig, and an httpx client with the same credentials |
 | ``stream`` | the event stream of one run, whatever state it is in |
 | ``cancel`` | the record of a cancel every process reads; ended runs are left alone |
+| ``run_secret`` | the run's Secret ends with the run (terminal event, cancel, or a sweep) |
 | ``adoption`` | whether a Job found by idempotency key may be adopted, and what it still needs |
 """

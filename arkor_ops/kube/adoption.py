@@ -13,7 +13,9 @@ path, not the exception, and the adopted Job is usually running. Two rules follo
   Secret); the error propagates and the Job stays. Only a Job the same ``submit`` created is
   deleted on failure (see :meth:`~arkor_ops.backends.kubernetes.KubernetesBackend.submit`).
 
-A Job that has finished is adopted as it is: it starts no pod any more.
+A Job that has finished, or whose Secret was already deleted because its run ended
+(:mod:`arkor_ops.kube.run_secret`), is adopted as it is: creating its objects again would bring
+back a Secret that nothing deletes any more.
 """
 
 from __future__ import annotations
@@ -61,5 +63,11 @@ def check_adoptable(
 
 
 def needs_completing(job: dict[str, Any]) -> bool:
-    """Whether an adopted Job may still need its ConfigMap, Secret or resume (not finished)."""
+    """Whether an adopted Job may still need its ConfigMap, Secret or resume.
+
+    False once the Job has finished or its run's Secret was deleted (the run has ended).
+    """
+    annotations = (job.get("metadata") or {}).get("annotations") or {}
+    if m.SECRET_DELETED_ANNOTATION in annotations:
+        return False
     return not diagnose(job, [], []).terminal

@@ -11,8 +11,8 @@ Objects of one run ``{job}`` (all in ``settings.namespace``):
 * a ``downwardAPI`` volume with the pod's annotations at ``/etc/arkor-pod/annotations``
   (trainer only): the client cancels by annotating the pod, kubelet refreshes the file.
 * Secret ``{job}-secrets``: only when the run has secrets (dataset token, HF token); referenced
-  by ``secretKeyRef``, never copied into the Job. S3 keys come from an existing Secret
-  (``settings.s3_secret_name``).
+  by ``secretKeyRef`` (optional: it is deleted when the run ends), never copied into the Job.
+  S3 keys come from an existing Secret (``settings.s3_secret_name``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ FLOW_RUN_LABEL = "arkor-ops.dev/flow-run-id"
 IDEMPOTENCY_LABEL = "arkor-ops.dev/idempotency-key"
 CANCEL_ANNOTATION = "arkor-ops.dev/cancel-requested"
 CONFIG_HASH_ANNOTATION = "arkor-ops.dev/config-hash"
+#: Set on the Job once its run's Secret is deleted (see :mod:`arkor_ops.kube.run_secret`).
+SECRET_DELETED_ANNOTATION = "arkor-ops.dev/secret-deleted"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 TRAINER = "trainer"
@@ -210,7 +212,10 @@ def _containers(
         # Counted attempts the Job allows: only the last one's retryable failure is final.
         {"name": "ARKOR_MAX_ATTEMPTS", "value": str(settings.backoff_limit + 1)},
         *({"name": k, "value": v} for k, v in sorted(settings.env.items())),
-        *(_secret_env(key, f"{job}-secrets", key) for key in secret_keys),
+        # optional: the Secret is deleted when the run ends, and a pod the Job starts after
+        # that (the last one was lost while stopping) must still start, to find the run ended
+        # in its log and exit (see arkor_ops.kube.run_secret)
+        *(_secret_env(key, f"{job}-secrets", key, optional=True) for key in secret_keys),
     ]
     trainer = {
         "name": TRAINER,

@@ -280,3 +280,50 @@ async def test_reaper_leaves_jobs_of_flow_runs_it_does_not_know_alone(
         if theirs is not None:
             await backend.cancel(theirs.id)
         await backend.aclose()
+
+
+async def test_reaper_deletes_the_secret_of_a_run_that_ended_unfollowed(
+    kube_env: dict[str, str], k8s_cluster: K8sCluster, k8s_namespace: str, run_files: Path
+) -> None:
+    """A run that ended while no client followed it keeps its Secret until the next sweep, not
+    until the Job's TTL; a run still going keeps its Secret."""
+    from pydantic import SecretStr
+
+    from arkor_ops.backends.kubernetes import KubernetesBackend
+    from arkor_ops.config import validate_config
+    from arkor_ops.kube.settings import KubernetesSettings
+    from flows.reaper import reap_orphans
+
+    settings = KubernetesSettings().model_copy(
+        update={
+            "node_selector": {"arkor-ops.dev/pool": "nowhere"},  # pods stay Pending
+            "hf_token": SecretStr("hf_reaper_test_secret_0123456789"),  # so runs have a Secret
+        }
+    )
+    backend = KubernetesBackend(settings)
+    data, model = str(run_files / "train.jsonl"), str(run_files / "model")
+    going = ended = None
+    try:
+        going = await backend.submit(validate_config(tiny_config(data, model=model, name="going")))
+        config = validate_config(tiny_config(data, model=model, name="ended"))
+        ended = await backend.submit(config)
+        # its deadline passes while it is pending, and nobody follows it
+        k8s_cluster.kubectl(
+            "patch", "job", ended.id, "-n", k8s_namespace, "--type=merge",
+            "-p", '{"spec": {"activeDeadlineSeconds": 1}}',
+        )  # fmt: skip
+        k8s_cluster.kubectl(
+            "wait", "--for=condition=Failed", f"job/{ended.id}", "-n", k8s_namespace,
+            "--timeout=60s", timeout=90,
+        )  # fmt: skip
+
+        await reap_orphans(backend=backend_param(k8s_namespace), lookback_hours=0)
+
+        secrets = k8s_cluster.kubectl("get", "secrets", "-n", k8s_namespace, "-o", "name").stdout
+        assert f"secret/{ended.id}-secrets" not in secrets.split()
+        assert f"secret/{going.id}-secrets" in secrets.split()  # still needed
+    finally:
+        for run in (going, ended):
+            if run is not None:
+                await backend.cancel(run.id)
+        await backend.aclose()

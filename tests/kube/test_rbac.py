@@ -41,6 +41,12 @@ async def test_service_account_runs_a_whole_run_and_is_forbidden_elsewhere(  # n
         trainer = create_async_trainer(**run_config(max_steps=2, save_steps=1), backend=backend)
         result = await trainer.wait()
         assert result.job.status == "completed"
+        # the run's Secret went with the run's end: the Role and policies let the client
+        # delete it (and mark its Job), though not any other Secret
+        names = k8s_cluster.kubectl("get", "secrets", "-n", applied_base, "-o", "name").stdout
+        assert f"secret/{result.job.id}-secrets" not in names.split()
+        job = await backend.api.get_job(result.job.id)
+        assert "arkor-ops.dev/secret-deleted" in job["metadata"]["annotations"]
         described = await backend.describe(result.job.id)
         assert described.job.status == "completed"
         listed = await backend.list_jobs()

@@ -158,12 +158,16 @@ def test_secrets_only_by_reference() -> None:
     text = json.dumps(objs.job) + json.dumps(objs.config_map)
     assert TOKEN not in text and HF not in text
     env = _env(_pod(objs)["containers"][0])
+    # optional: the run's Secret is deleted when the run ends, and a pod the Job starts after
+    # that must still start (it finds the run ended in its log and exits)
     assert env["ARKOR_DATASET_TOKEN"]["valueFrom"]["secretKeyRef"] == {
         "name": "support-bot-v1-abcd1234-secrets",
         "key": "ARKOR_DATASET_TOKEN",
+        "optional": True,
     }
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "HF_TOKEN"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "arkor-ops-s3"
+    assert "optional" not in env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]
     assert env["ARKOR_S3_ENDPOINT_URL"]["value"] == "http://minio:9000"
     assert objs.secret is not None
     assert objs.secret["stringData"] == {"ARKOR_DATASET_TOKEN": TOKEN, "HF_TOKEN": HF}
