@@ -16,6 +16,7 @@ Layout of one run under the storage prefix (:class:`RunLayout`)::
     {prefix}/{job_id}/cancel-requested.json   (a cancel, by the client: arkor_ops.kube.cancel)
     {prefix}/{job_id}/checkpoints/step-{step:08d}/...   (manifest.json written last = committed)
     {prefix}/{job_id}/final/...
+    {prefix}/{job_id}/loss.png        (the loss curve, saved by the Prefect flow: docs/prefect.md)
 """
 
 from __future__ import annotations
@@ -323,3 +324,8 @@ class RunLayout:
     def final(self) -> str:
         """Prefix of the final adapter."""
         return join_uri(self.root, "final")
+
+    @property
+    def loss_curve(self) -> str:
+        """The loss curve beside the final adapter (PNG, drawn by the Prefect flow)."""
+        return join_uri(self.root, "loss.png")

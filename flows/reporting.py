@@ -1,33 +1,55 @@
-"""Mirror a training run's events into the flow run: log lines and artifacts.
+"""Mirror a training run's events into the flow run: log lines and three artifacts.
 
-:class:`RunReporter` supplies the trainer callbacks used by ``wait_for_training``. It keeps three
-things on the flow run page up to date:
+:class:`RunReporter` supplies the trainer callbacks used by ``wait_for_training``. The flow run
+page shows exactly three artifacts per run, one card each, created when the run is followed and
+then updated in place (``PATCH /artifacts/{id}``), never versioned: the run page lists every
+version of a keyed artifact as a card of its own.
 
-* a progress artifact (``step / max_steps``, 100 % when the run ends),
-* a table artifact with one row per logged step (new versions under one key): when a later
-  attempt resumes the run from a checkpoint (``training.resumed``), the steps it re-does replace
-  the earlier rows for those steps instead of appearing twice,
-* a markdown artifact listing every committed checkpoint with its link, plus one link artifact
-  per checkpoint.
+* ``{job}-progress``: a progress artifact (``step / max_steps``, 100 % when the run completes);
+  its description says the step and the last loss.
+* ``{job}-loss``: a table artifact with one row per logged step. When a later attempt resumes the
+  run from a checkpoint (``training.resumed``), the steps it re-does replace the earlier rows for
+  those steps instead of appearing twice. Its description is markdown with the loss curve
+  (train and eval loss per step, :mod:`flows.loss_curve`) embedded as a ``data:image/png`` URI,
+  which the Prefect UI renders on the card and on the artifact's page.
+* ``{job}-checkpoints``: a table artifact with one row per committed checkpoint (step, the train
+  and eval loss last logged at or before it, URI), and the final adapter once the run completes.
+
+When the run completes, the curve is also saved as ``loss.png`` beside the final adapter
+(``{run}/loss.png``) if the backend has run storage this process can reach.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import logging
 import re
 import time
 from typing import Any
+from uuid import UUID
 
 from prefect.artifacts import (
-    acreate_link_artifact,
-    acreate_markdown_artifact,
+    TableArtifact,
     acreate_progress_artifact,
     acreate_table_artifact,
     aupdate_progress_artifact,
 )
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactUpdate
 from prefect.logging import get_run_logger
 
-#: Minimum seconds between two versions of the loss table (the last rows are always flushed).
+from arkor_ops.errors import ArkorOpsError
+from arkor_ops.storage import RunLayout, Storage
+from flows.loss_curve import render_loss_png
+
+logger = logging.getLogger(__name__)
+
+#: Minimum seconds between two updates of the loss table (the last rows are always flushed).
 TABLE_INTERVAL_SECONDS = 2.0
+
+#: The columns of the loss table, in order.
+LOSS_COLUMNS = ("step", "loss", "eval_loss", "learning_rate", "epoch")
 
 
 def artifact_key(job_id: str, what: str) -> str:
@@ -40,6 +62,17 @@ def _fmt(value: Any) -> str:
     return "" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def loss_curve_uri(final_uri: str) -> str:
+    """Where the loss curve of the run whose final adapter is at ``final_uri`` goes."""
+    root = final_uri.rstrip("/").rsplit("/", 1)[0]  # {prefix}/{job_id}/final -> {prefix}/{job_id}
+    prefix, _, job_id = root.rpartition("/")
+    return RunLayout(prefix, job_id).loss_curve
+
+
 class RunReporter:
     """Trainer callbacks that write a run's progress into the flow run's logs and artifacts."""
 
@@ -47,18 +80,32 @@ class RunReporter:
         self.job_id = job_id
         self.max_steps = max_steps
         self.log = get_run_logger()
-        self.rows: list[dict[str, str]] = []
-        self.checkpoints: list[tuple[int, str]] = []
+        #: One dict per logged step (``LOSS_COLUMNS``, raw values), in step order.
+        self.rows: list[dict[str, Any]] = []
+        #: Committed checkpoints: step -> URI (a checkpoint saved again at a step replaces it).
+        self.checkpoints: dict[int, str] = {}
+        self.final_uri: str | None = None
+        self.curve_uri: str | None = None
         self._table_at = 0.0
-        self._table_rows = 0
-        self._progress_id: Any = None
+        self._table_dirty = False
+        self._ids: dict[str, UUID] = {}
 
     async def begin(self) -> None:
-        """Create the progress artifact (at 0 %)."""
-        self._progress_id = await acreate_progress_artifact(
+        """Create the three artifacts: progress at 0 %, an empty loss table, no checkpoints."""
+        self._ids["progress"] = await acreate_progress_artifact(
             progress=0.0,
             key=artifact_key(self.job_id, "progress"),
-            description=f"Training progress of `{self.job_id}`",
+            description=f"Training progress of `{self.job_id}`: waiting for the first step",
+        )
+        self._ids["loss"] = await acreate_table_artifact(
+            table=[],
+            key=artifact_key(self.job_id, "loss"),
+            description=f"Loss per logged step of `{self.job_id}`: no step logged yet",
+        )
+        self._ids["checkpoints"] = await acreate_table_artifact(
+            table=[],
+            key=artifact_key(self.job_id, "checkpoints"),
+            description=f"Committed checkpoints of `{self.job_id}`: none yet",
         )
 
     def callbacks(self) -> dict[str, Any]:
@@ -71,10 +118,7 @@ class RunReporter:
             "on_resumed": self.on_resumed,
         }
 
-    async def _progress(self, percent: float) -> None:
-        if self._progress_id is not None:
-            percent = max(0.0, min(100.0, percent))
-            await aupdate_progress_artifact(self._progress_id, progress=percent)
+    # -- events ---------------------------------------------------------------------------------
 
     async def on_started(self, ctx: Any) -> None:
         """``training.started``: log the run's metadata."""
@@ -98,10 +142,10 @@ class RunReporter:
         self._drop_rows_after(step)
 
     def _drop_rows_after(self, step: int) -> None:
-        kept = [r for r in self.rows if int(r["step"] or 0) <= step]
+        kept = [r for r in self.rows if not isinstance(r["step"], int) or r["step"] <= step]
         if len(kept) != len(self.rows):
             self.rows = kept
-            self._table_rows = -1  # publish the corrected table even if it got no longer
+            self._table_dirty = True
 
     async def on_log(self, ctx: Any) -> None:
         """``training.log``: log the step, set its table row, advance the progress bar.
@@ -109,79 +153,163 @@ class RunReporter:
         A step that is logged again (re-done after a resume) replaces its row and the rows
         after it; an evaluation logged at the same step fills in that step's row.
         """
-        step = getattr(ctx, "step", None)
-        loss = getattr(ctx, "loss", None)
+        row = {column: getattr(ctx, column, None) for column in LOSS_COLUMNS}
+        step, loss = row["step"], row["loss"]
         self.log.info("step %s loss %s", step, _fmt(loss))
-        row = {
-            "step": _fmt(step),
-            "loss": _fmt(loss),
-            "eval_loss": _fmt(getattr(ctx, "eval_loss", None)),
-            "learning_rate": _fmt(getattr(ctx, "learning_rate", None)),
-            "epoch": _fmt(getattr(ctx, "epoch", None)),
-        }
-        if isinstance(step, int):
-            last = self.rows[-1] if self.rows else None
-            if last is not None and last["step"] == row["step"]:
-                merged = {k: v or last[k] for k, v in row.items()}
-                self.rows[-1] = merged
-                self._table_rows = -1
-                row = {}
-            else:
+        last = self.rows[-1] if self.rows else None
+        if isinstance(step, int) and last is not None and last["step"] == step:
+            self.rows[-1] = {k: last[k] if v is None else v for k, v in row.items()}
+        else:
+            if isinstance(step, int):
                 self._drop_rows_after(step - 1)
-        if row:
             self.rows.append(row)
+        self._table_dirty = True
         if self.max_steps and isinstance(step, int):
-            await self._progress(100.0 * step / self.max_steps)
+            await self._progress(100.0 * step / self.max_steps, self._progress_line())
         if time.monotonic() - self._table_at >= TABLE_INTERVAL_SECONDS:
             await self.flush_table()
 
     async def on_checkpoint(self, ctx: Any) -> None:
-        """``checkpoint.saved``: log it and publish a link to the committed checkpoint."""
+        """``checkpoint.saved``: log it and add its row to the checkpoints table."""
         step = int(getattr(ctx, "step", 0) or 0)
         for artifact in getattr(ctx, "artifacts", None) or []:
             uri = getattr(artifact, "uri", str(artifact))
-            self.checkpoints.append((step, uri))
+            self.checkpoints[step] = uri
             self.log.info("Checkpoint at step %s committed: %s", step, uri)
-            await acreate_link_artifact(
-                link=uri,
-                link_text=f"checkpoint step {step}",
-                key=artifact_key(self.job_id, f"checkpoint-{step}"),
-                description=f"Committed checkpoint of `{self.job_id}` at step {step}",
-            )
-        await self._checkpoint_list()
+        await self._publish_checkpoints()
 
-    async def _checkpoint_list(self) -> None:
-        lines = [f"# Checkpoints of `{self.job_id}`", "", "| step | checkpoint |", "|---|---|"]
-        lines += [f"| {step} | [{uri}]({uri}) |" for step, uri in self.checkpoints]
-        await acreate_markdown_artifact(
-            markdown="\n".join(lines),
-            key=artifact_key(self.job_id, "checkpoints"),
-            description=f"Committed checkpoints of `{self.job_id}`",
-        )
+    async def finish(self, result: Any, storage: Storage | None = None) -> None:
+        """The run ended: save the curve beside the final adapter, update all three artifacts.
 
-    async def flush_table(self) -> None:
-        """Publish a new version of the loss table if rows were added since the last one."""
-        if not self.rows or len(self.rows) == self._table_rows:
-            return
-        await acreate_table_artifact(
-            table=list(self.rows),
-            key=artifact_key(self.job_id, "loss"),
-            description=f"Loss per logging step of `{self.job_id}`",
-        )
-        self._table_rows = len(self.rows)
-        self._table_at = time.monotonic()
-
-    async def finish(self, result: Any) -> None:
-        """The run ended: flush the table, fill the progress bar, list the final artifacts."""
-        await self.flush_table()
-        status = getattr(getattr(result, "job", None), "status", None)
-        if status == "completed":
-            await self._progress(100.0)
+        Args:
+            result: the training result (job, artifacts).
+            storage: the run storage as this process reaches it; ``None``: the curve is only
+                shown in the flow run, not saved.
+        """
         for artifact in getattr(result, "artifacts", None) or []:
             if getattr(artifact, "kind", None) == "final":
-                await acreate_link_artifact(
-                    link=artifact.uri,
-                    link_text="final adapter",
-                    key=artifact_key(self.job_id, "final"),
-                    description=f"Final adapter of `{self.job_id}`",
+                self.final_uri = artifact.uri
+        png = await self._render() if self.rows else None
+        if png is not None and self.final_uri and storage is not None:
+            await self._save_curve(storage, loss_curve_uri(self.final_uri), png)
+        await self._publish_loss(png)
+        await self._publish_checkpoints()
+        status = getattr(getattr(result, "job", None), "status", None)
+        line = f"{status or 'ended'} at step {self._last_step() or 0}"
+        if status == "completed":
+            await self._progress(100.0, line)
+        elif status:
+            await self._progress(None, line)
+
+    # -- artifacts ------------------------------------------------------------------------------
+
+    async def flush_table(self) -> None:
+        """Update the loss table and its curve if steps were logged since the last update."""
+        if self._table_dirty:
+            await self._publish_loss(await self._render() if self.rows else None)
+
+    async def _render(self) -> bytes:
+        train = [(r["step"], r["loss"]) for r in self.rows if self._plottable(r, "loss")]
+        evals = [(r["step"], r["eval_loss"]) for r in self.rows if self._plottable(r, "eval_loss")]
+        return await asyncio.to_thread(render_loss_png, train, evals, title=self.job_id)
+
+    @staticmethod
+    def _plottable(row: dict[str, Any], column: str) -> bool:
+        return isinstance(row["step"], int) and _number(row[column]) is not None
+
+    async def _publish_loss(self, png: bytes | None) -> None:
+        lines = [f"Loss per logged step of `{self.job_id}`"]
+        if self.curve_uri:
+            lines.append(f"Saved as `{self.curve_uri}`")
+        if png is not None:
+            data = base64.b64encode(png).decode("ascii")
+            lines.append(f"![loss curve of {self.job_id}](data:image/png;base64,{data})")
+        table = [{k: _fmt(v) for k, v in row.items()} for row in self.rows]
+        await self._update("loss", table, "\n\n".join(lines))
+        self._table_dirty = False
+        self._table_at = time.monotonic()
+
+    def _checkpoint_rows(self) -> list[dict[str, str]]:
+        rows = [
+            self._checkpoint_row(step, "checkpoint", uri)
+            for step, uri in sorted(self.checkpoints.items())
+        ]
+        if self.final_uri:
+            rows.append(self._checkpoint_row(self._last_step(), "final adapter", self.final_uri))
+        return rows
+
+    def _checkpoint_row(self, step: int | None, what: str, uri: str) -> dict[str, str]:
+        return {
+            "step": _fmt(step),
+            "artifact": what,
+            "train_loss": _fmt(self._latest("loss", step)),
+            "eval_loss": _fmt(self._latest("eval_loss", step)),
+            "uri": uri,
+        }
+
+    def _latest(self, column: str, step: int | None) -> Any:
+        """The last ``column`` value logged at or before ``step`` (any step when None)."""
+        for row in reversed(self.rows):
+            at = row["step"]
+            if row[column] is not None and (step is None or (isinstance(at, int) and at <= step)):
+                return row[column]
+        return None
+
+    def _last_step(self) -> int | None:
+        steps = [r["step"] for r in self.rows if isinstance(r["step"], int)]
+        return max(steps) if steps else None
+
+    async def _publish_checkpoints(self) -> None:
+        rows = self._checkpoint_rows()
+        parts = [f"Committed checkpoints of `{self.job_id}`: {len(self.checkpoints) or 'none yet'}"]
+        if self.final_uri:
+            parts.append(f"final adapter `{self.final_uri}`")
+        await self._update("checkpoints", rows, " · ".join(parts))
+
+    async def _update(self, which: str, table: list[dict[str, str]], description: str) -> None:
+        artifact_id = self._ids.get(which)
+        if artifact_id is None:  # begin() was not called
+            return
+        data = await TableArtifact(table=table).aformat()
+        async with get_client() as client:
+            await client.update_artifact(
+                artifact_id=artifact_id,
+                artifact=ArtifactUpdate(data=data, description=description),
+            )
+
+    def _progress_line(self) -> str:
+        step = self._last_step()
+        loss = self._latest("loss", None)
+        line = f"step {step} of {self.max_steps}" if self.max_steps else f"step {step}"
+        return line + (f" · loss {_fmt(loss)}" if loss is not None else "")
+
+    async def _progress(self, percent: float | None, line: str) -> None:
+        artifact_id = self._ids.get("progress")
+        if artifact_id is None:
+            return
+        if percent is None:  # keep the bar where it stopped, say why
+            async with get_client() as client:
+                await client.update_artifact(
+                    artifact_id=artifact_id,
+                    artifact=ArtifactUpdate(description=self._progress_description(line)),
                 )
+            return
+        await aupdate_progress_artifact(
+            artifact_id,
+            progress=max(0.0, min(100.0, percent)),
+            description=self._progress_description(line),
+        )
+
+    def _progress_description(self, line: str) -> str:
+        return f"Training progress of `{self.job_id}`: {line}"
+
+    # -- storage --------------------------------------------------------------------------------
+
+    async def _save_curve(self, storage: Storage, uri: str, png: bytes) -> None:
+        try:
+            await asyncio.to_thread(storage.put_bytes, uri, png)
+        except (ArkorOpsError, OSError) as exc:  # the run itself completed: warn, go on
+            self.log.warning("Could not save the loss curve to %s: %s", uri, exc)
+            return
+        self.curve_uri = uri
+        self.log.info("Loss curve saved to %s", uri)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from prefect import runtime, task
@@ -38,6 +38,7 @@ from arkor_ops.config import (
     TrainerConfig,
     validate_config,
 )
+from arkor_ops.storage import Storage, open_storage
 from flows.jobs import job_id_for
 from flows.reporting import RunReporter
 from flows.settings import BackendSettings, make_backend
@@ -106,6 +107,19 @@ def make_trainer(
     )
 
 
+def run_storage(backend: Any) -> Storage | None:
+    """The backend's run storage as this process reaches it, or None (the fake backend).
+
+    What the backends offer today: the Kubernetes backend's ``storage()`` (with the client's S3
+    endpoint, ``ARKOR_K8S_S3_CLIENT_ENDPOINT_URL``) and the local backend's ``storage_uri``.
+    """
+    make = getattr(backend, "storage", None)
+    if callable(make):
+        return cast(Storage, make())
+    uri = getattr(backend, "storage_uri", None)
+    return open_storage(uri) if isinstance(uri, str) and uri else None
+
+
 @task(retries=2, retry_delay_seconds=2, task_run_name="start-training")
 async def start_training(
     config: TrainerConfig, settings: BackendSettings, idempotency_key: str
@@ -143,7 +157,7 @@ async def wait_for_training(
         message = f"Flow run cancelled: training run {job_id} stopped"
         log.info(message)
         return Cancelled(message=message)
-    await reporter.finish(result)
+    await reporter.finish(result, run_storage(trainer.backend))
     job = result.job
     if job.status == "failed":
         raise TrainingFailed(job.error or f"training job {job.id} failed")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import re
+import struct
 import subprocess
 import sys
 import time
@@ -91,6 +93,38 @@ def latest(artifacts: list[Any], type_: str) -> list[Any]:
         if art.type == type_:
             newest[art.key or art.id] = art
     return list(newest.values())
+
+
+def by_key(artifacts: list[Any]) -> dict[str, Any]:
+    """The run's artifacts by key; fails if a key has more than one version (a card each)."""
+    keys = [a.key for a in artifacts]
+    assert len(set(keys)) == len(keys), f"artifact versions shown as extra cards: {sorted(keys)}"
+    return {a.key: a for a in artifacts}
+
+
+def embedded_png(markdown: str) -> bytes:
+    """The PNG embedded in ``markdown`` as a ``data:image/png;base64,`` URI."""
+    found = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", markdown or "")
+    assert found, f"no embedded PNG in {markdown[:200]!r}"
+    return base64.b64decode(found.group(1))
+
+
+def png_info(png: bytes) -> dict[str, Any]:
+    """A PNG's size and text chunks, read chunk by chunk (fails on anything but a PNG)."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    info: dict[str, Any] = {}
+    pos = 8
+    while pos < len(png):
+        length, kind = struct.unpack(">I4s", png[pos : pos + 8])
+        body = png[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            info["width"], info["height"] = struct.unpack(">II", body[:8])
+        elif kind == b"tEXt":
+            name, _, value = body.partition(b"\0")
+            info[name.decode("latin-1")] = value.decode("latin-1")
+        pos += 12 + length
+    assert kind == b"IEND", "truncated PNG"
+    return info
 
 
 @contextlib.contextmanager

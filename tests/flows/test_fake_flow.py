@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from arkor_ops.testing import FakeBackend, scripted_events
-from tests.flows.helpers import latest, run_artifacts, tiny_config
+from tests.flows.helpers import by_key, embedded_png, png_info, run_artifacts, tiny_config
 
 pytestmark = [pytest.mark.prefect]
 
@@ -38,9 +38,13 @@ def use_fake(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[A
 async def test_completed_run_fills_logs_and_artifacts(use_fake: Any) -> None:
     from prefect.client.orchestration import get_client
 
+    from arkor_ops.events import TrainingLog
     from flows.fine_tune import fine_tune
 
-    fake = use_fake(FakeBackend(scripted_events("fake-ok", steps=4), job_id="fake-ok"))
+    events: list[Any] = scripted_events("fake-ok", steps=4)
+    at_step_4 = next(i for i, e in enumerate(events) if getattr(e, "step", None) == 4)
+    events.insert(at_step_4 + 1, TrainingLog(job_id="fake-ok", step=4, eval_loss=0.7))
+    fake = use_fake(FakeBackend(events, job_id="fake-ok"))
     state = await fine_tune(config=tiny_config("/data/train.jsonl"), return_state=True)
     assert state.is_completed(), state.message
     result = await state.result()
@@ -52,17 +56,48 @@ async def test_completed_run_fills_logs_and_artifacts(use_fake: Any) -> None:
 
     async with get_client() as client:
         arts = await run_artifacts(client, flow_run_id)
-    (progress,) = latest(arts, "progress")
+    # the run page lists every artifact row of the flow run: three, each updated in place
+    assert sorted((a.key, a.type) for a in arts) == [
+        ("fake-ok-checkpoints", "table"),
+        ("fake-ok-loss", "table"),
+        ("fake-ok-progress", "progress"),
+    ]
+    arts_by_key = by_key(arts)
+    progress = arts_by_key["fake-ok-progress"]
     assert float(progress.data) == 100.0
-    (table,) = latest(arts, "table")
-    rows = json.loads(table.data)
+    assert "completed at step 4" in progress.description
+    loss = arts_by_key["fake-ok-loss"]
+    rows = json.loads(loss.data)
     assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
     assert rows[0]["loss"] == "2"
-    markdown = {a.key: a.data for a in latest(arts, "markdown")}  # links are markdown too
-    listing = markdown["fake-ok-checkpoints"]
-    assert "step-00000002" in listing and "step-00000004" in listing
-    assert "(file:///fake/fake-ok/checkpoints/step-00000002/)" in markdown["fake-ok-checkpoint-2"]
-    assert "(file:///fake/fake-ok/final/)" in markdown["fake-ok-final"]
+    assert (rows[3]["loss"], rows[3]["eval_loss"]) == ("0.5", "0.7")  # the eval filled step 4 in
+    png = png_info(embedded_png(loss.description))
+    assert png["Description"] == "train loss: 4 points; eval loss: 1 points"
+    assert (png["width"], png["height"]) == (700, 300)
+    checkpoints = json.loads(arts_by_key["fake-ok-checkpoints"].data)
+    assert checkpoints == [
+        {
+            "step": "2",
+            "artifact": "checkpoint",
+            "train_loss": "1",
+            "eval_loss": "",
+            "uri": "file:///fake/fake-ok/checkpoints/step-00000002/",
+        },
+        {
+            "step": "4",
+            "artifact": "checkpoint",
+            "train_loss": "0.5",
+            "eval_loss": "0.7",
+            "uri": "file:///fake/fake-ok/checkpoints/step-00000004/",
+        },
+        {
+            "step": "4",
+            "artifact": "final adapter",
+            "train_loss": "0.5",
+            "eval_loss": "0.7",
+            "uri": "file:///fake/fake-ok/final/",
+        },
+    ]
 
 
 async def test_failed_training_fails_the_flow_run_with_its_error(use_fake: Any) -> None:
@@ -140,7 +175,10 @@ async def test_a_resumed_run_has_each_step_once_in_the_loss_table(use_fake: Any)
     assert state.is_completed(), state.message
     async with get_client() as client:
         arts = await run_artifacts(client, state.state_details.flow_run_id)
-    (table,) = latest(arts, "table")
-    rows = json.loads(table.data)
+    loss = by_key(arts)[f"{job}-loss"]
+    rows = json.loads(loss.data)
     assert [r["step"] for r in rows] == ["1", "2", "3", "4", "5", "6"]
     assert rows[4]["loss"] == "0.5"  # the re-done step 5, not the first attempt's
+    # and the curve has each step once too
+    png = png_info(embedded_png(loss.description))
+    assert png["Description"] == "train loss: 6 points; eval loss: 0 points"

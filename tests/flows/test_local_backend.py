@@ -6,17 +6,21 @@ worker is the scripted fake worker of tests/local (the process handling is what 
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
 from tests.flows.helpers import (
+    by_key,
+    embedded_png,
     eventually,
-    latest,
+    png_info,
     run_artifacts,
     serve_runner,
     stop_logged,
@@ -81,13 +85,25 @@ async def test_tiny_model_run_completes_with_artifacts(
     assert result["job"]["status"] == "completed"
     async with get_client() as client:
         arts = await run_artifacts(client, state.state_details.flow_run_id)
-    (progress,) = latest(arts, "progress")
-    assert float(progress.data) == 100.0
-    (table,) = latest(arts, "table")
-    assert "loss" in table.data and '"4"' in table.data
-    markdown = {a.key: a.data for a in latest(arts, "markdown")}
-    listing = next(v for k, v in markdown.items() if k.endswith("-checkpoints"))
-    assert "step-00000002" in listing and "step-00000004" in listing
+    job_id = result["job"]["id"]
+    arts_by_key = by_key(arts)  # one card per artifact on the run page: three
+    assert sorted(arts_by_key) == [f"{job_id}-{w}" for w in ("checkpoints", "loss", "progress")]
+    assert float(arts_by_key[f"{job_id}-progress"].data) == 100.0
+    loss = arts_by_key[f"{job_id}-loss"]
+    assert [r["step"] for r in json.loads(loss.data)] == ["1", "2", "3", "4"]
+    checkpoints = json.loads(arts_by_key[f"{job_id}-checkpoints"].data)
+    assert [(r["step"], r["artifact"]) for r in checkpoints] == [
+        ("2", "checkpoint"),
+        ("4", "checkpoint"),
+        ("4", "final adapter"),
+    ]
+    assert all(r["train_loss"] for r in checkpoints)
+    # the curve is saved beside the final adapter, the same picture the loss table shows
+    final = Path(urlparse(checkpoints[-1]["uri"]).path)
+    saved = (final.parent / "loss.png").read_bytes()
+    assert png_info(saved)["Description"] == "train loss: 4 points; eval loss: 0 points"
+    assert saved == embedded_png(loss.description)
+    assert f"Saved as `{final.parent.as_uri()}/loss.png`" in loss.description
 
 
 @pytest.fixture
