@@ -57,14 +57,18 @@ def render_loss_png(train: Points, evaluation: Points, *, title: str) -> bytes:
         if points:
             steps, losses = zip(*points, strict=True)
             marker = "o" if len(points) <= _MARKERS_UP_TO or label == "eval loss" else None
-            ax.plot(steps, losses, label=label, color=color, marker=marker, markersize=3.5)
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+            ax.plot(
+                steps, losses, label=label, color=color, marker=marker, markersize=5, linewidth=2.5
+            )
+    # large type: the UI shows the picture at about half its size on the run page's card
+    ax.set_title(title, fontsize=15)
+    ax.set_xlabel("step", fontsize=14)
+    ax.set_ylabel("loss", fontsize=14)
+    ax.tick_params(labelsize=13)
     ax.grid(alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
     if train or evaluation:
-        ax.legend(frameon=False, fontsize=9)
+        ax.legend(frameon=False, fontsize=13)
     else:
         ax.text(0.5, 0.5, "no step logged yet", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()

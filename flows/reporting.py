@@ -95,17 +95,17 @@ class RunReporter:
         self._ids["progress"] = await acreate_progress_artifact(
             progress=0.0,
             key=artifact_key(self.job_id, "progress"),
-            description=f"Training progress of `{self.job_id}`: waiting for the first step",
+            description="Waiting for the first step",
         )
         self._ids["loss"] = await acreate_table_artifact(
             table=[],
             key=artifact_key(self.job_id, "loss"),
-            description=f"Loss per logged step of `{self.job_id}`: no step logged yet",
+            description="No step logged yet",
         )
         self._ids["checkpoints"] = await acreate_table_artifact(
             table=[],
             key=artifact_key(self.job_id, "checkpoints"),
-            description=f"Committed checkpoints of `{self.job_id}`: none yet",
+            description="No checkpoint committed yet",
         )
 
     def callbacks(self) -> dict[str, Any]:
@@ -155,7 +155,10 @@ class RunReporter:
         """
         row = {column: getattr(ctx, column, None) for column in LOSS_COLUMNS}
         step, loss = row["step"], row["loss"]
-        self.log.info("step %s loss %s", step, _fmt(loss))
+        if loss is None and row["eval_loss"] is not None:
+            self.log.info("step %s eval loss %s", step, _fmt(row["eval_loss"]))
+        else:
+            self.log.info("step %s loss %s", step, _fmt(loss))
         last = self.rows[-1] if self.rows else None
         if isinstance(step, int) and last is not None and last["step"] == step:
             self.rows[-1] = {k: last[k] if v is None else v for k, v in row.items()}
@@ -165,7 +168,7 @@ class RunReporter:
             self.rows.append(row)
         self._table_dirty = True
         if self.max_steps and isinstance(step, int):
-            await self._progress(100.0 * step / self.max_steps, self._progress_line())
+            await self._progress(100.0 * step / self.max_steps, self._progress_line("Step"))
         if time.monotonic() - self._table_at >= TABLE_INTERVAL_SECONDS:
             await self.flush_table()
 
@@ -195,7 +198,7 @@ class RunReporter:
         await self._publish_loss(png)
         await self._publish_checkpoints()
         status = getattr(getattr(result, "job", None), "status", None)
-        line = f"{status or 'ended'} at step {self._last_step() or 0}"
+        line = self._progress_line(f"{(status or 'ended').capitalize()} at step")
         if status == "completed":
             await self._progress(100.0, line)
         elif status:
@@ -218,7 +221,9 @@ class RunReporter:
         return isinstance(row["step"], int) and _number(row[column]) is not None
 
     async def _publish_loss(self, png: bytes | None) -> None:
-        lines = [f"Loss per logged step of `{self.job_id}`"]
+        train = sum(1 for r in self.rows if self._plottable(r, "loss"))
+        evals = sum(1 for r in self.rows if self._plottable(r, "eval_loss"))
+        lines = [f"Train loss at {train} steps, eval loss at {evals}"]
         if self.curve_uri:
             lines.append(f"Saved as `{self.curve_uri}`")
         if png is not None:
@@ -261,10 +266,15 @@ class RunReporter:
 
     async def _publish_checkpoints(self) -> None:
         rows = self._checkpoint_rows()
-        parts = [f"Committed checkpoints of `{self.job_id}`: {len(self.checkpoints) or 'none yet'}"]
+        count = len(self.checkpoints)
+        line = f"{count} checkpoint{'' if count == 1 else 's'}"  # one short line: the card's
         if self.final_uri:
-            parts.append(f"final adapter `{self.final_uri}`")
-        await self._update("checkpoints", rows, " · ".join(parts))
+            line += " + final adapter"
+        elif count:
+            line += f", newest at step {max(self.checkpoints)}"
+        else:
+            line = "No checkpoint committed yet"
+        await self._update("checkpoints", rows, line)
 
     async def _update(self, which: str, table: list[dict[str, str]], description: str) -> None:
         artifact_id = self._ids.get(which)
@@ -277,10 +287,11 @@ class RunReporter:
                 artifact=ArtifactUpdate(data=data, description=description),
             )
 
-    def _progress_line(self) -> str:
-        step = self._last_step()
+    def _progress_line(self, what: str) -> str:
+        """``Step 6 of 8 · loss 0.3333`` (``what`` first: the card shows one line)."""
+        step = self._last_step() or 0
+        line = f"{what} {step} of {self.max_steps}" if self.max_steps else f"{what} {step}"
         loss = self._latest("loss", None)
-        line = f"step {step} of {self.max_steps}" if self.max_steps else f"step {step}"
         return line + (f" · loss {_fmt(loss)}" if loss is not None else "")
 
     async def _progress(self, percent: float | None, line: str) -> None:
@@ -291,17 +302,14 @@ class RunReporter:
             async with get_client() as client:
                 await client.update_artifact(
                     artifact_id=artifact_id,
-                    artifact=ArtifactUpdate(description=self._progress_description(line)),
+                    artifact=ArtifactUpdate(description=line),
                 )
             return
         await aupdate_progress_artifact(
             artifact_id,
             progress=max(0.0, min(100.0, percent)),
-            description=self._progress_description(line),
+            description=line,
         )
-
-    def _progress_description(self, line: str) -> str:
-        return f"Training progress of `{self.job_id}`: {line}"
 
     # -- storage --------------------------------------------------------------------------------
 

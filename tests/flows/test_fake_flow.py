@@ -65,16 +65,19 @@ async def test_completed_run_fills_logs_and_artifacts(use_fake: Any) -> None:
     arts_by_key = by_key(arts)
     progress = arts_by_key["fake-ok-progress"]
     assert float(progress.data) == 100.0
-    assert "completed at step 4" in progress.description
+    assert progress.description == "Completed at step 4 of 4 · loss 0.5"
     loss = arts_by_key["fake-ok-loss"]
     rows = json.loads(loss.data)
     assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
     assert rows[0]["loss"] == "2"
     assert (rows[3]["loss"], rows[3]["eval_loss"]) == ("0.5", "0.7")  # the eval filled step 4 in
+    assert loss.description.startswith("Train loss at 4 steps, eval loss at 1\n")
     png = png_info(embedded_png(loss.description))
     assert png["Description"] == "train loss: 4 points; eval loss: 1 points"
     assert (png["width"], png["height"]) == (700, 300)
-    checkpoints = json.loads(arts_by_key["fake-ok-checkpoints"].data)
+    checkpoints_artifact = arts_by_key["fake-ok-checkpoints"]
+    assert checkpoints_artifact.description == "2 checkpoints + final adapter"
+    checkpoints = json.loads(checkpoints_artifact.data)
     assert checkpoints == [
         {
             "step": "2",

@@ -1,4 +1,4 @@
-"""The Prefect UI shows a run's loss table and checkpoint links (headless Chromium).
+"""The Prefect UI shows a run's three artifacts and its loss curve (headless Chromium over CDP).
 
 Needs Debian's ``chromium`` (``scripts/ensure-chromium.sh``). The screenshot it takes is the
 picture in docs/prefect.md: ``ARKOR_UPDATE_SCREENSHOTS=1`` copies it to docs/img/prefect-run.png
@@ -7,64 +7,80 @@ picture in docs/prefect.md: ``ARKOR_UPDATE_SCREENSHOTS=1`` copies it to docs/img
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from arkor_ops.testing import FakeBackend, scripted_events
-from tests.flows.helpers import latest, run_artifacts, tiny_config
-from tests.sidecar.browser import BASE_FLAGS
+from tests.flows.helpers import by_key, run_artifacts, tiny_config
+from tests.sidecar.browser import Browser
 
 pytestmark = [pytest.mark.prefect, pytest.mark.browser]
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "img" / "prefect-run.png"
-FLAGS = [
-    *BASE_FLAGS,
-    "--hide-scrollbars",
-    "--window-size=1400,1000",
-    "--virtual-time-budget=20000",
-]
+JOB = "support-bot-3f2a9c1e"
+WIDTH, HEIGHT = 1400, 1050
+
+#: What the page shows: the artifact cards (type, key) and the loss curves that have loaded.
+SHOWN = """(() => {
+  const grid = document.querySelector('[data-testid="flow-run-artifacts-grid"]');
+  const root = grid || document.body;
+  const cards = grid ? [...grid.children].map(card => [
+      (card.querySelector('p') || {}).textContent || '',
+      (card.querySelector('h3, h4') || {}).textContent || '']) : [];
+  const pictures = [...root.querySelectorAll('img[src^="data:image/png"]')]
+      .filter(img => img.complete && img.naturalWidth > 0)
+      .map(img => [img.naturalWidth, img.naturalHeight, img.getBoundingClientRect().width]);
+  return {cards, pictures, text: document.body.innerText};
+})()"""
 
 
-def render(tmp_path: Path, url: str, expect: str) -> str:
-    """The DOM of ``url`` once it contains ``expect`` (a loaded machine may need a retry)."""
-    dom = ""
-    for _ in range(3):
-        dom = chromium(tmp_path, "--dump-dom", url)
-        if expect in dom:
+def events() -> list[Any]:
+    """Eight logged steps, an evaluation at steps 4 and 8, checkpoints every 4, completed."""
+    script: list[Any] = scripted_events(JOB, steps=8, checkpoint_every=4)
+    from arkor_ops.events import TrainingLog
+
+    for step, eval_loss in ((4, 0.62), (8, 0.41)):
+        at = next(i for i, e in enumerate(script) if getattr(e, "step", None) == step)
+        script.insert(at + 1, TrainingLog(job_id=JOB, step=step, eval_loss=eval_loss))
+    return script
+
+
+async def shown(browser: Browser, url: str, ready: Any, timeout: float = 60) -> dict[str, Any]:
+    """What ``url`` shows once ``ready(shown)`` holds (the UI loads its data after the page)."""
+    await browser.goto(url)
+    seen: dict[str, Any] = {}
+    for _ in range(int(timeout / 0.25)):
+        seen = await browser.evaluate(SHOWN)
+        if ready(seen):
+            return seen
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"{url} never got ready: {json.dumps(seen)[:3000]}")
+
+
+async def settled(browser: Browser) -> None:
+    """Give the run graph (a canvas drawn after the data arrives) a moment, for the picture."""
+    for _ in range(40):
+        if await browser.evaluate("document.querySelectorAll('canvas').length > 0"):
             break
-    return dom
+        await asyncio.sleep(0.25)
+    await asyncio.sleep(2)
 
 
-def chromium(tmp_path: Path, *args: str) -> str:
-    """Run headless Chromium with a fresh profile; returns its stdout."""
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.fail("chromium is not installed: run scripts/ensure-chromium.sh")
-    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
-    out = subprocess.run(
-        [exe, *FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    return out.stdout
-
-
-async def test_flow_run_page_shows_loss_table_and_checkpoints(
+async def test_flow_run_page_shows_three_artifacts_and_the_loss_curve(
     ui_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import flows.training
     from flows.fine_tune import fine_tune
 
-    fake = FakeBackend(
-        scripted_events("support-bot-3f2a9c1e", steps=8), job_id="support-bot-3f2a9c1e"
-    )
+    fake = FakeBackend(events(), job_id=JOB)
     monkeypatch.setattr(flows.training, "make_backend", lambda settings, flow_run_id=None: fake)
     try:
         config = tiny_config("/data/support.jsonl", name="support-bot", maxSteps=8)
@@ -72,32 +88,54 @@ async def test_flow_run_page_shows_loss_table_and_checkpoints(
     finally:
         fake.close()
     assert state.is_completed()
-    from prefect.logging.handlers import APILogWorker
-
-    APILogWorker.drain_all()
-    page = f"{ui_url}/v2/runs/flow-run/{state.state_details.flow_run_id}?tab=Artifacts"
-    dom = render(tmp_path, page, "support-bot-3f2a9c1e-loss")
-    # the Artifacts tab of the flow run page lists the loss table and the checkpoint links
-    assert "support-bot-3f2a9c1e-loss" in dom, dom[-2000:]
-    assert "support-bot-3f2a9c1e-checkpoints" in dom
-    assert "support-bot-3f2a9c1e-checkpoint-8" in dom
-    # and each artifact's page renders its content: the table's rows, the links
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        arts = await run_artifacts(client, state.state_details.flow_run_id)
-    table = latest(arts, "table")[0]
-    listing = next(a for a in latest(arts, "markdown") if a.key.endswith("-checkpoints"))
-    table_dom = render(tmp_path, f"{ui_url}/v2/artifacts/artifact/{table.id}", "0.2857")
-    assert "<table" in table_dom and "0.2857" in table_dom
-    links_dom = render(tmp_path, f"{ui_url}/v2/artifacts/artifact/{listing.id}", "step-00000008")
-    rendered = links_dom.split("checkpoints/step-00000008", 1)
-    assert len(rendered) == 2 and "<a" in rendered[0][-600:], "checkpoint link not rendered"
-    shot = tmp_path / SCREENSHOT.name
-    for _ in range(3):  # a blank page (app not loaded yet on a busy machine) is a few KB
-        chromium(tmp_path, f"--screenshot={shot}", page)
-        if shot.stat().st_size > 10_000:
-            break
-    assert shot.stat().st_size > 10_000
+        arts = by_key(await run_artifacts(client, state.state_details.flow_run_id))
+    keys = {f"{JOB}-progress", f"{JOB}-loss", f"{JOB}-checkpoints"}
+    assert set(arts) == keys
+
+    run_page = f"{ui_url}/v2/runs/flow-run/{state.state_details.flow_run_id}?tab=Artifacts"
+    async with Browser(tmp_path / "profile") as browser:
+        await browser.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=WIDTH,
+            height=HEIGHT,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        # the run page: three cards, one per artifact, and the loss curve on the loss card
+        page = await shown(browser, run_page, lambda s: len(s["cards"]) >= 3 and s["pictures"])
+        assert sorted(map(tuple, page["cards"])) == sorted(
+            [
+                ("PROGRESS", f"{JOB}-progress"),
+                ("TABLE", f"{JOB}-checkpoints"),
+                ("TABLE", f"{JOB}-loss"),
+            ]
+        ), page["cards"]
+        ((width, height, shown_width),) = page["pictures"]
+        assert (width, height) == (700, 300)
+        assert shown_width > 200, "the loss curve is squeezed on its card"
+        assert "Completed at step 8 of 8" in page["text"]
+        await settled(browser)
+        shot = await browser.call("Page.captureScreenshot", format="png")
+        (tmp_path / SCREENSHOT.name).write_bytes(base64.b64decode(shot["data"]))
+
+        # each artifact's page renders its content: the loss rows with the curve, the checkpoints
+        loss = await shown(
+            browser,
+            f"{ui_url}/v2/artifacts/artifact/{arts[f'{JOB}-loss'].id}",
+            lambda s: "0.2857" in s["text"] and s["pictures"],
+        )
+        assert "eval_loss" in loss["text"] and "0.41" in loss["text"]
+        shot = await browser.call("Page.captureScreenshot", format="png")  # kept in tmp_path only
+        (tmp_path / "loss-artifact.png").write_bytes(base64.b64decode(shot["data"]))
+        checkpoints = await shown(
+            browser,
+            f"{ui_url}/v2/artifacts/artifact/{arts[f'{JOB}-checkpoints'].id}",
+            lambda s: "final adapter" in s["text"],
+        )
+        assert f"file:///fake/{JOB}/checkpoints/step-00000008/" in checkpoints["text"]
+        assert f"file:///fake/{JOB}/final/" in checkpoints["text"]
     if os.environ.get("ARKOR_UPDATE_SCREENSHOTS") == "1":
-        shutil.copyfile(shot, SCREENSHOT)
+        shutil.copyfile(tmp_path / SCREENSHOT.name, SCREENSHOT)
