@@ -21,8 +21,11 @@ from arkor_ops.kube.manifests import FLOW_RUN_LABEL
 from arkor_ops.kube.manifests import SELECTOR as MANAGED
 from tests.fixtures.s3 import S3Server
 from tests.flows.helpers import (
+    by_key,
+    embedded_png,
     eventually,
     latest,
+    png_info,
     run_artifacts,
     serve_runner,
     stop_logged,
@@ -93,11 +96,12 @@ def run_objects(cluster: K8sCluster, namespace: str, selector: str) -> list[str]
     return out.stdout.split()
 
 
-async def test_fine_tune_completes_on_the_cluster_and_a_retried_start_makes_one_job(
+async def test_fine_tune_completes_on_the_cluster_and_a_retried_start_makes_one_job(  # noqa: PLR0917
     kube_env: dict[str, str],
     k8s_cluster: K8sCluster,
     k8s_namespace: str,
     run_files: Path,
+    s3_server: S3Server,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """One tiny run: artifacts in the flow run, and start_training's retry adopts its Job."""
@@ -148,16 +152,27 @@ async def test_fine_tune_completes_on_the_cluster_and_a_retried_start_makes_one_
 
     async with get_client() as client:
         arts = await run_artifacts(client, state.state_details.flow_run_id)
-    (progress,) = latest(arts, "progress")
-    assert float(progress.data) == 100.0
-    (table,) = latest(arts, "table")
-    rows = json.loads(table.data)
+    job_id = result["job"]["id"]
+    arts_by_key = by_key(arts)  # one card per artifact on the run page: three
+    assert sorted(arts_by_key) == [f"{job_id}-{w}" for w in ("checkpoints", "loss", "progress")]
+    assert float(arts_by_key[f"{job_id}-progress"].data) == 100.0
+    loss = arts_by_key[f"{job_id}-loss"]
+    rows = json.loads(loss.data)
     assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
     assert all(r["loss"] not in ("", None) for r in rows)
-    markdown = {a.key: a.data for a in latest(arts, "markdown")}
-    listing = next(v for k, v in markdown.items() if k.endswith("-checkpoints"))
-    assert "step-00000002" in listing and "step-00000004" in listing
-    assert f"(s3://{kube_env['ARKOR_K8S_STORAGE_URI'].removeprefix('s3://')}/" in listing
+    checkpoints = json.loads(arts_by_key[f"{job_id}-checkpoints"].data)
+    assert [(r["step"], r["artifact"]) for r in checkpoints] == [
+        ("2", "checkpoint"),
+        ("4", "checkpoint"),
+        ("4", "final adapter"),
+    ]
+    run_root = f"{kube_env['ARKOR_K8S_STORAGE_URI'].rstrip('/')}/{job_id}"
+    assert all(r["uri"].startswith(f"{run_root}/") for r in checkpoints)
+    # the curve is saved beside the final adapter in S3, the picture the loss table shows
+    bucket, _, key = f"{run_root}/loss.png".removeprefix("s3://").partition("/")
+    saved = s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert png_info(saved)["Description"] == "train loss: 4 points; eval loss: 0 points"
+    assert saved == embedded_png(loss.description)
 
 
 @pytest.fixture
