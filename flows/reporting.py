@@ -66,13 +66,6 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def loss_curve_uri(final_uri: str) -> str:
-    """Where the loss curve of the run whose final adapter is at ``final_uri`` goes."""
-    root = final_uri.rstrip("/").rsplit("/", 1)[0]  # {prefix}/{job_id}/final -> {prefix}/{job_id}
-    prefix, _, job_id = root.rpartition("/")
-    return RunLayout(prefix, job_id).loss_curve
-
-
 class RunReporter:
     """Trainer callbacks that write a run's progress into the flow run's logs and artifacts."""
 
@@ -181,20 +174,23 @@ class RunReporter:
             self.log.info("Checkpoint at step %s committed: %s", step, uri)
         await self._publish_checkpoints()
 
-    async def finish(self, result: Any, storage: Storage | None = None) -> None:
+    async def finish(
+        self, result: Any, run_storage: tuple[Storage, RunLayout] | None = None
+    ) -> None:
         """The run ended: save the curve beside the final adapter, update all three artifacts.
 
         Args:
             result: the training result (job, artifacts).
-            storage: the run storage as this process reaches it; ``None``: the curve is only
-                shown in the flow run, not saved.
+            run_storage: the run's storage as this process reaches it
+                (``Backend.run_storage``); ``None``: the curve is only shown in the flow run.
         """
         for artifact in getattr(result, "artifacts", None) or []:
             if getattr(artifact, "kind", None) == "final":
                 self.final_uri = artifact.uri
         png = await self._render() if self.rows else None
-        if png is not None and self.final_uri and storage is not None:
-            await self._save_curve(storage, loss_curve_uri(self.final_uri), png)
+        if png is not None and self.final_uri and run_storage is not None:
+            storage, layout = run_storage
+            await self._save_curve(storage, layout.loss_curve, png)
         await self._publish_loss(png)
         await self._publish_checkpoints()
         status = getattr(getattr(result, "job", None), "status", None)

@@ -38,7 +38,8 @@ from arkor_ops.config import (
     TrainerConfig,
     validate_config,
 )
-from arkor_ops.storage import Storage, open_storage
+from arkor_ops.errors import BackendError
+from arkor_ops.storage import RunLayout, Storage
 from flows.jobs import job_id_for
 from flows.reporting import RunReporter
 from flows.settings import BackendSettings, make_backend
@@ -107,17 +108,13 @@ def make_trainer(
     )
 
 
-def run_storage(backend: Any) -> Storage | None:
-    """The backend's run storage as this process reaches it, or None (the fake backend).
-
-    What the backends offer today: the Kubernetes backend's ``storage()`` (with the client's S3
-    endpoint, ``ARKOR_K8S_S3_CLIENT_ENDPOINT_URL``) and the local backend's ``storage_uri``.
-    """
-    make = getattr(backend, "storage", None)
-    if callable(make):
-        return cast(Storage, make())
-    uri = getattr(backend, "storage_uri", None)
-    return open_storage(uri) if isinstance(uri, str) and uri else None
+async def run_storage(backend: Any, job_id: str) -> tuple[Storage, RunLayout] | None:
+    """The run's storage as this process reaches it, or None where the backend keeps none."""
+    try:
+        return cast(tuple[Storage, RunLayout], await backend.run_storage(job_id))
+    except BackendError as exc:  # the fake backend; or the Job is gone and no prefix is set
+        logger.debug("no run storage for %s: %s", job_id, exc)
+        return None
 
 
 @task(retries=2, retry_delay_seconds=2, task_run_name="start-training")
@@ -157,7 +154,7 @@ async def wait_for_training(
         message = f"Flow run cancelled: training run {job_id} stopped"
         log.info(message)
         return Cancelled(message=message)
-    await reporter.finish(result, run_storage(trainer.backend))
+    await reporter.finish(result, await run_storage(trainer.backend, job_id))
     job = result.job
     if job.status == "failed":
         raise TrainingFailed(job.error or f"training job {job.id} failed")
