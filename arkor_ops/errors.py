@@ -11,6 +11,7 @@ Every error the library raises on purpose derives from :class:`ArkorOpsError`::
     │   └── StreamError          the event stream could not be opened or broke off
     ├── StorageError             reading or writing s3:// or file:// storage failed
     ├── CheckpointError          a checkpoint is missing, uncommitted or does not match the run
+    ├── RegistryError            registering an adapter in MLflow failed (the adapter stays put)
     ├── ReconnectGiveUpError     wait() gave up after too many consecutive stream failures
     └── AbortError               wait() stopped by its abort signal (in :mod:`arkor_ops.abort`)
 
@@ -85,6 +86,11 @@ class StorageError(ArkorOpsError):
 
 class CheckpointError(ArkorOpsError):
     """A checkpoint is missing, not committed, or was made for another config or dataset."""
+
+
+class RegistryError(ArkorOpsError):
+    """Registering a run's adapter in MLflow failed: the tracking server refused or could not
+    be reached, or the adapter is not committed. The adapter in run storage is never touched."""
 
 
 class ReconnectGiveUpError(ArkorOpsError):

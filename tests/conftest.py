@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.models",
     "tests.fixtures.hub",
+    "tests.fixtures.mlflow",
     "tests.k8senv.fixtures",
 ]
