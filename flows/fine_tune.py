@@ -17,6 +17,11 @@ No GPU pod outlives its flow run:
   through the ``cancel_training`` task before the flow fails;
 * the Job deadline (``BackendSettings.active_deadline_seconds``) and the reaper flow
   (:mod:`flows.reaper`) are the backstops.
+
+A completed run is then registered in MLflow (``register_adapter``, :mod:`flows.registry`): its
+params, metrics, adapter and a model version with lineage tags; skipped, with a log line, when
+``MLFLOW_TRACKING_URI`` is unset. A registration that keeps failing fails the flow run and leaves
+the trained adapter where it is.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from prefect.logging.loggers import flow_run_logger
 from prefect.states import Cancelled, State
 
 from arkor_ops.config import TrainerConfig
+from flows.registry import registration_task
 from flows.secrets import FlowTrainerConfig, with_secret_refs
 from flows.settings import BackendSettings
 from flows.training import (
@@ -84,11 +90,13 @@ async def fine_tune(  # noqa: PLR0917 - flow parameters, named in the UI and the
             credentials (a presigned URL); ``config.dataset.url`` is that URL without them.
 
     Returns:
-        The training result: job, artifacts and metrics (a ``Cancelled`` state when the flow run
-        was cancelled while training).
+        The training result: job, artifacts, metrics and ``registry`` (the MLflow model version,
+        None when no registry is configured); a ``Cancelled`` state when the flow run was
+        cancelled while training.
     """
     log = get_run_logger()
     cancel_check_seconds()  # a bad ARKOR_FLOW_CANCEL_CHECK_SECONDS fails here, before any job
+    register = registration_task()  # and so do bad registry settings
     key = str(runtime.flow_run.id)
     resolved = await with_secret_refs(config, dataset_token_block, dataset_url_block)
     run_config = with_dataset(resolved, dataset_uri)
@@ -105,4 +113,7 @@ async def fine_tune(  # noqa: PLR0917 - flow parameters, named in the UI and the
         raise
     if isinstance(outcome, State):  # cancel requested: the wait task stopped the run
         return Cancelled(message=outcome.message)
-    return outcome
+    if outcome["job"]["status"] != "completed":
+        return outcome
+    registered = await register(run_config, backend, outcome, dataset_uri, dataset_version)
+    return {**outcome, "registry": registered}

@@ -1,0 +1,132 @@
+"""The ``register_adapter`` task: a completed training run into the MLflow model registry.
+
+It runs after a training run completed (see :mod:`arkor_ops.registry` for what is logged and
+the settings). Without ``MLFLOW_TRACKING_URI`` it logs that it skipped registration and returns
+None. A failure (MLflow unreachable, a refusal) is retried with the delays of
+``ARKOR_REGISTRY_RETRY_DELAYS_SECONDS``; after the last one the task, and so the flow run, fails
+with the reason and where the adapter is. The trained adapter is never deleted or changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from prefect import task
+from prefect.logging import get_run_logger
+
+from arkor_ops.config import TrainerConfig
+from arkor_ops.errors import RegistryError, StreamError
+from arkor_ops.events import Event, parse_event
+from arkor_ops.reconnect import ReconnectPolicy
+from arkor_ops.registry import RegistrySettings, register_run
+from flows.settings import BackendSettings, make_backend
+
+#: Reading a finished run's events: ``wait()``'s backoff, a few attempts (the task retries too).
+READ_POLICY = ReconnectPolicy(max_attempts=5)
+SKIPPED = "MLflow registry not configured (MLFLOW_TRACKING_URI unset): skipped registration"
+
+
+async def run_events(
+    settings: BackendSettings, job_id: str, policy: ReconnectPolicy = READ_POLICY
+) -> list[Event]:
+    """Every event of a finished run, in order, up to its terminal event.
+
+    The backend replays the run's log (the sidecar while it lingers, storage once it is gone);
+    a stream that breaks off (the sidecar exiting meanwhile) is resumed after the last event
+    read, with ``wait()``'s backoff, ``policy.max_attempts`` times in a row at most.
+
+    Raises:
+        StreamError: the stream failed fatally, or once too often.
+    """
+    backend = make_backend(settings)
+    events: list[Event] = []
+    last_id: str | None = None
+    failures = 0
+    try:
+        while True:
+            try:
+                async with contextlib.aclosing(backend.events(job_id, last_id)) as frames:
+                    async for frame in frames:
+                        if frame.is_end:
+                            return events
+                        if frame.id is not None:
+                            last_id = frame.id
+                        event = None if frame.is_ping else parse_event(frame.data)
+                        if event is not None:
+                            events.append(event)
+                            failures = 0
+                            if event.terminal:
+                                return events
+                raise StreamError(f"the event stream of {job_id} closed before its end")
+            except StreamError as exc:
+                if not exc.retryable or failures >= (policy.max_attempts or 0):
+                    raise
+                await policy.sleep(policy.delay(failures))
+                failures += 1
+    finally:
+        await backend.aclose()
+
+
+def final_adapter(result: dict[str, Any]) -> str:
+    """The final adapter's prefix in a training result (``wait_for_training``'s data)."""
+    for artifact in result.get("artifacts") or []:
+        if artifact.get("kind") == "final":
+            return str(artifact["uri"])
+    job = (result.get("job") or {}).get("id")
+    raise RegistryError(f"training run {job} reported no final adapter: nothing to register")
+
+
+@task(task_run_name="register-adapter")
+async def register_adapter(
+    config: TrainerConfig,
+    settings: BackendSettings,
+    result: dict[str, Any],
+    dataset_uri: str | None = None,
+    dataset_version: str | None = None,
+) -> dict[str, str] | None:
+    """Log the completed run to MLflow and register its final adapter as a model version.
+
+    Returns:
+        The registered model name, version and MLflow run id; None when no registry is
+        configured.
+
+    Raises:
+        RegistryError: registration failed; the adapter stays in run storage.
+    """
+    log = get_run_logger()
+    registry = RegistrySettings()
+    if not registry.tracking_uri:
+        log.info(SKIPPED)
+        return None
+    job_id = str(result["job"]["id"])
+    final = final_adapter(result)
+    events = await run_events(settings, job_id)
+    try:
+        registered = await asyncio.to_thread(
+            register_run,
+            registry,
+            job_id=job_id,
+            config=config,
+            events=events,
+            final_uri=final,
+            dataset_uri=dataset_uri,
+            dataset_version=dataset_version,
+        )
+    except RegistryError as exc:
+        raise RegistryError(f"{exc} (the adapter stays at {final})") from exc
+    log.info(
+        "Registered %s version %s in MLflow at %s (run %s)",
+        registered.model_name,
+        registered.version,
+        registered.tracking_uri,
+        registered.run_id,
+    )
+    return registered.to_dict()
+
+
+def registration_task() -> Any:
+    """``register_adapter`` with the retries of :class:`RegistrySettings` (read now)."""
+    delays = RegistrySettings().retry_delays_seconds
+    return register_adapter.with_options(retries=len(delays), retry_delay_seconds=delays or 0)
