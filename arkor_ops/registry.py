@@ -39,12 +39,13 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from arkor_ops.checkpoints import Manifest
 from arkor_ops.config import BlobDataset, HuggingFaceDataset, S3Dataset, TrainerConfig
 from arkor_ops.config import split_url_credentials as _public_url
 from arkor_ops.errors import RegistryError, StorageError
@@ -154,34 +155,6 @@ class RegisteredAdapter:
         return asdict(self)
 
 
-class _File(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    path: str
-    sha256: str
-    size: int = Field(ge=0)
-
-    @field_validator("path")
-    @classmethod
-    def _inside(cls, value: str) -> str:
-        parts = PurePosixPath(value).parts
-        if not parts or value.startswith("/") or any(p in ("", ".", "..") for p in parts):
-            raise ValueError(f"{value[:200]!r} is not a path inside the adapter")
-        return value
-
-
-class AdapterManifest(BaseModel):
-    """The fields of the final adapter's commit marker that registration reads."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    step: int
-    config_hash: str
-    dataset_fingerprint: str
-    base_model: str
-    files: list[_File]
-
-
 def safe_model_name(name: str) -> str:
     """``name`` as a registered model name: no ``/`` or ``:``, no control characters."""
     cleaned = re.sub(r"[^A-Za-z0-9._ -]+", "-", name).strip(" -") or "adapter"
@@ -261,7 +234,7 @@ def lineage(
     *,
     job_id: str,
     config: TrainerConfig,
-    manifest: AdapterManifest,
+    manifest: Manifest,
     events: Sequence[Event],
     final_uri: str,
     dataset_uri: str | None = None,
@@ -298,7 +271,7 @@ def lineage(
     )
 
 
-def read_final_manifest(storage: Storage, final_uri: str) -> AdapterManifest:
+def read_final_manifest(storage: Storage, final_uri: str) -> Manifest:
     """The final adapter's manifest.
 
     Raises:
@@ -311,7 +284,7 @@ def read_final_manifest(storage: Storage, final_uri: str) -> AdapterManifest:
                 f"the final adapter at {final_uri} is not committed (no {MANIFEST_NAME}): "
                 "not registering it"
             )
-        return AdapterManifest.model_validate_json(storage.get_bytes(uri))
+        return Manifest.model_validate_json(storage.get_bytes(uri))
     except ValidationError as exc:
         raise RegistryError(
             f"{uri} is not a valid manifest: {exc.error_count()} problems"
@@ -320,9 +293,7 @@ def read_final_manifest(storage: Storage, final_uri: str) -> AdapterManifest:
         raise RegistryError(f"cannot read {uri}: {exc}") from exc
 
 
-def _download_adapter(
-    storage: Storage, final_uri: str, manifest: AdapterManifest, dest: Path
-) -> None:
+def _download_adapter(storage: Storage, final_uri: str, manifest: Manifest, dest: Path) -> None:
     """The committed adapter's files (each checked against the manifest) and the manifest."""
     for entry in manifest.files:
         target = dest / entry.path
@@ -422,7 +393,7 @@ def _logged_run(  # noqa: PLR0917 - one private step of register_run
     params: dict[str, str],
     metrics: dict[str, list[tuple[int, float, int]]],
     storage: Storage,
-    manifest: AdapterManifest,
+    manifest: Manifest,
     tmp: Path,
 ) -> tuple[str, str]:
     """The job's finished MLflow run (logged now unless an earlier attempt finished it)."""

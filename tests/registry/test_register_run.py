@@ -205,12 +205,12 @@ def test_a_value_carrying_a_secret_is_never_sent(
 
 
 def test_lineage_names_the_hub_commit_and_the_parent_adapter() -> None:
-    from arkor_ops.registry import AdapterManifest
+    from arkor_ops.checkpoints import Manifest
 
     config = validate_config(
         {"name": "child", "model": "m", "dataset": {"type": "huggingface", "name": "org/ds"}}
     )
-    manifest = AdapterManifest(
+    manifest = Manifest(
         step=2, config_hash="h", dataset_fingerprint="fp", base_model="m@c0ffee", files=[]
     )
     started = TrainingStarted(
