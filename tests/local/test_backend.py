@@ -6,12 +6,15 @@ import asyncio
 import json
 import os
 import shutil
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from arkor_ops import create_async_trainer
 from arkor_ops.backends.local import job_id_for
+from arkor_ops.backends.local.run import proc_info
 from arkor_ops.config import validate_config
 from arkor_ops.errors import JobNotFoundError, StreamError
 from arkor_ops.events import Frame
@@ -213,6 +216,29 @@ async def test_the_sidecar_stops_when_the_worker_is_gone_and_nobody_watches(
     storage_uri = f"file://{runs_dir.resolve()}/storage"
     persisted = open_storage(storage_uri).get_bytes(RunLayout(storage_uri, job.id).events)
     assert b"training.failed" in persisted
+
+
+async def test_a_sidecar_that_no_longer_listens_is_read_from_the_log(
+    runs_dir: Path, dataset_file: Path
+) -> None:
+    """A sidecar shutting down (after its linger) has closed its port but not yet exited: a
+    follower that connects in that window replays the log instead of failing."""
+    backend = make_backend(runs_dir)
+    result = await create_async_trainer(config_fields(dataset_file), backend=backend).wait()
+    run = backend._run(result.job.id)
+    stand_in = subprocess.Popen(["sleep", "60"])  # alive, as the sidecar is while it drains
+    try:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            closed_port = sock.getsockname()[1]  # nothing listens on it once this is closed
+        run.update_state(sidecar=proc_info(stand_in.pid), port=closed_port)
+        assert run.sidecar_port() == closed_port
+        frames = await frames_of(make_backend(runs_dir), result.job.id)
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+    assert [f.event for f in frames][-2:] == ["training.completed", "end"]
+    assert [f.event for f in frames].count("training.log") == 6
 
 
 def test_invalid_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -233,7 +233,8 @@ class LocalBackend(Backend):
     # -- events, describe, cancel --------------------------------------------------------
 
     async def events(self, job_id: str, last_event_id: str | None = None) -> AsyncIterator[Frame]:
-        """Frames from the run's sidecar; once it is gone, a replay of the log (then ``end``).
+        """Frames from the run's sidecar; once it is gone (or no longer accepts connections), a
+        replay of the log (then ``end``).
 
         Raises:
             StreamError: the stream broke off (``status=None``), or 410 when no such run exists
@@ -255,8 +256,11 @@ class LocalBackend(Backend):
                             last_event_id = frame.id
                         yield frame
                 return
-            except StreamError:
-                if run.sidecar_port() is not None:
+            except StreamError as exc:
+                # Connection refused while the process lives: it is draining after its linger
+                # (port closed, not yet exited). The log has everything it would have sent.
+                refused = isinstance(exc.__cause__, httpx.ConnectError)
+                if run.sidecar_port() is not None and not refused:
                     raise
                 log.info("the sidecar of %s is gone; replaying its log", job_id)
             finally:
