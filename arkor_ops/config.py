@@ -588,7 +588,11 @@ def _loc_to_path(loc: tuple[int | str, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in ("huggingface", "blob", "s3", "file") and parts and parts[-1] == "dataset":
+        elif (
+            item in ("huggingface", "blob", "s3", "file")
+            and parts
+            and parts[-1].endswith("dataset")
+        ):
             continue  # discriminated-union tag, not a field the user wrote
         elif item.startswith("function-") or item in ("int", "float", "str", "bool"):
             continue
