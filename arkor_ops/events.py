@@ -20,6 +20,12 @@ terminal event is final, so only the last attempt writes ``training.failed``.
 ``training.resumed`` (ours, not Arkor's: Arkor clients skip it as an unknown type) is written
 instead of a second ``training.started`` when a later attempt of the same run (a replacement pod)
 takes over: the step it resumes from and why. Steps after it re-do the steps above that one.
+
+An evaluation job (:mod:`arkor_ops.evaluation`) writes the same kind of log with its own types:
+``evaluation.started``, ``evaluation.progress`` (samples done of total), then one terminal event,
+``evaluation.completed`` (metrics and where the per-sample results are), ``evaluation.failed`` or
+``evaluation.cancelled``. Terminal types of both stages are in :data:`TERMINAL_TYPES`, so the
+sidecar ends either stream with ``end`` and every backend reads either job's status the same way.
 """
 
 from __future__ import annotations
@@ -35,7 +41,20 @@ from pydantic.alias_generators import to_camel
 PING = "ping"
 END = "end"
 
-TERMINAL_TYPES = frozenset({"training.completed", "training.failed", "training.cancelled"})
+TERMINAL_TYPES = frozenset(
+    {
+        "training.completed",
+        "training.failed",
+        "training.cancelled",
+        "evaluation.completed",
+        "evaluation.failed",
+        "evaluation.cancelled",
+    }
+)
+#: The job status each terminal event ends a job in (training and evaluation alike).
+TERMINAL_STATUS = {kind: kind.rsplit(".", 1)[1] for kind in TERMINAL_TYPES}
+#: The events that say a job began its real work (what ``started_at`` is read from).
+STARTED_TYPES = frozenset({"training.started", "evaluation.started"})
 
 
 def utc_now() -> str:
@@ -176,6 +195,55 @@ class TrainingCancelled(_Event):
     )
 
 
+class EvaluationStarted(_Event):
+    """The evaluation job has loaded rows, model and adapter and begins to score."""
+
+    type: Literal["evaluation.started"] = "evaluation.started"
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Model, adapter, dataset fingerprint, samples, metrics."
+    )
+
+
+class EvaluationProgress(_Event):
+    """Samples scored so far."""
+
+    type: Literal["evaluation.progress"] = "evaluation.progress"
+    done: int = Field(ge=0, description="Samples scored.")
+    total: int = Field(ge=0, description="Samples to score.")
+
+
+class EvaluationCompleted(_Event):
+    """Every sample is scored; metrics and per-sample results are committed. Terminal."""
+
+    type: Literal["evaluation.completed"] = "evaluation.completed"
+    metrics: dict[str, float | None] = Field(
+        description="Each metric's mean over the samples it scored (null: none was scored)."
+    )
+    samples: int = Field(ge=0, description="Samples scored.")
+    uri: str = Field(
+        description="The committed results prefix: `samples.jsonl`, `metrics.json`, "
+        "`manifest.json`."
+    )
+
+    _finite = field_validator("metrics", mode="after")(
+        lambda value: {k: _finite_or_none(v) for k, v in value.items()}
+    )
+
+
+class EvaluationFailed(_Event):
+    """The evaluation failed (a bad scorer, rows, model or adapter). Terminal."""
+
+    type: Literal["evaluation.failed"] = "evaluation.failed"
+    error: str = Field(description="What went wrong, for a person; never contains secrets.")
+
+
+class EvaluationCancelled(_Event):
+    """The evaluation stopped because it was asked to; nothing was committed. Terminal."""
+
+    type: Literal["evaluation.cancelled"] = "evaluation.cancelled"
+    done: int | None = Field(default=None, description="Samples scored when it stopped.")
+
+
 class JobPhase(_Event):
     """Why a run is not training yet (or any more). Never terminal.
 
@@ -202,12 +270,24 @@ Event = Annotated[
     | TrainingCompleted
     | TrainingFailed
     | TrainingCancelled
+    | EvaluationStarted
+    | EvaluationProgress
+    | EvaluationCompleted
+    | EvaluationFailed
+    | EvaluationCancelled
     | JobPhase,
     Field(discriminator="type"),
 ]
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
-TerminalEvent = TrainingCompleted | TrainingFailed | TrainingCancelled
+TerminalEvent = (
+    TrainingCompleted
+    | TrainingFailed
+    | TrainingCancelled
+    | EvaluationCompleted
+    | EvaluationFailed
+    | EvaluationCancelled
+)
 
 
 def event_to_dict(event: BaseModel) -> dict[str, Any]:

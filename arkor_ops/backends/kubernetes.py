@@ -34,7 +34,7 @@ from arkor_ops.backends.base import Backend, JobDescription, TrainingJob
 from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import BackendError, JobNotFoundError, StorageError
 from arkor_ops.eventlog import iter_log_lines
-from arkor_ops.events import TERMINAL_TYPES, Frame
+from arkor_ops.events import TERMINAL_STATUS, TERMINAL_TYPES, Frame
 from arkor_ops.kube import adoption, run_secret
 from arkor_ops.kube import cancel as kube_cancel
 from arkor_ops.kube import manifests as m
@@ -52,11 +52,6 @@ from arkor_ops.storage import FileStorage, RunLayout, S3Storage, Storage, s3_cli
 
 log = logging.getLogger(__name__)
 
-_STATUS_OF_TERMINAL = {
-    "training.completed": "completed",
-    "training.failed": "failed",
-    "training.cancelled": "cancelled",
-}
 _QUEUED_PHASES = frozenset({"queued", "pending", "create-failed", "unschedulable"})
 
 
@@ -390,7 +385,7 @@ class KubernetesBackend(Backend):
         terminal = next((e for e in reversed(log_events) if e.get("type") in TERMINAL_TYPES), None)
         last_log = next((e for e in reversed(log_events) if e.get("type") == "training.log"), None)
         if terminal is not None:
-            status = _STATUS_OF_TERMINAL[str(terminal["type"])]
+            status = TERMINAL_STATUS[str(terminal["type"])]
         elif job_id in self._cancelled or kube_cancel.requested(job):
             status = "cancelled"  # asked for, whether or not the trainer heard of it
         elif diagnosis is None:
@@ -405,7 +400,10 @@ class KubernetesBackend(Backend):
             status = "running"
         base = job or {"metadata": {"name": job_id}}
         training_job = self._training_job(base, status=status)
-        if terminal is not None and terminal.get("type") == "training.failed":
+        if terminal is not None and terminal.get("type") in (
+            "training.failed",
+            "evaluation.failed",
+        ):
             training_job.error = terminal.get("error")
         elif status == "failed" and diagnosis is not None:
             training_job.error = diagnosis.message

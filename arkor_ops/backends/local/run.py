@@ -27,16 +27,17 @@ from pydantic import BaseModel
 
 from arkor_ops.backends.base import JobDescription, TrainingJob
 from arkor_ops.eventlog import EventLogWriter, iter_log_lines, read_complete_lines
-from arkor_ops.events import END, TERMINAL_TYPES, Frame, TrainingFailed
+from arkor_ops.events import (
+    END,
+    STARTED_TYPES,
+    TERMINAL_STATUS,
+    TERMINAL_TYPES,
+    Frame,
+    TrainingFailed,
+)
 from arkor_ops.storage import RunLayout, open_storage
 
 log = logging.getLogger(__name__)
-
-_STATUS = {
-    "training.completed": "completed",
-    "training.failed": "failed",
-    "training.cancelled": "cancelled",
-}
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -308,18 +309,17 @@ class LocalRun:
         except (OSError, ValueError):
             config = {}
         events = self.read_events()
-        by_type = {obj.get("type"): obj for obj in events}
         terminal = next((o for o in reversed(events) if o.get("type") in TERMINAL_TYPES), None)
         error = None
         if terminal is not None:
-            status = _STATUS[terminal["type"]]
+            status = TERMINAL_STATUS[terminal["type"]]
             error = terminal.get("error")
         elif self.alive("worker"):
             status = "running"
         else:
             status, error = "failed", "the worker is gone without reporting an outcome"
         logs = [o for o in events if o.get("type") == "training.log"]
-        started = by_type.get("training.started")
+        started = next((o for o in events if o.get("type") in STARTED_TYPES), None)
         job = TrainingJob(
             id=self.job_id,
             name=state.get("name") or config.get("name") or self.job_id,
