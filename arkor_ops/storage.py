@@ -326,6 +326,12 @@ class RunLayout:
         return join_uri(self.root, "final")
 
     @property
+    def evaluation(self) -> str:
+        """Prefix of an evaluation job's results: ``samples.jsonl``, ``metrics.json`` and the
+        manifest, written last."""
+        return join_uri(self.root, "evaluation")
+
+    @property
     def loss_curve(self) -> str:
         """The loss curve beside the final adapter (PNG, drawn by the Prefect flow)."""
         return join_uri(self.root, "loss.png")

@@ -1,5 +1,8 @@
 """The training worker: ``python -m arkor_ops.worker`` (the trainer image's entrypoint).
 
+The same entrypoint runs an evaluation job when its config says ``kind: evaluation``
+(:mod:`arkor_ops.worker.evaluate`): one image, one environment, one event protocol.
+
 Reads and checks its environment first, failing fast with a message naming the variable:
 
 - ``ARKOR_JOB_ID`` (required): the run's id (the Job name on Kubernetes).
@@ -121,7 +124,6 @@ def main() -> int:
     except SettingsError as exc:
         return _fail_settings(exc)
 
-    from arkor_ops.worker.run import run
     from arkor_ops.worker.train import RunState
 
     state = RunState(grace_seconds=settings.cancel_grace_seconds)
@@ -154,7 +156,13 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("worker for run %s, storage %s", settings.job_id, settings.storage_uri)
+    log.info("worker for %s %s, storage %s", settings.stage, settings.job_id, settings.storage_uri)
+    if settings.stage == "evaluation":
+        from arkor_ops.worker.evaluate import evaluate
+
+        return evaluate(settings, state)
+    from arkor_ops.worker.run import run
+
     return run(settings, state)
 
 

@@ -54,17 +54,17 @@ def _split(base_model: str) -> tuple[str, str | None]:
     return (name, commit) if at and _COMMIT.match(commit) else (base_model, None)
 
 
-def check_base_model(uri: str, trained_on: str, this_run: str) -> None:
+def check_base_model(uri: str, trained_on: str, this_run: str, label: str = "init_adapter") -> None:
     """Raise :class:`CheckpointError` when the adapter was trained on another base model."""
     (old, old_commit), (new, new_commit) = _split(trained_on), _split(this_run)
     if old != new:
         raise CheckpointError(
-            f"init_adapter {uri} was trained on base model {old!r}, this run's model is "
+            f"{label} {uri} was trained on base model {old!r}, this run's model is "
             f"{new!r}: an adapter only fits the model it was trained on (set model: {old!r})"
         )
     if old_commit and new_commit and old_commit != new_commit:
         raise CheckpointError(
-            f"init_adapter {uri} was trained on {old} at commit {old_commit}, this run resolves "
+            f"{label} {uri} was trained on {old} at commit {old_commit}, this run resolves "
             f"it to {new_commit}: set revision: {old_commit}"
         )
 
@@ -77,36 +77,53 @@ def fetch(config: TrainerConfig, storage_uri: str, base_model: str, dest: Path) 
             another base model or LoRA rank, or a file fails its sha256 (never retried).
         StorageError: the storage could not be reached (retried).
     """
+    assert config.init_adapter is not None
+    adapter = fetch_ref(config.init_adapter, storage_uri, base_model, dest)
+    rank = json.loads((adapter.path / "adapter_config.json").read_text()).get("r")
+    if config.lora is not None and rank is not None and rank != config.lora.r:
+        raise CheckpointError(
+            f"init_adapter {adapter.uri} has LoRA rank {rank}, this run has "
+            f"lora.r={config.lora.r}: set lora.r: {rank} (an adapter's weights keep their shape)"
+        )
+    log.info("starting from adapter %s (step %d)", adapter.uri, adapter.step)
+    return adapter
+
+
+def fetch_ref(
+    ref: AdapterRef, storage_uri: str, base_model: str, dest: Path, label: str = "init_adapter"
+) -> InitAdapter:
+    """Find, check and download the committed adapter ``ref`` names into ``dest``.
+
+    Shared by ``init_adapter`` and the evaluation stage (``label`` names the config field in
+    errors): only a committed adapter (its manifest written last) of the same base model is
+    taken, and each file is checked against its sha256.
+
+    Raises:
+        CheckpointError: nothing is committed there, its manifest is unreadable, it belongs to
+            another base model, or a file fails its sha256 (never retried).
+        StorageError: the storage could not be reached (retried).
+    """
     from arkor_ops.worker.checkpoints import download_files
 
-    ref = config.init_adapter
-    assert ref is not None
     uri = _prefix(ref, storage_uri)
     storage = open_storage(uri)
     if not storage.exists(join_uri(uri, MANIFEST_NAME)):
         raise CheckpointError(
-            f"init_adapter: nothing is committed at {uri} (no {MANIFEST_NAME}); "
+            f"{label}: nothing is committed at {uri} (no {MANIFEST_NAME}); "
             "`arkor-ops checkpoints JOB` lists a run's committed checkpoints"
         )
     try:
         manifest = read_manifest_at(storage, uri)
     except ValidationError as exc:
         raise CheckpointError(
-            f"init_adapter {uri}: its manifest is unreadable ({exc.error_count()} problem(s))"
+            f"{label} {uri}: its manifest is unreadable ({exc.error_count()} problem(s))"
         ) from None
-    check_base_model(uri, manifest.base_model, base_model)
+    check_base_model(uri, manifest.base_model, base_model, label)
     names = {f.path for f in manifest.files}
     missing = [name for name in ADAPTER_FILES if name not in names]
     if missing:
-        raise CheckpointError(f"init_adapter {uri} holds no {', '.join(missing)}: not an adapter")
+        raise CheckpointError(f"{label} {uri} holds no {', '.join(missing)}: not an adapter")
     path = download_files(storage, uri, manifest, dest, only=set(ADAPTER_FILES))
-    rank = json.loads((path / "adapter_config.json").read_text()).get("r")
-    if config.lora is not None and rank is not None and rank != config.lora.r:
-        raise CheckpointError(
-            f"init_adapter {uri} has LoRA rank {rank}, this run has lora.r={config.lora.r}: "
-            f"set lora.r: {rank} (an adapter's weights keep their shape)"
-        )
-    log.info("starting from adapter %s (step %d)", uri, manifest.step)
     return InitAdapter(uri=uri, step=manifest.step, path=path)
 
 

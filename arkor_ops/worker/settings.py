@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from arkor_ops.config import DATASET_TOKEN_ENV, DATASET_URL_ENV, TrainerConfig
 from arkor_ops.errors import ArkorOpsError
+from arkor_ops.evaluation import EvaluationConfig, is_evaluation
 from arkor_ops.kube.manifests import CANCEL_ANNOTATION
 
 BackendChoice = Literal["auto", "unsloth", "trl"]
@@ -74,6 +75,19 @@ class WorkerSettings:
     test_fault_storage_attempts: frozenset[int] = frozenset()
     secrets: tuple[str, ...] = field(default=(), repr=False)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def stage(self) -> Literal["training", "evaluation"]:
+        """What this worker runs, from its config: ``kind: evaluation`` or a training run."""
+        return "evaluation" if is_evaluation(self.config_data) else "training"
+
+    def evaluation_config(self) -> EvaluationConfig:
+        """An evaluation job's config, re-validated with the core's model.
+
+        Raises:
+            ConfigError: naming every bad field.
+        """
+        return EvaluationConfig.from_wire(self.config_data, self.env)
 
     def config(self) -> TrainerConfig:
         """The run's config, re-validated with the core's model (secrets put back from env).
