@@ -26,9 +26,22 @@ from arkor_ops.errors import (
     StorageError,
     StreamError,
 )
+from arkor_ops.evaluation import EvaluationConfig, validate_evaluation_config
+from arkor_ops.evaluator import (
+    AsyncEvaluator,
+    EvaluationResult,
+    Evaluator,
+    create_async_evaluator,
+    create_evaluator,
+)
 from arkor_ops.events import (
     Artifact,
     CheckpointSaved,
+    EvaluationCancelled,
+    EvaluationCompleted,
+    EvaluationFailed,
+    EvaluationProgress,
+    EvaluationStarted,
     Event,
     JobPhase,
     Metrics,
@@ -71,6 +84,7 @@ __all__ = [
     "AbortSignal",
     "ArkorOpsError",
     "Artifact",
+    "AsyncEvaluator",
     "AsyncTrainer",
     "Backend",
     "BackendError",
@@ -81,6 +95,14 @@ __all__ = [
     "CheckpointSaved",
     "CompletedContext",
     "ConfigError",
+    "EvaluationCancelled",
+    "EvaluationCompleted",
+    "EvaluationConfig",
+    "EvaluationFailed",
+    "EvaluationProgress",
+    "EvaluationResult",
+    "EvaluationStarted",
+    "Evaluator",
     "Event",
     "FailedContext",
     "JobDescription",
@@ -112,11 +134,14 @@ __all__ = [
     "TrainingStarted",
     "__version__",
     "config_json_schema",
+    "create_async_evaluator",
     "create_async_trainer",
+    "create_evaluator",
     "create_trainer",
     "parse_event",
     "resolve_backend",
     "validate_config",
+    "validate_evaluation_config",
 ]
 
 

@@ -1,7 +1,9 @@
 """The backend interface that the Kubernetes, local and fake backends implement.
 
 A backend turns a validated :class:`~arkor_ops.config.TrainerConfig` into a running job and
-serves that job's event stream. The reconnect policy lives in the trainer
+serves that job's event stream; one that runs evaluations turns an
+:class:`~arkor_ops.evaluation.EvaluationConfig` into a job the same way
+(:meth:`Backend.submit_evaluation`), on the same worker. The reconnect policy lives in the trainer
 (:mod:`arkor_ops.trainer`), not in the backends: :meth:`Backend.events` opens the stream once
 and either yields frames or raises :class:`~arkor_ops.errors.StreamError` carrying the HTTP status
 (or none, for network errors) so the trainer can decide whether to retry.
@@ -18,6 +20,7 @@ from pydantic.alias_generators import to_camel
 
 from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import BackendError
+from arkor_ops.evaluation import EvaluationConfig
 from arkor_ops.events import Frame
 from arkor_ops.storage import RunLayout, Storage
 
@@ -75,6 +78,19 @@ class Backend(ABC):
         Raises:
             BackendError: the job could not be created (no job is left behind).
         """
+
+    async def submit_evaluation(
+        self, config: EvaluationConfig, *, idempotency_key: str | None = None
+    ) -> TrainingJob:
+        """Create the evaluation job for ``config`` and return it: a job like a run's (the same
+        ``events``, ``describe`` and ``cancel``), whose worker scores instead of training.
+
+        With an ``idempotency_key``, submitting again adopts the job created the first time.
+
+        Raises:
+            BackendError: the job could not be created, or this backend runs no evaluations.
+        """
+        raise BackendError(f"{type(self).__name__} does not run evaluation jobs yet")
 
     @abstractmethod
     def events(self, job_id: str, last_event_id: str | None = None) -> AsyncIterator[Frame]:

@@ -40,7 +40,8 @@ from arkor_ops.backends.base import Backend, JobDescription, TrainingJob
 from arkor_ops.backends.local import run as runs
 from arkor_ops.config import DATASET_TOKEN_ENV, DATASET_URL_ENV, TrainerConfig
 from arkor_ops.errors import BackendError, JobNotFoundError, StreamError
-from arkor_ops.events import Frame, TrainingCancelled, utc_now
+from arkor_ops.evaluation import EvaluationConfig
+from arkor_ops.events import EvaluationCancelled, Frame, TrainingCancelled, utc_now
 from arkor_ops.sse import stream_frames
 from arkor_ops.storage import RunLayout, Storage, open_storage
 
@@ -135,6 +136,21 @@ class LocalBackend(Backend):
         Raises:
             BackendError: a process did not start; nothing of the run is left behind.
         """
+        return await self._submit(config, idempotency_key)
+
+    async def submit_evaluation(
+        self, config: EvaluationConfig, *, idempotency_key: str | None = None
+    ) -> TrainingJob:
+        """Start an evaluation job: the same two processes, the worker in its evaluation stage.
+
+        Raises:
+            BackendError: a process did not start; nothing of the job is left behind.
+        """
+        return await self._submit(config, idempotency_key)
+
+    async def _submit(
+        self, config: TrainerConfig | EvaluationConfig, idempotency_key: str | None
+    ) -> TrainingJob:
         for _ in range(3):
             job_id = job_id_for(config.name, idempotency_key)
             run = self._run(job_id)
@@ -164,7 +180,7 @@ class LocalBackend(Backend):
             await asyncio.sleep(0.05)
         raise BackendError(f"run {run.job_id} exists but has no state file")
 
-    async def _launch(self, run: runs.LocalRun, config: TrainerConfig) -> None:
+    async def _launch(self, run: runs.LocalRun, config: TrainerConfig | EvaluationConfig) -> None:
         s = self.settings
         wire = config.to_wire()
         run.config_path.write_text(json.dumps(wire, indent=2), encoding="utf-8")
@@ -290,7 +306,7 @@ class LocalBackend(Backend):
         return open_storage(self.storage_uri), RunLayout(self.storage_uri, job_id)
 
     async def cancel(self, job_id: str) -> None:
-        """SIGTERM the worker, wait (bounded) for ``training.cancelled``, then stop the sidecar.
+        """SIGTERM the worker, wait (bounded) for its ``*.cancelled``, then stop the sidecar.
 
         Raises:
             JobNotFoundError: no such run.
@@ -315,6 +331,11 @@ class LocalBackend(Backend):
                 log.warning("worker of %s did not stop in time: killing it", job_id)
                 run.signal("worker", signal.SIGKILL)
         if run.terminal_event() is None:
-            run.write_post_mortem(TrainingCancelled(job_id=job_id, step=run.last_step()))
+            gone: EvaluationCancelled | TrainingCancelled = (
+                EvaluationCancelled(job_id=job_id)
+                if run.is_evaluation()
+                else TrainingCancelled(job_id=job_id, step=run.last_step())
+            )
+            run.write_post_mortem(gone)
         await asyncio.to_thread(run.stop_sidecar)
         run.update_state(status=run.describe().job.status)

@@ -32,6 +32,7 @@ from arkor_ops.events import (
     STARTED_TYPES,
     TERMINAL_STATUS,
     TERMINAL_TYPES,
+    EvaluationFailed,
     Frame,
     TrainingFailed,
 )
@@ -251,16 +252,24 @@ class LocalRun:
             open_storage(self.storage_uri).put_file(self.layout.events, self.log_path)
         return True
 
-    def _worker_failed(self) -> TrainingFailed:
+    def is_evaluation(self) -> bool:
+        """Whether the job is an evaluation (its config says so), not a training run."""
+        try:
+            return bool(json.loads(self.config_path.read_text()).get("kind") == "evaluation")
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def _worker_failed(self) -> TrainingFailed | EvaluationFailed:
         code = self.exit_code("worker")
         how = f" with code {code}" if code is not None else ""
         last = self.output_tail("worker", 400).splitlines()[-1:] or [""]
-        return TrainingFailed(
-            job_id=self.job_id,
-            step=self.last_step(),
-            error=f"the worker exited{how} without reporting an outcome: {last[0][:300]} "
-            f"(see {self.dir / 'worker.log'})",
+        error = (
+            f"the worker exited{how} without reporting an outcome: {last[0][:300]} "
+            f"(see {self.dir / 'worker.log'})"
         )
+        if self.is_evaluation():
+            return EvaluationFailed(job_id=self.job_id, error=error)
+        return TrainingFailed(job_id=self.job_id, step=self.last_step(), error=error)
 
     def settle(self) -> None:
         """Write ``training.failed`` when the worker is gone without a terminal event."""

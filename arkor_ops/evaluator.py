@@ -1,0 +1,308 @@
+"""Evaluate an adapter: ``create_evaluator(...)`` → ``start()`` / ``wait()`` / ``cancel()``.
+
+The evaluation twin of :mod:`arkor_ops.trainer`, kept small: the config is validated here
+(every bad field named before any job exists), the backend runs the job
+(:meth:`~arkor_ops.backends.base.Backend.submit_evaluation`), and ``wait()`` follows its event
+stream with the trainer's reconnect policy, awaiting each callback before the next event:
+``on_started``, ``on_progress`` and then one of ``on_completed``, ``on_failed``,
+``on_cancelled``, each given the typed event. A failed evaluation returns a result whose
+status is ``failed`` (as a failed run does); a callback that raises makes ``wait()`` raise it.
+
+``evaluator.samples()`` reads the committed per-sample results (``samples.jsonl``) back, so a
+person can see which answers missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import threading
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from arkor_ops.backends.base import Backend, TrainingJob
+from arkor_ops.errors import ReconnectGiveUpError, StreamError
+from arkor_ops.evaluation import EvaluationConfig, validate_evaluation_config
+from arkor_ops.events import (
+    EvaluationCancelled,
+    EvaluationCompleted,
+    EvaluationFailed,
+    EvaluationProgress,
+    EvaluationStarted,
+    parse_event,
+)
+from arkor_ops.reconnect import ReconnectPolicy
+from arkor_ops.storage import join_uri
+from arkor_ops.trainer import _boxed, _LoopThread, _Raised
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+EvaluationCallback = Callable[[Any], Awaitable[None] | None]
+_CALLBACKS = ("on_started", "on_progress", "on_completed", "on_failed", "on_cancelled")
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """How an evaluation ended: the job (its ``status``), the metrics and where results are."""
+
+    job: TrainingJob
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    samples: int | None = None
+    uri: str | None = None
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        """``completed``, ``failed`` or ``cancelled``."""
+        return self.job.status
+
+
+class AsyncEvaluator:
+    """One evaluation job. Made by :func:`create_async_evaluator`."""
+
+    def __init__(
+        self,
+        config: EvaluationConfig,
+        *,
+        backend: Backend | None = None,
+        callbacks: Mapping[str, EvaluationCallback] | None = None,
+        idempotency_key: str | None = None,
+        reconnect: ReconnectPolicy | None = None,
+    ) -> None:
+        unknown = set(callbacks or {}) - set(_CALLBACKS)
+        if unknown:
+            raise ValueError(f"unknown callback {sorted(unknown)[0]}; one of {_CALLBACKS}")
+        self._config = config
+        self._backend = backend
+        self._callbacks = dict(callbacks or {})
+        self._idempotency_key = idempotency_key
+        self._reconnect = reconnect or ReconnectPolicy()
+        self._job: TrainingJob | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def config(self) -> EvaluationConfig:
+        """The validated config."""
+        return self._config
+
+    @property
+    def job_id(self) -> str | None:
+        """The job id (``None`` before ``start()``)."""
+        return None if self._job is None else self._job.id
+
+    @property
+    def backend(self) -> Backend:
+        """The backend, resolved on first use from ``$ARKOR_BACKEND`` when none was given."""
+        if self._backend is None:
+            from arkor_ops.backends import resolve_backend
+
+            self._backend = resolve_backend()
+        return self._backend
+
+    async def start(self) -> str:
+        """Submit the job once; later calls return the same job id.
+
+        Raises:
+            BackendError: the backend could not create the job, or runs no evaluations.
+        """
+        async with self._lock:
+            if self._job is None:
+                self._job = await self.backend.submit_evaluation(
+                    self._config, idempotency_key=self._idempotency_key
+                )
+                logger.info("submitted evaluation %s as job %s", self._config.name, self._job.id)
+            return self._job.id
+
+    async def cancel(self) -> None:
+        """Ask the backend to stop the job; a no-op before ``start()``."""
+        if self._job is not None:
+            await self.backend.cancel(self._job.id)
+
+    async def wait(self) -> EvaluationResult:
+        """Start if needed, follow the events, fire callbacks, return at the terminal event.
+
+        Raises:
+            StreamError: the stream failed with a fatal status.
+            ReconnectGiveUpError: ``max_attempts`` consecutive stream failures.
+            Exception: whatever a callback raised, unchanged.
+        """
+        job_id = await self.start()
+        policy, attempt, last_id = self._reconnect, 0, None
+        while True:
+            error: BaseException
+            try:
+                async with contextlib.aclosing(self.backend.events(job_id, last_id)) as frames:  # type: ignore[type-var]
+                    async for frame in frames:
+                        if frame.id is not None and not frame.is_end:
+                            last_id = frame.id
+                        if frame.is_ping or frame.is_end or not frame.data:
+                            continue
+                        attempt = 0
+                        result = await self._dispatch(frame.data)
+                        if result is not None:
+                            return result
+                error = StreamError("event stream closed before the evaluation ended")
+            except StreamError as exc:
+                if not exc.retryable:
+                    raise
+                error = exc
+            if policy.max_attempts is not None and attempt >= policy.max_attempts:
+                raise ReconnectGiveUpError(
+                    f"evaluation stream failed {attempt + 1} consecutive times; giving up"
+                ) from error
+            delay = policy.delay(attempt)
+            attempt += 1
+            logger.info("event stream failed (%s); reconnecting in %.1fs", error, delay)
+            await policy.sleep(delay)
+
+    async def _call(self, name: str, event: Any) -> None:
+        callback = self._callbacks.get(name)
+        if callback is not None:
+            outcome = callback(event)
+            if inspect.isawaitable(outcome):
+                await outcome
+
+    async def _dispatch(self, data: str) -> EvaluationResult | None:
+        event = parse_event(data)
+        if isinstance(event, EvaluationStarted):
+            await self._call("on_started", event)
+        elif isinstance(event, EvaluationProgress):
+            await self._call("on_progress", event)
+        elif isinstance(event, EvaluationCompleted | EvaluationFailed | EvaluationCancelled):
+            job = (await self.backend.describe(event.job_id or str(self.job_id))).job
+            self._job = job
+            if isinstance(event, EvaluationCompleted):
+                await self._call("on_completed", event)
+                return EvaluationResult(
+                    job=job, metrics=event.metrics, samples=event.samples, uri=event.uri
+                )
+            if isinstance(event, EvaluationFailed):
+                await self._call("on_failed", event)
+                return EvaluationResult(job=job, error=event.error)
+            await self._call("on_cancelled", event)
+            return EvaluationResult(job=job, samples=event.done)
+        return None
+
+    async def samples(self) -> list[dict[str, Any]]:
+        """The committed per-sample results: prompt, reference, answer, scores, loss.
+
+        Raises:
+            BackendError: no job yet, the backend keeps no storage, or nothing is committed.
+        """
+        from arkor_ops.errors import BackendError, StorageError
+
+        if self._job is None:
+            raise BackendError("the evaluation has not started")
+        storage, layout = await self.backend.run_storage(self._job.id)
+        try:
+            blob = await asyncio.to_thread(
+                storage.get_bytes, join_uri(layout.evaluation, "samples.jsonl")
+            )
+        except StorageError as exc:
+            raise BackendError(f"no results committed for {self._job.id}: {exc}") from exc
+        return [json.loads(line) for line in blob.decode("utf-8").splitlines() if line]
+
+
+class Evaluator:
+    """Blocking twin of :class:`AsyncEvaluator` (its coroutines run on a private loop thread,
+    as :class:`~arkor_ops.trainer.Trainer`'s do). Made by :func:`create_evaluator`."""
+
+    def __init__(self, inner: AsyncEvaluator) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self._loop_thread: _LoopThread | None = None
+
+    @property
+    def job_id(self) -> str | None:
+        """The job id (``None`` before ``start()``)."""
+        return self._inner.job_id
+
+    @property
+    def async_evaluator(self) -> AsyncEvaluator:
+        """The :class:`AsyncEvaluator` this object drives."""
+        return self._inner
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        with self._lock:
+            if self._loop_thread is None:
+                self._loop_thread = _LoopThread()
+                weakref.finalize(self, _LoopThread.stop, self._loop_thread.loop)
+            loop = self._loop_thread.loop
+        future = asyncio.run_coroutine_threadsafe(_boxed(coro), loop)
+        try:
+            outcome = future.result()
+        except BaseException:
+            future.cancel()
+            raise
+        if isinstance(outcome, _Raised):
+            raise outcome.error
+        return outcome
+
+    def start(self) -> str:
+        """Blocking :meth:`AsyncEvaluator.start`."""
+        return self._run(self._inner.start())
+
+    def wait(self) -> EvaluationResult:
+        """Blocking :meth:`AsyncEvaluator.wait`."""
+        return self._run(self._inner.wait())
+
+    def cancel(self) -> None:
+        """Blocking :meth:`AsyncEvaluator.cancel`."""
+        self._run(self._inner.cancel())
+
+    def samples(self) -> list[dict[str, Any]]:
+        """Blocking :meth:`AsyncEvaluator.samples`."""
+        return self._run(self._inner.samples())
+
+
+def create_async_evaluator(
+    *,
+    backend: Backend | None = None,
+    callbacks: Mapping[str, EvaluationCallback] | None = None,
+    idempotency_key: str | None = None,
+    reconnect: ReconnectPolicy | None = None,
+    **fields: Any,
+) -> AsyncEvaluator:
+    """An :class:`AsyncEvaluator` for the config ``fields`` (``name``, ``model``, ``adapter``,
+    ``evaluation``; snake_case or camelCase).
+
+    Raises:
+        ConfigError: naming every bad field, before any job is created.
+    """
+    config = validate_evaluation_config(fields)
+    return AsyncEvaluator(
+        config,
+        backend=backend,
+        callbacks=callbacks,
+        idempotency_key=idempotency_key,
+        reconnect=reconnect,
+    )
+
+
+def create_evaluator(
+    *,
+    backend: Backend | None = None,
+    callbacks: Mapping[str, EvaluationCallback] | None = None,
+    idempotency_key: str | None = None,
+    reconnect: ReconnectPolicy | None = None,
+    **fields: Any,
+) -> Evaluator:
+    """The blocking :class:`Evaluator`; arguments as :func:`create_async_evaluator`.
+
+    Raises:
+        ConfigError: naming every bad field, before any job is created.
+    """
+    return Evaluator(
+        create_async_evaluator(
+            backend=backend,
+            callbacks=callbacks,
+            idempotency_key=idempotency_key,
+            reconnect=reconnect,
+            **fields,
+        )
+    )
