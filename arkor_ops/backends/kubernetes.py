@@ -33,6 +33,7 @@ import httpx
 from arkor_ops.backends.base import Backend, JobDescription, TrainingJob
 from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import BackendError, JobNotFoundError, StorageError
+from arkor_ops.evaluation import EvaluationConfig
 from arkor_ops.eventlog import iter_log_lines
 from arkor_ops.events import TERMINAL_STATUS, TERMINAL_TYPES, Frame
 from arkor_ops.kube import adoption, run_secret
@@ -173,6 +174,26 @@ class KubernetesBackend(Backend):
                 is deleted again; an adopted one is never deleted. 409: the key belongs to
                 another run, or to this run with another config (both hashes named).
         """
+        return await self._submit(config, idempotency_key, flow_run_id)
+
+    async def submit_evaluation(
+        self,
+        config: EvaluationConfig,
+        *,
+        idempotency_key: str | None = None,
+        flow_run_id: str | None = None,
+    ) -> TrainingJob:
+        """Create an evaluation job: the run's Job shape on the same image, its worker in the
+        evaluation stage, labelled ``arkor-ops.dev/stage=evaluation``. Arguments, adoption and
+        errors as :meth:`submit`."""
+        return await self._submit(config, idempotency_key, flow_run_id)
+
+    async def _submit(
+        self,
+        config: TrainerConfig | EvaluationConfig,
+        idempotency_key: str | None,
+        flow_run_id: str | None,
+    ) -> TrainingJob:
         if not self.settings.storage_uri:
             raise BackendError("set ARKOR_K8S_STORAGE_URI (s3://bucket/prefix) to submit runs")
         name = m.job_name(config.name, idempotency_key)

@@ -24,12 +24,17 @@ from typing import Any
 
 from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import BackendError
+from arkor_ops.evaluation import EvaluationConfig
 from arkor_ops.kube import manifests as m
 from arkor_ops.kube.diagnostics import diagnose
 
 
 def check_adoptable(
-    job: dict[str, Any], *, namespace: str, idempotency_key: str, config: TrainerConfig
+    job: dict[str, Any],
+    *,
+    namespace: str,
+    idempotency_key: str,
+    config: TrainerConfig | EvaluationConfig,
 ) -> None:
     """Refuse a Job this key and this config did not make.
 

@@ -24,12 +24,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from arkor_ops.config import TrainerConfig
+from arkor_ops.evaluation import EvaluationConfig
 from arkor_ops.kube import images
 from arkor_ops.kube.settings import KubernetesSettings
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 APP_NAME = "app.kubernetes.io/name"
 RUN_NAME_LABEL = "arkor-ops.dev/run-name"
+#: On an evaluation job's objects: ``kubectl get jobs -l arkor-ops.dev/stage=evaluation``.
+STAGE_LABEL = "arkor-ops.dev/stage"
+#: What a Job runs: a training run, or an evaluation (the same image and worker, its own stage).
+JobConfig = TrainerConfig | EvaluationConfig
 FLOW_RUN_LABEL = "arkor-ops.dev/flow-run-id"
 IDEMPOTENCY_LABEL = "arkor-ops.dev/idempotency-key"
 CANCEL_ANNOTATION = "arkor-ops.dev/cancel-requested"
@@ -108,7 +113,7 @@ def label_value(value: str) -> str | None:
 
 
 def labels(
-    config: TrainerConfig, *, idempotency_key: str | None, flow_run_id: str | None
+    config: JobConfig, *, idempotency_key: str | None, flow_run_id: str | None
 ) -> dict[str, str]:
     """The labels of every object of a run (selectable with ``kubectl -l``)."""
     out = {
@@ -116,6 +121,8 @@ def labels(
         APP_NAME: "arkor-ops-run",
         RUN_NAME_LABEL: dns_name(config.name, 63),
     }
+    if isinstance(config, EvaluationConfig):
+        out[STAGE_LABEL] = "evaluation"
     if flow_run_id and label_value(flow_run_id):
         out[FLOW_RUN_LABEL] = flow_run_id
     if idempotency_key:
@@ -337,7 +344,7 @@ def _pod_spec(
     return spec
 
 
-def secret_data(config: TrainerConfig, settings: KubernetesSettings) -> dict[str, str]:
+def secret_data(config: JobConfig, settings: KubernetesSettings) -> dict[str, str]:
     """The run's secret values by environment name (empty when the run has none)."""
     data = dict(config.secret_env())
     if settings.hf_token is not None:
@@ -346,7 +353,7 @@ def secret_data(config: TrainerConfig, settings: KubernetesSettings) -> dict[str
 
 
 def build_run(
-    config: TrainerConfig,
+    config: JobConfig,
     settings: KubernetesSettings,
     *,
     name: str,
@@ -357,7 +364,8 @@ def build_run(
     """Build every object of one run.
 
     Args:
-        config: the validated trainer config.
+        config: the validated trainer config, or an evaluation's (the same Job shape: the
+            worker reads its stage from the config).
         settings: backend settings (namespace, images, node pool, resources, limits).
         name: the Job name (see :func:`job_name`).
         storage_uri: the storage prefix; the run lives under ``{storage_uri}/{name}/``.

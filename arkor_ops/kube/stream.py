@@ -26,6 +26,8 @@ from arkor_ops.errors import BackendError, JobNotFoundError, StorageError, Strea
 from arkor_ops.eventlog import iter_log_lines
 from arkor_ops.events import (
     TERMINAL_TYPES,
+    EvaluationCancelled,
+    EvaluationFailed,
     Frame,
     JobPhase,
     TrainingCancelled,
@@ -80,10 +82,12 @@ def replay_frames(
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
     frames: list[Frame] = []
     terminal = False
+    evaluation = False  # an evaluation job's log: a synthesised ending is evaluation.*
     retry_error = None
     for obj in iter_log_lines(data):
         event_id = obj.get("id")
         terminal = terminal or obj.get("type") in TERMINAL_TYPES
+        evaluation = evaluation or str(obj.get("type", "")).startswith("evaluation.")
         if obj.get("type") == "job.phase" and obj.get("phase") == "retrying":
             retry_error = obj.get("message")
         if isinstance(event_id, int) and event_id <= after:
@@ -92,12 +96,12 @@ def replay_frames(
         frames.append(Frame(event=kind, data=json.dumps(obj), id=str(event_id)))
     if not terminal:
         if cancelled:
-            synth: Any = TrainingCancelled(job_id=job_id)
+            synth: Any = (EvaluationCancelled if evaluation else TrainingCancelled)(job_id=job_id)
         else:
             why = fallback.message if fallback and fallback.message else "the run's Job is gone"
             if retry_error:  # the Job gave up before the worker's own count said it would
                 why = f"{why}; the last attempt failed: {retry_error}"
-            synth = TrainingFailed(job_id=job_id, error=why)
+            synth = (EvaluationFailed if evaluation else TrainingFailed)(job_id=job_id, error=why)
         frames.append(Frame(event=synth.type, data=event_to_json(synth)))
     frames.append(_END)
     return frames
