@@ -98,6 +98,22 @@ def configure_logging() -> None:
     logging.captureWarnings(True)
 
 
+def _is_evaluation_env() -> bool:
+    """Whether the config in the environment (readable or not as a whole) is an evaluation's,
+    so that a settings error ends an evaluation's log with ``evaluation.failed``."""
+    import json
+
+    from arkor_ops.evaluation import is_evaluation
+
+    try:
+        path = os.environ.get("ARKOR_CONFIG_FILE", "").strip()
+        raw = Path(path).read_text(encoding="utf-8") if path else os.environ["ARKOR_CONFIG_JSON"]
+        data = json.loads(raw)
+    except (OSError, KeyError, ValueError):
+        return False
+    return isinstance(data, dict) and is_evaluation(data)
+
+
 def _fail_settings(exc: SettingsError) -> int:
     from arkor_ops.worker.errors import MAX_ERROR_CHARS, excerpt
 
@@ -106,11 +122,12 @@ def _fail_settings(exc: SettingsError) -> int:
     job_id = os.environ.get("ARKOR_JOB_ID", "").strip()
     if job_id:
         from arkor_ops.eventlog import EventLogWriter
-        from arkor_ops.events import TrainingFailed
+        from arkor_ops.events import EvaluationFailed, TrainingFailed
 
         path = Path(os.environ.get("ARKOR_EVENT_LOG", "").strip() or DEFAULT_EVENT_LOG)
+        failed = EvaluationFailed if _is_evaluation_env() else TrainingFailed
         try:
-            EventLogWriter(path, job_id).write(TrainingFailed(job_id=job_id, error=message))
+            EventLogWriter(path, job_id).write(failed(job_id=job_id, error=message))
         except OSError as err:
             log.error("cannot write the event log %s: %s", path, err)
     return EXIT_PERMANENT

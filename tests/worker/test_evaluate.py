@@ -190,3 +190,23 @@ def test_sigterm_cancels_between_samples_with_nothing_committed(
     assert 1 <= cancelled.done < 400
     assert not of_type(events, "evaluation.completed")
     assert not _committed(run)
+
+
+def test_bad_settings_and_a_bad_config_end_the_log_as_an_evaluation(
+    tmp_path: Path, s3_prefix: str, tiny_model_dir: Path
+) -> None:
+    rows = write_rows(tmp_path / "rows.jsonl", json_rows(4))
+    run = RunDir(tmp_path / "run", "eval-env", s3_prefix)
+    env = run.env(eval_config(tiny_model_dir, rows))
+    env.pop("ARKOR_STORAGE_URI")
+    proc = start_worker(env)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_PERMANENT and "ARKOR_STORAGE_URI is not set" in stderr
+    assert [e.type for e in run.events()] == ["evaluation.failed"]
+
+    other = RunDir(tmp_path / "other", "eval-config", s3_prefix)
+    config = eval_config(tiny_model_dir, rows, metrics=["accuracy"])
+    assert evaluate_inprocess(other.env(config)) == EXIT_PERMANENT
+    (failed,) = other.events()
+    assert failed.type == "evaluation.failed"
+    assert "evaluation.metrics[0]" in failed.error and "unknown metric 'accuracy'" in failed.error
