@@ -7,6 +7,11 @@ It trains nothing: it writes ``training.started``, one ``training.log`` per step
 
 Test knobs (environment): ``FAKE_STEP_SECONDS`` (default 0.05), ``FAKE_FAIL_AT_STEP``
 (write ``training.failed`` at that step and exit 1), ``FAKE_IGNORE_SIGTERM`` (a stuck worker).
+
+An evaluation config (``kind: evaluation``) is scripted the same way: ``evaluation.started``, one
+``evaluation.progress`` per sample (``maxSamples``, default 5; ``FAKE_STEP_SECONDS`` each), then
+``evaluation.completed``; SIGTERM writes ``evaluation.cancelled``; ``FAKE_CRASH_AT_STEP`` exits 1
+at that sample without a terminal event (a crash).
 """
 
 from __future__ import annotations
@@ -20,10 +25,15 @@ from pathlib import Path
 from types import FrameType
 
 from arkor_ops.config import TrainerConfig
+from arkor_ops.evaluation import EvaluationConfig, is_evaluation
 from arkor_ops.eventlog import EventLogWriter
 from arkor_ops.events import (
     Artifact,
     CheckpointSaved,
+    EvaluationCancelled,
+    EvaluationCompleted,
+    EvaluationProgress,
+    EvaluationStarted,
     Metrics,
     TrainingCancelled,
     TrainingCompleted,
@@ -49,11 +59,13 @@ def main() -> int:
         data = json.loads(Path(os.environ["ARKOR_CONFIG_FILE"]).read_text())
     else:
         data = json.loads(os.environ["ARKOR_CONFIG_JSON"])
-    config = TrainerConfig.from_wire(data, os.environ)
     if not os.environ.get("FAKE_IGNORE_SIGTERM"):
         signal.signal(signal.SIGTERM, _on_term)
     else:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if is_evaluation(data):
+        return _evaluate(EvaluationConfig.from_wire(data, os.environ), job_id, log_path)
+    config = TrainerConfig.from_wire(data, os.environ)
     step_seconds = float(os.environ.get("FAKE_STEP_SECONDS", "0.05"))
     fail_at = int(os.environ.get("FAKE_FAIL_AT_STEP", "0"))
     steps = config.max_steps or 10
@@ -86,6 +98,27 @@ def main() -> int:
         final_loss=round(loss, 4), total_steps=steps, total_time=time.monotonic() - t0
     )
     writer.write(TrainingCompleted(job_id=job_id, artifacts=[final], metrics=metrics))
+    return 0
+
+
+def _evaluate(config: EvaluationConfig, job_id: str, log_path: Path) -> int:
+    writer = EventLogWriter(log_path, job_id)
+    total = config.evaluation.max_samples or 5
+    step_seconds = float(os.environ.get("FAKE_STEP_SECONDS", "0.05"))
+    crash_at = int(os.environ.get("FAKE_CRASH_AT_STEP", "0"))
+    writer.write(EvaluationStarted(job_id=job_id, metadata={"samples": total, "fake": True}))
+    for done in range(1, total + 1):
+        time.sleep(step_seconds)
+        if _stop:
+            writer.write(EvaluationCancelled(job_id=job_id, done=done - 1))
+            return 0
+        if done == crash_at:
+            print("fake evaluator: scripted crash", flush=True)
+            return 1
+        writer.write(EvaluationProgress(job_id=job_id, done=done, total=total))
+    uri = RunLayout(os.environ["ARKOR_STORAGE_URI"], job_id).evaluation
+    metrics = dict.fromkeys(config.evaluation.metrics, 0.5)
+    writer.write(EvaluationCompleted(job_id=job_id, metrics=metrics, samples=total, uri=uri))
     return 0
 
 
