@@ -75,3 +75,22 @@ async def test_cancelling_a_stuck_evaluation_ends_it_as_cancelled(
     result = await asyncio.wait_for(waiting, timeout=60)
     assert result.status == "cancelled"
     assert (await backend.describe(str(evaluator.job_id))).job.status == "cancelled"
+
+
+def test_the_blocking_evaluator_waits_and_says_when_nothing_is_committed(
+    runs_dir: Path, dataset_file: Path
+) -> None:
+    from arkor_ops import BackendError, create_evaluator
+
+    seen: list[int] = []
+    evaluator = create_evaluator(
+        **_fields(dataset_file, maxSamples=2, metrics=["json_valid", "exact_match"]),
+        backend=make_backend(runs_dir),
+        callbacks={"on_progress": lambda e: seen.append(e.done)},
+    )
+    result = evaluator.wait()
+    assert result.status == "completed" and seen == [1, 2]
+    assert result.metrics == {"json_valid": 0.5, "exact_match": 0.5}
+    assert evaluator.start() == evaluator.job_id  # start() after wait() is the same job
+    with pytest.raises(BackendError, match="no results committed"):
+        evaluator.samples()  # the scripted worker commits no samples.jsonl
