@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 from arkor_ops.abort import AbortSignal
 from arkor_ops.backends.base import Backend, TrainingJob
-from arkor_ops.checkpoints import CheckpointInfo, list_checkpoints
+from arkor_ops.checkpoints import CheckpointInfo, check_init_adapter, list_checkpoints
 from arkor_ops.config import TrainerConfig, validate_config
 from arkor_ops.errors import ReconnectGiveUpError, StreamError
 from arkor_ops.events import (
@@ -230,6 +230,8 @@ class AsyncTrainer:
             The job id.
 
         Raises:
+            CheckpointError: ``init_adapter`` names no committed adapter, or one trained on
+                another base model or LoRA rank (no job is created).
             BackendError: the backend could not create the job (a later call tries again).
         """
         if self._job is not None:
@@ -247,6 +249,7 @@ class AsyncTrainer:
         return StartResult(job.id)
 
     async def _submit(self) -> TrainingJob:
+        await check_init_adapter(self.backend, self._config)  # no job for a ref that cannot fit
         job = await self.backend.submit(self._config, idempotency_key=self._idempotency_key)
         self._job = job
         logger.info("submitted run %s as job %s", self.name, job.id)
