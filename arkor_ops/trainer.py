@@ -182,6 +182,7 @@ class AsyncTrainer:
         self._reconnect = reconnect or ReconnectPolicy()
         self._job: TrainingJob | None = None
         self._submitting: asyncio.Future[TrainingJob] | None = None
+        self._observers: list[dict[str, Callback]] = []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, job_id={self.job_id!r})"
@@ -286,6 +287,30 @@ class AsyncTrainer:
             return []
         return await list_checkpoints(self.backend, self._job.id)
 
+    # -- observers -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def observing(self, **callbacks: Callback) -> Iterator[None]:
+        """Also call ``callbacks`` (``on_log=…``, the same names and contexts as the run's own)
+        after the run's own, while the block runs: how a progress display follows the stream
+        the run already reads, with no second connection or polling.
+
+        Raises:
+            TypeError: an unknown callback name.
+        """
+        known = ", ".join(CALLBACK_NAMES)
+        for name, fn in callbacks.items():
+            if name not in CALLBACK_NAMES:
+                raise TypeError(f"unknown callback {name!r}; expected one of: {known}")
+            if not callable(fn):
+                raise TypeError(f"callback {name!r} is not callable")
+        observer = dict(callbacks)
+        self._observers.append(observer)
+        try:
+            yield
+        finally:
+            self._observers.remove(observer)
+
     # -- wait ----------------------------------------------------------------------------
 
     async def wait(self) -> TrainingResult:
@@ -372,12 +397,13 @@ class AsyncTrainer:
         return self._job
 
     async def _call(self, name: str, ctx: Any) -> None:
-        callback = self._callbacks.get(name)
-        if callback is None:
-            return
-        outcome = callback(ctx)
-        if inspect.isawaitable(outcome):
-            await outcome
+        chain = [self._callbacks.get(name), *(o.get(name) for o in list(self._observers))]
+        for callback in chain:
+            if callback is None:
+                continue
+            outcome = callback(ctx)
+            if inspect.isawaitable(outcome):
+                await outcome
 
     async def _dispatch(self, payload: dict[str, Any], cursor: _Cursor) -> TrainingResult | None:
         event: Event | None = parse_event(payload)
@@ -592,6 +618,10 @@ class Trainer:
     def checkpoints(self) -> list[CheckpointInfo]:
         """Blocking :meth:`AsyncTrainer.checkpoints`."""
         return self._run(self._inner.checkpoints())
+
+    def observing(self, **callbacks: Callback) -> contextlib.AbstractContextManager[None]:
+        """:meth:`AsyncTrainer.observing` (the callbacks run on the trainer's own loop thread)."""
+        return self._inner.observing(**callbacks)
 
 
 # --- construction ---------------------------------------------------------------------------

@@ -99,6 +99,8 @@ def test_start_completes_and_reports_the_adapter(
     assert "started job cli-triage-" in out
     assert ": completed" in out
     assert "adapter: file://" in out and "/final" in out
+    # no terminal: the progress bar prints plain lines, from the run's own on_log
+    assert "running: step 1/8, loss " in err, err
 
 
 def test_start_exits_1_when_the_run_fails(
