@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -37,7 +38,7 @@ from collections.abc import (
     Mapping,
 )
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from arkor_ops.abort import AbortSignal
 from arkor_ops.backends.base import Backend, TrainingJob
@@ -77,6 +78,7 @@ from arkor_ops.results import (
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 __all__ = [
     "AsyncTrainer",
@@ -685,59 +687,7 @@ def create_async_trainer(
     reconnect: ReconnectPolicy | None = None,
     **fields: Any,
 ) -> AsyncTrainer:
-    """Make an :class:`AsyncTrainer`. Same arguments as :func:`create_trainer`.
-
-    Returns:
-        The trainer; nothing has been sent to a backend yet.
-
-    Raises:
-        ConfigError: the config is invalid (every bad field path is named).
-        TypeError: a callback is unknown, not callable, or given twice.
-    """
-    cfg = _build(config, fields)
-    merged = _merge_callbacks(
-        callbacks,
-        {
-            "on_started": on_started,
-            "on_log": on_log,
-            "on_checkpoint": on_checkpoint,
-            "on_completed": on_completed,
-            "on_failed": on_failed,
-            "on_cancelled": on_cancelled,
-            "on_phase": on_phase,
-            "on_resumed": on_resumed,
-        },
-    )
-    return AsyncTrainer(
-        cfg,
-        backend=backend,
-        callbacks=merged,
-        abort_signal=abort_signal,
-        idempotency_key=idempotency_key,
-        reconnect=reconnect,
-    )
-
-
-def create_trainer(
-    config: TrainerConfig | Mapping[str, Any] | None = None,
-    /,
-    *,
-    backend: Backend | None = None,
-    callbacks: Mapping[str, Callback | None] | None = None,
-    on_started: Callback | None = None,
-    on_log: Callback | None = None,
-    on_checkpoint: Callback | None = None,
-    on_completed: Callback | None = None,
-    on_failed: Callback | None = None,
-    on_cancelled: Callback | None = None,
-    on_phase: Callback | None = None,
-    on_resumed: Callback | None = None,
-    abort_signal: AbortSignal | None = None,
-    idempotency_key: str | None = None,
-    reconnect: ReconnectPolicy | None = None,
-    **fields: Any,
-) -> Trainer:
-    """Make a :class:`Trainer` (Arkor's ``createTrainer``). Validates locally; contacts nothing.
+    """Make an :class:`AsyncTrainer`. Validates locally; contacts nothing.
 
     Args:
         config: a :class:`TrainerConfig` or a mapping of fields; or leave it out and pass the
@@ -769,21 +719,46 @@ def create_trainer(
         TypeError: a callback is unknown, not callable, or given twice; or both ``config``
             and keyword fields were passed.
     """
-    inner = create_async_trainer(
-        config,
+    cfg = _build(config, fields)
+    merged = _merge_callbacks(
+        callbacks,
+        {
+            "on_started": on_started,
+            "on_log": on_log,
+            "on_checkpoint": on_checkpoint,
+            "on_completed": on_completed,
+            "on_failed": on_failed,
+            "on_cancelled": on_cancelled,
+            "on_phase": on_phase,
+            "on_resumed": on_resumed,
+        },
+    )
+    return AsyncTrainer(
+        cfg,
         backend=backend,
-        callbacks=callbacks,
-        on_started=on_started,
-        on_log=on_log,
-        on_checkpoint=on_checkpoint,
-        on_completed=on_completed,
-        on_failed=on_failed,
-        on_cancelled=on_cancelled,
-        on_phase=on_phase,
-        on_resumed=on_resumed,
+        callbacks=merged,
         abort_signal=abort_signal,
         idempotency_key=idempotency_key,
         reconnect=reconnect,
-        **fields,
     )
-    return Trainer(inner)
+
+
+def _blocking_twin(make: Callable[P, AsyncTrainer]) -> Callable[P, Trainer]:
+    """``make``'s blocking twin: the same parameters (one signature, kept once), a
+    :class:`Trainer` around the :class:`AsyncTrainer` it makes."""
+
+    @functools.wraps(make)
+    def create_trainer(*args: P.args, **kwargs: P.kwargs) -> Trainer:
+        return Trainer(make(*args, **kwargs))
+
+    signature = inspect.signature(make).replace(return_annotation=Trainer)
+    create_trainer.__signature__ = signature  # type: ignore[attr-defined]
+    create_trainer.__name__ = create_trainer.__qualname__ = "create_trainer"
+    create_trainer.__doc__ = """Make a :class:`Trainer` (Arkor's ``createTrainer``): the
+    arguments of :func:`create_async_trainer`; its methods block. Validates locally; contacts
+    nothing."""
+    del create_trainer.__wrapped__  # type: ignore[attr-defined]
+    return create_trainer
+
+
+create_trainer = _blocking_twin(create_async_trainer)
