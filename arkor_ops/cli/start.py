@@ -1,4 +1,5 @@
-"""`arkor-ops start TRAINER_FILE [--backend local|kubernetes]`: start a run and follow it.
+"""`arkor-ops start TRAINER_FILE [--backend local|kubernetes] [--result-file PATH]`: start a run
+and follow it.
 
 Loads the trainer the file exports, calls ``start()`` then ``wait()``, and shows a progress bar
 (step, loss, ETA from ``max_steps``) fed by the run's own callbacks, from the stream ``wait()``
@@ -13,6 +14,7 @@ file, invalid config, unknown backend); ``130`` cancelled, aborted or interrupte
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -43,6 +45,12 @@ def register(sub: Any) -> None:
         "--backend",
         choices=["local", "kubernetes"],
         help=f"where to run (overrides the trainer's backend and ${BACKEND_ENV})",
+    )
+    p.add_argument(
+        "--result-file",
+        type=Path,
+        help="write the run's result as JSON here when it ends ({job, artifacts, metrics}, "
+        "camelCase; written whole or not at all): for scripts",
     )
     p.set_defaults(func=run_start)
 
@@ -151,6 +159,20 @@ def _report(console: Console, result: Any) -> int:
     return _EXIT_BY_STATUS.get(job.status, EXIT_FAILED)
 
 
+def _write_result(path: Path, result: Any) -> None:
+    """The result as JSON at ``path``, replaced atomically (a reader never sees half of it)."""
+    data = {
+        "job": result.job.model_dump(mode="json", by_alias=True),
+        "artifacts": [a.model_dump(mode="json", by_alias=True) for a in result.artifacts],
+        "metrics": None
+        if result.metrics is None
+        else result.metrics.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
 def _load(args: argparse.Namespace, err: Console) -> Any:
     if args.backend:
         os.environ[BACKEND_ENV] = args.backend  # seen by a file that resolves its own backend
@@ -218,4 +240,6 @@ def run_start(args: argparse.Namespace) -> int:
     except ArkorOpsError as exc:
         err.print(f"[red]error while following job {job_id}:[/] {exc}")
         return EXIT_FAILED
+    if args.result_file is not None:
+        _write_result(args.result_file, result)
     return _report(out, result)
