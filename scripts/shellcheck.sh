@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# shellcheck on every shell script the repo tracks (part of `make lint`). Installs Debian's
-# shellcheck first when it is missing (as root, through apt-get), as the other set-up scripts do.
+# Run shellcheck on every shell script the repo tracks (part of `make lint`). When it is missing,
+# installs Debian's package first (as root, through apt-get), as the other set-up scripts do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v shellcheck >/dev/null 2>&1; then
