@@ -22,6 +22,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	scripts/checkov.sh
+	scripts/shellcheck.sh
 
 typecheck: setup
 	$(VENV)/bin/mypy

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,11 +22,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from arkor_ops.errors import JobNotFoundError, StorageError, StreamError
+from arkor_ops.errors import CheckpointError, JobNotFoundError, StorageError, StreamError
 from arkor_ops.storage import MANIFEST_NAME, RunLayout, Storage, join_uri
 
 if TYPE_CHECKING:
     from arkor_ops.backends.base import Backend
+    from arkor_ops.config import AdapterRef, TrainerConfig
+
+#: The files of a PEFT adapter (what ``save_pretrained`` writes besides a README).
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 class ManifestFile(BaseModel):
@@ -217,3 +223,118 @@ async def list_checkpoints(backend: Backend, job_id: str) -> list[CheckpointInfo
     storage, layout = await backend.run_storage(job_id)
     events = await events_so_far(backend, job_id)
     return await asyncio.to_thread(describe_checkpoints, storage, layout, events)
+
+
+# --- starting from an adapter (``init_adapter``) --------------------------------------------
+# The same checks run twice: here, before the client creates a job (so a ref to nothing, to
+# another base model or to another LoRA rank never costs a pod), and in the worker, which
+# also resolves the model's hub commit and checks each file's sha256 as it downloads.
+
+
+def adapter_prefix(ref: AdapterRef, layout: RunLayout) -> str:
+    """Where ``ref`` points: its ``uri``, or the run's final adapter or checkpoint in ``layout``
+    (the referenced run's layout)."""
+    if ref.uri is not None:
+        return ref.uri.rstrip("/")
+    return layout.final if ref.kind == "final" else layout.checkpoint(ref.step or 0)
+
+
+def _split_commit(base_model: str) -> tuple[str, str | None]:
+    """``id@commit`` -> (id, commit); a bare id (or a path with an ``@``) -> (id, None)."""
+    name, at, commit = base_model.rpartition("@")
+    return (name, commit) if at and _COMMIT.match(commit) else (base_model, None)
+
+
+def check_base_model(uri: str, trained_on: str, this_run: str, label: str = "init_adapter") -> None:
+    """Raise :class:`CheckpointError` when the adapter was trained on another base model."""
+    (old, old_commit), (new, new_commit) = _split_commit(trained_on), _split_commit(this_run)
+    if old != new:
+        raise CheckpointError(
+            f"{label} {uri} was trained on base model {old!r}, this run's model is "
+            f"{new!r}: an adapter only fits the model it was trained on (set model: {old!r})"
+        )
+    if old_commit and new_commit and old_commit != new_commit:
+        raise CheckpointError(
+            f"{label} {uri} was trained on {old} at commit {old_commit}, this run resolves "
+            f"it to {new_commit}: set revision: {old_commit}"
+        )
+
+
+def committed_adapter(storage: Storage, uri: str, label: str = "init_adapter") -> Manifest:
+    """The manifest of the adapter committed at ``uri`` (errors name the field ``label``).
+
+    Raises:
+        CheckpointError: nothing is committed there, its manifest is unreadable, or it holds no
+            adapter files.
+    """
+    if not storage.exists(join_uri(uri, MANIFEST_NAME)):
+        raise CheckpointError(
+            f"{label}: nothing is committed at {uri} (no {MANIFEST_NAME}); "
+            "`arkor-ops checkpoints JOB` lists a run's committed checkpoints"
+        )
+    try:
+        manifest = read_manifest_at(storage, uri)
+    except ValidationError as exc:
+        raise CheckpointError(
+            f"{label} {uri}: its manifest is unreadable ({exc.error_count()} problem(s))"
+        ) from None
+    names = {f.path for f in manifest.files}
+    missing = [name for name in ADAPTER_FILES if name not in names]
+    if missing:
+        raise CheckpointError(f"{label} {uri} holds no {', '.join(missing)}: not an adapter")
+    return manifest
+
+
+def check_rank(uri: str, adapter_config: dict[str, Any], config: TrainerConfig) -> None:
+    """Raise :class:`CheckpointError` when the adapter's LoRA rank is not ``config.lora.r``."""
+    rank = adapter_config.get("r")
+    if config.lora is not None and rank is not None and rank != config.lora.r:
+        raise CheckpointError(
+            f"init_adapter {uri} has LoRA rank {rank}, this run has lora.r={config.lora.r}: "
+            f"set lora.r: {rank} (an adapter's weights keep their shape)"
+        )
+
+
+def _check_at(storage: Storage, uri: str, config: TrainerConfig) -> None:
+    manifest = committed_adapter(storage, uri)
+    this_run = config.model
+    if config.revision and _COMMIT.match(config.revision):
+        this_run = f"{config.model}@{config.revision}"
+    check_base_model(uri, manifest.base_model, this_run)
+    try:
+        adapter_config = json.loads(storage.get_bytes(join_uri(uri, "adapter_config.json")))
+    except ValueError:
+        raise CheckpointError(f"init_adapter {uri}: adapter_config.json is not JSON") from None
+    check_rank(uri, adapter_config if isinstance(adapter_config, dict) else {}, config)
+
+
+async def check_init_adapter(backend: Backend, config: TrainerConfig) -> None:
+    """Check ``config.init_adapter`` from the client, before a job is created.
+
+    A backend that keeps no run storage (the fake one), or a ``uri`` it cannot read from here,
+    leaves the check to the worker.
+
+    Raises:
+        CheckpointError: the ref names no committed adapter, or one that does not fit.
+        StorageError: the storage could not be read.
+    """
+    from arkor_ops.backends.base import Backend as _Base
+
+    ref = config.init_adapter
+    if ref is None or type(backend).run_storage is _Base.run_storage:
+        return
+    if ref.job_id is not None:
+        try:
+            storage, layout = await backend.run_storage(ref.job_id)
+        except JobNotFoundError:
+            raise CheckpointError(
+                f"init_adapter: no run {ref.job_id!r} here; `arkor-ops list` shows the runs"
+            ) from None
+        uri = adapter_prefix(ref, layout)
+    else:
+        uri = adapter_prefix(ref, RunLayout("file:///", ""))
+        found = await backend.adapter_storage(uri)
+        if found is None:
+            return
+        storage = found
+    await asyncio.to_thread(_check_at, storage, uri, config)

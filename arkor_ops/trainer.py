@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -37,11 +38,11 @@ from collections.abc import (
     Mapping,
 )
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from arkor_ops.abort import AbortSignal
 from arkor_ops.backends.base import Backend, TrainingJob
-from arkor_ops.checkpoints import CheckpointInfo, list_checkpoints
+from arkor_ops.checkpoints import CheckpointInfo, check_init_adapter, list_checkpoints
 from arkor_ops.config import TrainerConfig, validate_config
 from arkor_ops.errors import ReconnectGiveUpError, StreamError
 from arkor_ops.events import (
@@ -77,6 +78,7 @@ from arkor_ops.results import (
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 __all__ = [
     "AsyncTrainer",
@@ -182,6 +184,7 @@ class AsyncTrainer:
         self._reconnect = reconnect or ReconnectPolicy()
         self._job: TrainingJob | None = None
         self._submitting: asyncio.Future[TrainingJob] | None = None
+        self._observers: list[dict[str, Callback]] = []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, job_id={self.job_id!r})"
@@ -230,6 +233,8 @@ class AsyncTrainer:
             The job id.
 
         Raises:
+            CheckpointError: ``init_adapter`` names no committed adapter, or one trained on
+                another base model or LoRA rank (no job is created).
             BackendError: the backend could not create the job (a later call tries again).
         """
         if self._job is not None:
@@ -247,6 +252,7 @@ class AsyncTrainer:
         return StartResult(job.id)
 
     async def _submit(self) -> TrainingJob:
+        await check_init_adapter(self.backend, self._config)  # no job for a ref that cannot fit
         job = await self.backend.submit(self._config, idempotency_key=self._idempotency_key)
         self._job = job
         logger.info("submitted run %s as job %s", self.name, job.id)
@@ -282,6 +288,30 @@ class AsyncTrainer:
         if self._job is None:
             return []
         return await list_checkpoints(self.backend, self._job.id)
+
+    # -- observers -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def observing(self, **callbacks: Callback) -> Iterator[None]:
+        """Also call ``callbacks`` (``on_log=…``, the same names and contexts as the run's own)
+        after the run's own, while the block runs: how a progress display follows the stream
+        the run already reads, with no second connection or polling.
+
+        Raises:
+            TypeError: an unknown callback name.
+        """
+        known = ", ".join(CALLBACK_NAMES)
+        for name, fn in callbacks.items():
+            if name not in CALLBACK_NAMES:
+                raise TypeError(f"unknown callback {name!r}; expected one of: {known}")
+            if not callable(fn):
+                raise TypeError(f"callback {name!r} is not callable")
+        observer = dict(callbacks)
+        self._observers.append(observer)
+        try:
+            yield
+        finally:
+            self._observers.remove(observer)
 
     # -- wait ----------------------------------------------------------------------------
 
@@ -369,12 +399,13 @@ class AsyncTrainer:
         return self._job
 
     async def _call(self, name: str, ctx: Any) -> None:
-        callback = self._callbacks.get(name)
-        if callback is None:
-            return
-        outcome = callback(ctx)
-        if inspect.isawaitable(outcome):
-            await outcome
+        chain = [self._callbacks.get(name), *(o.get(name) for o in list(self._observers))]
+        for callback in chain:
+            if callback is None:
+                continue
+            outcome = callback(ctx)
+            if inspect.isawaitable(outcome):
+                await outcome
 
     async def _dispatch(self, payload: dict[str, Any], cursor: _Cursor) -> TrainingResult | None:
         event: Event | None = parse_event(payload)
@@ -590,6 +621,10 @@ class Trainer:
         """Blocking :meth:`AsyncTrainer.checkpoints`."""
         return self._run(self._inner.checkpoints())
 
+    def observing(self, **callbacks: Callback) -> contextlib.AbstractContextManager[None]:
+        """:meth:`AsyncTrainer.observing` (the callbacks run on the trainer's own loop thread)."""
+        return self._inner.observing(**callbacks)
+
 
 # --- construction ---------------------------------------------------------------------------
 
@@ -652,59 +687,7 @@ def create_async_trainer(
     reconnect: ReconnectPolicy | None = None,
     **fields: Any,
 ) -> AsyncTrainer:
-    """Make an :class:`AsyncTrainer`. Same arguments as :func:`create_trainer`.
-
-    Returns:
-        The trainer; nothing has been sent to a backend yet.
-
-    Raises:
-        ConfigError: the config is invalid (every bad field path is named).
-        TypeError: a callback is unknown, not callable, or given twice.
-    """
-    cfg = _build(config, fields)
-    merged = _merge_callbacks(
-        callbacks,
-        {
-            "on_started": on_started,
-            "on_log": on_log,
-            "on_checkpoint": on_checkpoint,
-            "on_completed": on_completed,
-            "on_failed": on_failed,
-            "on_cancelled": on_cancelled,
-            "on_phase": on_phase,
-            "on_resumed": on_resumed,
-        },
-    )
-    return AsyncTrainer(
-        cfg,
-        backend=backend,
-        callbacks=merged,
-        abort_signal=abort_signal,
-        idempotency_key=idempotency_key,
-        reconnect=reconnect,
-    )
-
-
-def create_trainer(
-    config: TrainerConfig | Mapping[str, Any] | None = None,
-    /,
-    *,
-    backend: Backend | None = None,
-    callbacks: Mapping[str, Callback | None] | None = None,
-    on_started: Callback | None = None,
-    on_log: Callback | None = None,
-    on_checkpoint: Callback | None = None,
-    on_completed: Callback | None = None,
-    on_failed: Callback | None = None,
-    on_cancelled: Callback | None = None,
-    on_phase: Callback | None = None,
-    on_resumed: Callback | None = None,
-    abort_signal: AbortSignal | None = None,
-    idempotency_key: str | None = None,
-    reconnect: ReconnectPolicy | None = None,
-    **fields: Any,
-) -> Trainer:
-    """Make a :class:`Trainer` (Arkor's ``createTrainer``). Validates locally; contacts nothing.
+    """Make an :class:`AsyncTrainer`. Validates locally; contacts nothing.
 
     Args:
         config: a :class:`TrainerConfig` or a mapping of fields; or leave it out and pass the
@@ -736,21 +719,46 @@ def create_trainer(
         TypeError: a callback is unknown, not callable, or given twice; or both ``config``
             and keyword fields were passed.
     """
-    inner = create_async_trainer(
-        config,
+    cfg = _build(config, fields)
+    merged = _merge_callbacks(
+        callbacks,
+        {
+            "on_started": on_started,
+            "on_log": on_log,
+            "on_checkpoint": on_checkpoint,
+            "on_completed": on_completed,
+            "on_failed": on_failed,
+            "on_cancelled": on_cancelled,
+            "on_phase": on_phase,
+            "on_resumed": on_resumed,
+        },
+    )
+    return AsyncTrainer(
+        cfg,
         backend=backend,
-        callbacks=callbacks,
-        on_started=on_started,
-        on_log=on_log,
-        on_checkpoint=on_checkpoint,
-        on_completed=on_completed,
-        on_failed=on_failed,
-        on_cancelled=on_cancelled,
-        on_phase=on_phase,
-        on_resumed=on_resumed,
+        callbacks=merged,
         abort_signal=abort_signal,
         idempotency_key=idempotency_key,
         reconnect=reconnect,
-        **fields,
     )
-    return Trainer(inner)
+
+
+def _blocking_twin(make: Callable[P, AsyncTrainer]) -> Callable[P, Trainer]:
+    """``make``'s blocking twin: the same parameters (one signature, kept once), a
+    :class:`Trainer` around the :class:`AsyncTrainer` it makes."""
+
+    @functools.wraps(make)
+    def create_trainer(*args: P.args, **kwargs: P.kwargs) -> Trainer:
+        return Trainer(make(*args, **kwargs))
+
+    signature = inspect.signature(make).replace(return_annotation=Trainer)
+    create_trainer.__signature__ = signature  # type: ignore[attr-defined]
+    create_trainer.__name__ = create_trainer.__qualname__ = "create_trainer"
+    create_trainer.__doc__ = """Make a :class:`Trainer` (Arkor's ``createTrainer``): the
+    arguments of :func:`create_async_trainer`; its methods block. Validates locally; contacts
+    nothing."""
+    del create_trainer.__wrapped__  # type: ignore[attr-defined]
+    return create_trainer
+
+
+create_trainer = _blocking_twin(create_async_trainer)

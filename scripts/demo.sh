@@ -18,7 +18,9 @@ step() { printf '\n==> [%3ss] %s\n' "$(($(date +%s) - t0))" "$1"; }
 
 moto_pid=""
 moto_log=""
+result=""
 cleanup() {
+  [ -z "$result" ] || rm -f "$result"
   if [ -n "$moto_pid" ]; then
     kill "$moto_pid" 2>/dev/null || true
     wait "$moto_pid" 2>/dev/null || true
@@ -38,42 +40,22 @@ if [ -z "${ARKOR_STORAGE_URI:-}" ]; then
   moto_pid=$!
   export ARKOR_S3_ENDPOINT_URL="http://127.0.0.1:$port"
   export AWS_ACCESS_KEY_ID=arkor-demo AWS_SECRET_ACCESS_KEY=arkor-demo-secret AWS_REGION=us-east-1
-  $PY - <<'PY'
-import time
-
-import boto3
-from botocore.exceptions import EndpointConnectionError
-
-from arkor_ops.storage import s3_client_kwargs
-
-client = boto3.client("s3", **s3_client_kwargs())
-for _ in range(150):
-    try:
-        client.create_bucket(Bucket="arkor-demo")
-        break
-    except EndpointConnectionError:
-        time.sleep(0.2)
-else:
-    raise SystemExit("the S3-protocol server did not start")
-print("bucket s3://arkor-demo ready at", client.meta.endpoint_url)
-PY
+  $PY examples/triage/make_bucket.py arkor-demo
   export ARKOR_STORAGE_URI="s3://arkor-demo/runs"
 fi
 
 step "fine-tuning through arkor-ops start (local backend; storage $ARKOR_STORAGE_URI)"
-out=$(mktemp -t arkor-demo-start.XXXXXX)
+result=$(mktemp -t arkor-demo-result.XXXXXX)
 set +e
-arkor-ops start examples/triage/trainer.py --backend local | tee "$out"
-code=${PIPESTATUS[0]}
+arkor-ops start examples/triage/trainer.py --backend local --result-file "$result"
+code=$?
 set -e
-job=$(sed -n 's/^started job \([a-z0-9-]*\).*/\1/p' "$out" | head -n1)
-rm -f "$out"
-if [ "$code" != 0 ] || [ -z "$job" ]; then
+if [ "$code" != 0 ]; then
   echo "demo: the training run did not complete (exit code $code)" >&2
   exit "$code"
 fi
 
 step "answering two unseen tickets (test.jsonl): base model vs. adapter"
-$PY examples/triage/compare.py "$job" --count 2
+$PY examples/triage/compare.py "$result" --count 2
 
-step "done: job $job"
+step "done"

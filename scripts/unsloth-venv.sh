@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LOCK=images/trainer/requirements.lock
 PY=${PYTHON:-python3}
-hash=$(cat "$LOCK" | sha256sum | cut -c1-16)
+hash=$(sha256sum < "$LOCK" | cut -c1-16)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}
 venv="$cache/arkor-ops/venv-unsloth-$hash"
 if [ -f "$venv/.arkor-complete" ] && [ -x "$venv/bin/python" ]; then

@@ -127,6 +127,11 @@ class Backend(ABC):
         """
         raise BackendError(f"{type(self).__name__} keeps no run storage (job {job_id})")
 
+    async def adapter_storage(self, uri: str) -> Storage | None:
+        """The storage client that reads the committed adapter at ``uri`` as this client
+        reaches it, or None when this client cannot read it (the worker then checks it)."""
+        return None
+
     async def release_finished(self) -> list[str]:
         """Free what finished runs hold but no longer need (the reaper's sweep).
 

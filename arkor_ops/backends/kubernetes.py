@@ -126,6 +126,14 @@ class KubernetesBackend(Backend):
         root = self.events_uri(job_id, job).rsplit("/", 2)[0]
         return self.storage(), RunLayout(root, job_id)
 
+    async def adapter_storage(self, uri: str) -> Storage | None:
+        """Run storage's client, for a prefix of the same scheme as ``ARKOR_K8S_STORAGE_URI``
+        (another scheme is what the pod may reach and this client not: the worker checks it)."""
+        root = self.settings.storage_uri or ""
+        if uri.split("://", 1)[0] != root.split("://", 1)[0]:
+            return None
+        return self.storage()
+
     def events_uri(self, job_id: str, job: dict[str, Any] | None) -> str:
         """Where the run's persisted event log is (from the Job's annotation when known)."""
         annotations = ((job or {}).get("metadata") or {}).get("annotations") or {}

@@ -1,9 +1,11 @@
-"""`arkor-ops start TRAINER_FILE [--backend local|kubernetes]`: start a run and follow it.
+"""`arkor-ops start TRAINER_FILE [--backend local|kubernetes] [--result-file PATH]`: start a run
+and follow it.
 
 Loads the trainer the file exports, calls ``start()`` then ``wait()``, and shows a progress bar
-(step, loss, ETA from ``max_steps``) read from the backend's ``describe()``. Ctrl-C asks whether
-to cancel the run (``c``) or only stop waiting (``d``, detach: the run goes on); the answer is
-read from stdin even when it is not a terminal, and end of input means detach.
+(step, loss, ETA from ``max_steps``) fed by the run's own callbacks, from the stream ``wait()``
+reads (no polling). Ctrl-C asks whether to cancel the run (``c``) or only stop waiting (``d``,
+detach: the run goes on); the answer is read from stdin even when it is not a terminal, and end
+of input means detach.
 
 Exit codes: ``0`` completed; ``1`` failed (or the backend failed); ``2`` bad input (missing
 file, invalid config, unknown backend); ``130`` cancelled, aborted or interrupted.
@@ -12,11 +14,9 @@ file, invalid config, unknown backend); ``130`` cancelled, aborted or interrupte
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
+import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -46,14 +46,22 @@ def register(sub: Any) -> None:
         choices=["local", "kubernetes"],
         help=f"where to run (overrides the trainer's backend and ${BACKEND_ENV})",
     )
+    p.add_argument(
+        "--result-file",
+        type=Path,
+        help="write the run's result as JSON here when it ends ({job, artifacts, metrics}, "
+        "camelCase; written whole or not at all): for scripts",
+    )
     p.set_defaults(func=run_start)
 
 
-class _ProgressPoller:
-    """Polls ``backend.describe(job_id)`` in a thread and updates a rich progress bar."""
+class _ProgressView:
+    """A rich progress bar fed by the trainer's own callbacks (``trainer.observing``): the
+    stream ``wait()`` already reads drives it, with no polling of the backend."""
 
-    def __init__(self, backend: Any, job_id: str, total: int | None, console: Console) -> None:
-        self.backend, self.job_id = backend, job_id
+    def __init__(self, trainer: Any, console: Console) -> None:
+        self.trainer = trainer
+        total = trainer.config.max_steps
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -68,51 +76,56 @@ class _ProgressPoller:
         self.task = self.progress.add_task(
             "starting", total=total, loss="-", total_text=total or "?"
         )
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="arkor-progress", daemon=True)
+        self._label = "starting"
+        self._last_line: tuple[int | None, float] = (None, 0.0)  # step, time of the last line
+        self._observing = trainer.observing(
+            on_started=self._on_started,
+            on_resumed=self._on_started,
+            on_phase=self._on_phase,
+            on_log=self._on_log,
+        )
 
-    def __enter__(self) -> _ProgressPoller:
+    def __enter__(self) -> _ProgressView:
         self.progress.start()
-        self._thread.start()
+        self._observing.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self._observing.__exit__(None, None, None)
         self.progress.stop()
 
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        last_line: tuple[int | None, float] = (None, 0.0)  # step and time of the last plain line
-        try:
-            while not self._stop.is_set():
-                with contextlib.suppress(Exception):  # progress is best effort
-                    desc = loop.run_until_complete(self.backend.describe(self.job_id))
-                    loss = "-" if desc.loss is None else f"{desc.loss:.4f}"
-                    label = desc.phase or desc.job.status
-                    self.progress.update(
-                        self.task, completed=desc.step or 0, loss=loss, description=label
-                    )
-                    if not self.progress.console.is_terminal:
-                        last_line = self._plain_line(last_line, label, desc.step, loss)
-                self._stop.wait(0.5)
-        finally:
-            loop.close()
+    def _on_started(self, ctx: Any) -> None:
+        self._label = "running"
+        self.progress.update(self.task, description=self._label)
 
-    def _plain_line(
-        self, last: tuple[int | None, float], label: str, step: int | None, loss: str
-    ) -> tuple[int | None, float]:
+    def _on_phase(self, ctx: Any) -> None:
+        self._label = ctx.phase
+        self.progress.update(self.task, description=self._label)
+        if not self.progress.console.is_terminal:
+            self.progress.console.print(f"{ctx.phase}: {ctx.message or ctx.reason or ''}".strip())
+
+    def _on_log(self, ctx: Any) -> None:
+        if ctx.loss is None:  # an eval-only line: keep the training loss shown
+            self.progress.update(self.task, completed=ctx.step)
+            return
+        loss = f"{ctx.loss:.4f}"
+        self.progress.update(self.task, completed=ctx.step, loss=loss, description=self._label)
+        if not self.progress.console.is_terminal:
+            self._plain_line(ctx.step, loss)
+
+    def _plain_line(self, step: int, loss: str) -> None:
         """Without a terminal (CI logs, pipes) the bar cannot redraw: print a line instead,
         when the step changed and at most every 10 seconds."""
         now = time.monotonic()
-        if step == last[0] or now - last[1] < 10:
-            return last
+        last_step, last_time = self._last_line
+        if step == last_step or now - last_time < 10:
+            return
         task = self.progress.tasks[0]
         eta = task.time_remaining
         eta_text = f", ETA {eta:.0f}s" if eta is not None else ""
         total = task.fields["total_text"]
-        self.progress.console.print(f"{label}: step {step or 0}/{total}, loss {loss}{eta_text}")
-        return step, now
+        self.progress.console.print(f"{self._label}: step {step}/{total}, loss {loss}{eta_text}")
+        self._last_line = (step, now)
 
 
 def _ask_cancel(console: Console) -> bool:
@@ -144,6 +157,20 @@ def _report(console: Console, result: Any) -> int:
             f"time: {metrics.total_time or 0:.1f} s"
         )
     return _EXIT_BY_STATUS.get(job.status, EXIT_FAILED)
+
+
+def _write_result(path: Path, result: Any) -> None:
+    """The result as JSON at ``path``, replaced atomically (a reader never sees half of it)."""
+    data = {
+        "job": result.job.model_dump(mode="json", by_alias=True),
+        "artifacts": [a.model_dump(mode="json", by_alias=True) for a in result.artifacts],
+        "metrics": None
+        if result.metrics is None
+        else result.metrics.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def _load(args: argparse.Namespace, err: Console) -> Any:
@@ -203,7 +230,7 @@ def run_start(args: argparse.Namespace) -> int:
     job_id = started
     try:
         out.print(f"started job [bold]{job_id}[/] ({trainer.config.name})")
-        with _ProgressPoller(trainer.backend, job_id, trainer.config.max_steps, err):
+        with _ProgressView(trainer, err):
             result = trainer.wait()
     except KeyboardInterrupt:
         return _interrupted(trainer, job_id, out, err)
@@ -213,4 +240,6 @@ def run_start(args: argparse.Namespace) -> int:
     except ArkorOpsError as exc:
         err.print(f"[red]error while following job {job_id}:[/] {exc}")
         return EXIT_FAILED
+    if args.result_file is not None:
+        _write_result(args.result_file, result)
     return _report(out, result)

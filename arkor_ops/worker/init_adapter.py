@@ -7,29 +7,30 @@ are fetched (weights and ``adapter_config.json``, not the optimizer state), each
 sha256. The weights are loaded into the run's freshly built LoRA once the trainer exists, so both
 trainer backends (TRL and Unsloth) take the same path; a resume of this run's own checkpoint
 then overrides them as usual. The new run counts its steps from 0 with a fresh optimizer.
+The checks are the core's (:mod:`arkor_ops.checkpoints`), which the client runs too before it
+creates a job; here they also see the model's resolved hub commit.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from arkor_ops.checkpoints import read_manifest_at
+from arkor_ops.checkpoints import (
+    ADAPTER_FILES,
+    adapter_prefix,
+    check_base_model,
+    check_rank,
+    committed_adapter,
+)
 from arkor_ops.config import AdapterRef, TrainerConfig
 from arkor_ops.errors import CheckpointError
-from arkor_ops.storage import MANIFEST_NAME, RunLayout, join_uri, open_storage
+from arkor_ops.storage import RunLayout, open_storage
 
 log = logging.getLogger(__name__)
-
-#: The files of a PEFT adapter (what ``save_pretrained`` writes besides a README).
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
@@ -39,34 +40,6 @@ class InitAdapter:
     uri: str
     step: int
     path: Path
-
-
-def _prefix(ref: AdapterRef, storage_uri: str) -> str:
-    if ref.uri is not None:
-        return ref.uri.rstrip("/")
-    layout = RunLayout(storage_uri, ref.job_id or "")
-    return layout.final if ref.kind == "final" else layout.checkpoint(ref.step or 0)
-
-
-def _split(base_model: str) -> tuple[str, str | None]:
-    """``id@commit`` -> (id, commit); a bare id (or a path with an ``@``) -> (id, None)."""
-    name, at, commit = base_model.rpartition("@")
-    return (name, commit) if at and _COMMIT.match(commit) else (base_model, None)
-
-
-def check_base_model(uri: str, trained_on: str, this_run: str, label: str = "init_adapter") -> None:
-    """Raise :class:`CheckpointError` when the adapter was trained on another base model."""
-    (old, old_commit), (new, new_commit) = _split(trained_on), _split(this_run)
-    if old != new:
-        raise CheckpointError(
-            f"{label} {uri} was trained on base model {old!r}, this run's model is "
-            f"{new!r}: an adapter only fits the model it was trained on (set model: {old!r})"
-        )
-    if old_commit and new_commit and old_commit != new_commit:
-        raise CheckpointError(
-            f"{label} {uri} was trained on {old} at commit {old_commit}, this run resolves "
-            f"it to {new_commit}: set revision: {old_commit}"
-        )
 
 
 def fetch(config: TrainerConfig, storage_uri: str, base_model: str, dest: Path) -> InitAdapter:
@@ -79,12 +52,7 @@ def fetch(config: TrainerConfig, storage_uri: str, base_model: str, dest: Path) 
     """
     assert config.init_adapter is not None
     adapter = fetch_ref(config.init_adapter, storage_uri, base_model, dest)
-    rank = json.loads((adapter.path / "adapter_config.json").read_text()).get("r")
-    if config.lora is not None and rank is not None and rank != config.lora.r:
-        raise CheckpointError(
-            f"init_adapter {adapter.uri} has LoRA rank {rank}, this run has "
-            f"lora.r={config.lora.r}: set lora.r: {rank} (an adapter's weights keep their shape)"
-        )
+    check_rank(adapter.uri, json.loads((adapter.path / "adapter_config.json").read_text()), config)
     log.info("starting from adapter %s (step %d)", adapter.uri, adapter.step)
     return adapter
 
@@ -105,24 +73,10 @@ def fetch_ref(
     """
     from arkor_ops.worker.checkpoints import download_files
 
-    uri = _prefix(ref, storage_uri)
+    uri = adapter_prefix(ref, RunLayout(storage_uri, ref.job_id or ""))
     storage = open_storage(uri)
-    if not storage.exists(join_uri(uri, MANIFEST_NAME)):
-        raise CheckpointError(
-            f"{label}: nothing is committed at {uri} (no {MANIFEST_NAME}); "
-            "`arkor-ops checkpoints JOB` lists a run's committed checkpoints"
-        )
-    try:
-        manifest = read_manifest_at(storage, uri)
-    except ValidationError as exc:
-        raise CheckpointError(
-            f"{label} {uri}: its manifest is unreadable ({exc.error_count()} problem(s))"
-        ) from None
+    manifest = committed_adapter(storage, uri, label)
     check_base_model(uri, manifest.base_model, base_model, label)
-    names = {f.path for f in manifest.files}
-    missing = [name for name in ADAPTER_FILES if name not in names]
-    if missing:
-        raise CheckpointError(f"{label} {uri} holds no {', '.join(missing)}: not an adapter")
     path = download_files(storage, uri, manifest, dest, only=set(ADAPTER_FILES))
     return InitAdapter(uri=uri, step=manifest.step, path=path)
 

@@ -1,6 +1,6 @@
 """Answer unseen tickets with the base model and with the trained adapter, side by side.
 
-    python examples/triage/compare.py JOB_ID [--count 2]
+    python examples/triage/compare.py JOB_ID|RESULT.json [--count 2]
 
 Reads the adapter from the run's storage (`{ARKOR_STORAGE_URI}/{job_id}/final/`, `s3://` or
 `file://`), loads the base model the run used (its `config.json`), and generates greedily with
@@ -88,11 +88,13 @@ def verdict(text: str, expected: dict[str, Any]) -> str:
 def main() -> int:
     """Print base vs. adapter answers for a few test tickets."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("job_id")
+    parser.add_argument("job_id", help="the run, or the file `arkor-ops start --result-file` wrote")
     parser.add_argument("--count", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--storage-uri", default=os.environ.get("ARKOR_STORAGE_URI"))
     args = parser.parse_args()
+    if Path(args.job_id).is_file():  # job ids have no "/": a path is a result file
+        args.job_id = json.loads(Path(args.job_id).read_text())["job"]["id"]
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging

@@ -145,3 +145,20 @@ async def test_idempotency_key_reaches_the_backend(fake_factory):
     fake = fake_factory(scripted_events(JOB))
     await create_async_trainer(CONFIG, backend=fake, idempotency_key="flow-run-42").start()
     assert fake.submits[0]["idempotencyKey"] == "flow-run-42"
+
+
+def test_an_observer_sees_the_same_events_after_the_runs_own_callbacks(fake_factory):
+    fake = fake_factory(scripted_events(JOB, steps=3))
+    seen: list[str] = []
+    trainer = create_trainer(CONFIG, backend=fake, on_log=lambda ctx: seen.append(f"own{ctx.step}"))
+    with trainer.observing(on_log=lambda ctx: seen.append(f"obs{ctx.step}")):
+        assert trainer.wait().job.status == "completed"
+    assert seen == ["own1", "obs1", "own2", "obs2", "own3", "obs3"]
+
+    again = create_trainer(CONFIG, backend=fake_factory(scripted_events(JOB, steps=2)))
+    with again.observing(on_log=lambda ctx: seen.append("inside")):
+        pass
+    again.wait()  # observed only while the block ran
+    assert "inside" not in seen
+    with pytest.raises(TypeError, match="unknown callback 'onLog'"):
+        again.observing(onLog=print).__enter__()

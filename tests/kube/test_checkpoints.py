@@ -11,6 +11,7 @@ import pytest
 from arkor_ops import create_async_trainer
 from arkor_ops.backends.kubernetes import KubernetesBackend
 from arkor_ops.checkpoints import events_so_far
+from arkor_ops.errors import CheckpointError
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.train, pytest.mark.timeout(600)]
 
@@ -45,3 +46,13 @@ async def test_checkpoints_of_a_cluster_run_and_a_run_started_from_one(
     assert meta["initAdapter"] == infos[-1].uri and meta["initAdapterStep"] == 6
     child_infos = await child.checkpoints()
     assert child_infos[-1].kind == "final" and child_infos[-1].step == 2
+
+    # a ref to a step never committed is refused before any Job exists
+    jobs_before = {j.job.id for j in await backend.list_jobs()}
+    bad = create_async_trainer(
+        **run_config(name="ckpt-bad", init_adapter={"jobId": result.job.id, "step": 5}),
+        backend=backend,
+    )
+    with pytest.raises(CheckpointError, match=r"nothing is committed at .*step-00000005"):
+        await bad.start()
+    assert {j.job.id for j in await backend.list_jobs()} == jobs_before

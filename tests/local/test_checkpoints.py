@@ -14,6 +14,7 @@ import pytest
 
 from arkor_ops import create_async_trainer
 from arkor_ops.backends.local import LocalBackend, LocalSettings
+from arkor_ops.errors import CheckpointError
 from arkor_ops.storage import RunLayout, open_storage
 from tests.local.conftest import REPO
 
@@ -101,3 +102,22 @@ async def test_checkpoints_are_listed_and_a_run_starts_from_one(
     meta = next(json.loads(e)["metadata"] for e in events if '"training.started"' in e)
     assert meta["initAdapter"] == layout.checkpoint(2) and meta["initAdapterStep"] == 2
     assert len(started) == 1
+
+    # refs that cannot fit are refused by start() itself: no run, no process
+    before = sorted(p.name for p in runs_dir.iterdir())
+    refusals = {
+        "nothing is committed at": {"jobId": result.job.id, "step": 3},
+        "no run 'no-such-run' here": {"jobId": "no-such-run", "step": 2},
+        "has LoRA rank 8, this run has lora.r=4": rows[-1]["ref"],
+        "trained on base model": {"uri": layout.checkpoint(2)},
+    }
+    for expected, ref in refusals.items():
+        extra: dict[str, Any] = {"init_adapter": ref}
+        if "rank" in expected:
+            extra["lora"] = {"r": 4, "alpha": 8, "max_length": 512}
+        model = runs_dir / "another-model" if "base model" in expected else tiny_model_dir
+        bad = create_async_trainer(_fields(model, name="tiny-bad", **extra), backend=backend)
+        with pytest.raises(CheckpointError, match=expected):
+            await bad.start()
+        assert bad.job is None
+    assert sorted(p.name for p in runs_dir.iterdir()) == before

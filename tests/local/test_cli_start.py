@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -49,9 +50,9 @@ def cli_env(runs_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_cli(path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+def start_cli(path: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "arkor_ops.cli", "start", str(path), "--backend", "local"],
+        [sys.executable, "-m", "arkor_ops.cli", "start", str(path), "--backend", "local", *extra],
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -93,12 +94,24 @@ def final_status(runs_dir: Path, job_id: str) -> str:
 def test_start_completes_and_reports_the_adapter(
     tmp_path: Path, runs_dir: Path, dataset_file: Path
 ) -> None:
-    proc = start_cli(trainer_file(tmp_path, dataset_file, 8), cli_env(runs_dir))
+    result_file = tmp_path / "result.json"
+    proc = start_cli(
+        trainer_file(tmp_path, dataset_file, 8),
+        cli_env(runs_dir),
+        "--result-file",
+        str(result_file),
+    )
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, err
     assert "started job cli-triage-" in out
+    result = json.loads(result_file.read_text())  # for scripts: no scraping of the output
+    assert f"started job {result['job']['id']} " in out
+    assert result["job"]["status"] == "completed" and result["metrics"]["totalSteps"] == 8
+    assert [a["kind"] for a in result["artifacts"]] == ["final"]
     assert ": completed" in out
     assert "adapter: file://" in out and "/final" in out
+    # no terminal: the progress bar prints plain lines, from the run's own on_log
+    assert "running: step 1/8, loss " in err, err
 
 
 def test_start_exits_1_when_the_run_fails(

@@ -305,6 +305,10 @@ class LocalBackend(Backend):
             raise JobNotFoundError(f"no local run {job_id!r} (in {self.runs_dir} or storage)")
         return open_storage(self.storage_uri), RunLayout(self.storage_uri, job_id)
 
+    async def adapter_storage(self, uri: str) -> Storage | None:
+        """Any ``file://`` or ``s3://`` prefix: the worker runs here, with this environment."""
+        return open_storage(uri)
+
     async def cancel(self, job_id: str) -> None:
         """SIGTERM the worker, wait (bounded) for its ``*.cancelled``, then stop the sidecar.
 
