@@ -338,3 +338,43 @@ async def check_init_adapter(backend: Backend, config: TrainerConfig) -> None:
             return
         storage = found
     await asyncio.to_thread(_check_at, storage, uri, config)
+
+
+async def check_adapter_ref(
+    backend: Backend, ref: AdapterRef, model: str, revision: str | None, label: str
+) -> None:
+    """Check that ``ref`` names a committed adapter of base model ``model``, from the client,
+    before a job is created (an evaluation's ``adapter``); errors name the field ``label``.
+
+    As :func:`check_init_adapter`: a backend without run storage, or a ``uri`` it cannot read
+    from here, leaves the check to the worker.
+
+    Raises:
+        CheckpointError: the ref names no run or no committed adapter, or another base model's.
+        StorageError: the storage could not be read.
+    """
+    from arkor_ops.backends.base import Backend as _Base
+
+    if type(backend).run_storage is _Base.run_storage:
+        return
+    if ref.job_id is not None:
+        try:
+            storage, layout = await backend.run_storage(ref.job_id)
+        except JobNotFoundError:
+            raise CheckpointError(
+                f"{label}: no run {ref.job_id!r} here; `arkor-ops list` shows the runs"
+            ) from None
+        uri = adapter_prefix(ref, layout)
+    else:
+        uri = adapter_prefix(ref, RunLayout("file:///", ""))
+        found = await backend.adapter_storage(uri)
+        if found is None:
+            return
+        storage = found
+    this_run = f"{model}@{revision}" if revision and _COMMIT.match(revision) else model
+
+    def check() -> None:
+        manifest = committed_adapter(storage, uri, label)
+        check_base_model(uri, manifest.base_model, this_run, label)
+
+    await asyncio.to_thread(check)

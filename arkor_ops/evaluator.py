@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from arkor_ops.backends.base import Backend, TrainingJob
+from arkor_ops.checkpoints import check_adapter_ref
 from arkor_ops.errors import ReconnectGiveUpError, StreamError
 from arkor_ops.evaluation import EvaluationConfig, validate_evaluation_config
 from arkor_ops.events import (
@@ -108,10 +109,17 @@ class AsyncEvaluator:
         """Submit the job once; later calls return the same job id.
 
         Raises:
+            CheckpointError: ``adapter`` names no committed adapter, or another base model's
+                (checked here when the backend's storage is reachable, before any job exists).
             BackendError: the backend could not create the job, or runs no evaluations.
         """
         async with self._lock:
             if self._job is None:
+                adapter = self._config.adapter
+                if adapter is not None:  # no job for a ref to nothing or to another model's
+                    await check_adapter_ref(
+                        self.backend, adapter, self._config.model, self._config.revision, "adapter"
+                    )
                 self._job = await self.backend.submit_evaluation(
                     self._config, idempotency_key=self._idempotency_key
                 )

@@ -94,3 +94,22 @@ def test_the_blocking_evaluator_waits_and_says_when_nothing_is_committed(
     assert evaluator.start() == evaluator.job_id  # start() after wait() is the same job
     with pytest.raises(BackendError, match="no results committed"):
         evaluator.samples()  # the scripted worker commits no samples.jsonl
+
+
+async def test_an_adapter_ref_to_nothing_is_refused_before_any_job(
+    runs_dir: Path, dataset_file: Path
+) -> None:
+    from arkor_ops import CheckpointError
+
+    backend = make_backend(runs_dir)
+    for adapter, says in (
+        ({"kind": "final", "jobId": "no-such-run"}, "adapter: no run 'no-such-run' here"),
+        ({"uri": f"file://{runs_dir}/nothing/final"}, "adapter: nothing is committed at"),
+    ):
+        evaluator = create_async_evaluator(
+            **_fields(dataset_file), adapter=adapter, backend=backend
+        )
+        with pytest.raises(CheckpointError, match=says):
+            await evaluator.start()
+        assert evaluator.job_id is None
+    assert not runs_dir.exists() or [p.name for p in runs_dir.iterdir()] == ["storage"]
