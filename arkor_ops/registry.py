@@ -161,6 +161,11 @@ def safe_model_name(name: str) -> str:
     return cleaned[:256]
 
 
+def registered_name(settings: RegistrySettings, config: TrainerConfig) -> str:
+    """The registered model name of ``config``'s runs: the setting, else the run name made safe."""
+    return settings.model_name or safe_model_name(config.name)
+
+
 def flatten_params(wire: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """The wire config as MLflow params: nested keys joined with ``.``, values as text."""
     out: dict[str, str] = {}
@@ -373,7 +378,7 @@ def register_run(
     )
     params = flatten_params(config.to_wire())
     _refuse_secrets({**params, **lin.tags()}, _secrets(config))
-    name = settings.model_name or safe_model_name(config.name)
+    name = registered_name(settings, config)
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     try:
         with tempfile.TemporaryDirectory(prefix="arkor-registry-") as tmp:
