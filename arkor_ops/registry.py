@@ -26,6 +26,9 @@ second), holding:
 * tags: the lineage (:class:`Lineage`), also set on the model version;
 * artifacts: ``adapter/`` (the committed final adapter, each file checked against its
   ``manifest.json``; an adapter without one is refused) and ``loss.png`` when the run has one.
+
+Reading the registry back (which version was trained on a dataset version, evaluations, the
+``champion`` alias) is :mod:`arkor_ops.models`.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ the settings). Without ``MLFLOW_TRACKING_URI`` it logs that it skipped registrat
 None. A failure (MLflow unreachable, a refusal) is retried with the delays of
 ``ARKOR_REGISTRY_RETRY_DELAYS_SECONDS``; after the last one the task, and so the flow run, fails
 with the reason and where the adapter is. The trained adapter is never deleted or changed.
+
+``trained_version`` runs before a training on a dataset version: the model version the registry
+already has for it (from its lineage tags), so the flow can skip the run.
 """
 
 from __future__ import annotations
