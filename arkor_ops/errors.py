@@ -12,6 +12,7 @@ Every error the library raises on purpose derives from :class:`ArkorOpsError`::
     ├── StorageError             reading or writing s3:// or file:// storage failed
     ├── CheckpointError          a checkpoint is missing, uncommitted or does not match the run
     ├── RegistryError            registering an adapter in MLflow failed (the adapter stays put)
+    │   └── ModelNotFoundError   no such registered model or version
     ├── ReconnectGiveUpError     wait() gave up after too many consecutive stream failures
     └── AbortError               wait() stopped by its abort signal (in :mod:`arkor_ops.abort`)
 
@@ -91,6 +92,10 @@ class CheckpointError(ArkorOpsError):
 class RegistryError(ArkorOpsError):
     """Registering a run's adapter in MLflow failed: the tracking server refused or could not
     be reached, or the adapter is not committed. The adapter in run storage is never touched."""
+
+
+class ModelNotFoundError(RegistryError):
+    """The registered model, or the version of it, does not exist in MLflow."""
 
 
 class ReconnectGiveUpError(ArkorOpsError):

@@ -26,6 +26,9 @@ second), holding:
 * tags: the lineage (:class:`Lineage`), also set on the model version;
 * artifacts: ``adapter/`` (the committed final adapter, each file checked against its
   ``manifest.json``; an adapter without one is refused) and ``loss.png`` when the run has one.
+
+Reading the registry back (which version was trained on a dataset version, evaluations, the
+``champion`` alias) is :mod:`arkor_ops.models`.
 """
 
 from __future__ import annotations
@@ -159,6 +162,11 @@ def safe_model_name(name: str) -> str:
     """``name`` as a registered model name: no ``/`` or ``:``, no control characters."""
     cleaned = re.sub(r"[^A-Za-z0-9._ -]+", "-", name).strip(" -") or "adapter"
     return cleaned[:256]
+
+
+def registered_name(settings: RegistrySettings, config: TrainerConfig) -> str:
+    """The registered model name of ``config``'s runs: the setting, else the run name made safe."""
+    return settings.model_name or safe_model_name(config.name)
 
 
 def flatten_params(wire: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -373,7 +381,7 @@ def register_run(
     )
     params = flatten_params(config.to_wire())
     _refuse_secrets({**params, **lin.tags()}, _secrets(config))
-    name = settings.model_name or safe_model_name(config.name)
+    name = registered_name(settings, config)
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     try:
         with tempfile.TemporaryDirectory(prefix="arkor-registry-") as tmp:

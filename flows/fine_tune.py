@@ -18,6 +18,12 @@ No GPU pod outlives its flow run:
 * the Job deadline (``BackendSettings.active_deadline_seconds``) and the reaper flow
   (:mod:`flows.reaper`) are the backstops.
 
+A run started for a dataset version (``dataset_uri`` and ``dataset_version``, as the dataset
+trigger sets them) first asks the registry whether a model version was already trained on it
+(its lineage tags): if so the flow run completes without starting a job, saying
+``dataset <uri> version <v> already trained: <model> v<N>``. The registry remembers this, not
+Prefect, so it holds after the Prefect database is reset.
+
 A completed run is then registered in MLflow (``register_adapter``, :mod:`flows.registry`): its
 params, metrics, adapter and a model version with lineage tags; skipped, with a log line, when
 ``MLFLOW_TRACKING_URI`` is unset. A registration that keeps failing fails the flow run and leaves
@@ -32,10 +38,10 @@ from prefect import flow, runtime
 from prefect.client.schemas.objects import FlowRun
 from prefect.logging import get_run_logger
 from prefect.logging.loggers import flow_run_logger
-from prefect.states import Cancelled, State
+from prefect.states import Cancelled, Completed, State
 
 from arkor_ops.config import TrainerConfig
-from flows.registry import registration_task
+from flows.registry import already_trained_message, dedup_task, registration_task
 from flows.secrets import FlowTrainerConfig, with_secret_refs
 from flows.settings import BackendSettings
 from flows.training import (
@@ -92,7 +98,8 @@ async def fine_tune(  # noqa: PLR0917 - flow parameters, named in the UI and the
     Returns:
         The training result: job, artifacts, metrics and ``registry`` (the MLflow model version,
         None when no registry is configured); a ``Cancelled`` state when the flow run was
-        cancelled while training.
+        cancelled while training; a ``Completed`` state saying so, with ``already_trained``
+        (model name, version, job id) as data, when the dataset version was trained before.
     """
     log = get_run_logger()
     cancel_check_seconds()  # a bad ARKOR_FLOW_CANCEL_CHECK_SECONDS fails here, before any job
@@ -100,6 +107,12 @@ async def fine_tune(  # noqa: PLR0917 - flow parameters, named in the UI and the
     key = str(runtime.flow_run.id)
     resolved = await with_secret_refs(config, dataset_token_block, dataset_url_block)
     run_config = with_dataset(resolved, dataset_uri)
+    if dataset_uri and dataset_version:
+        found = await dedup_task()(run_config, dataset_uri, dataset_version)
+        if found is not None:
+            message = already_trained_message(dataset_uri, dataset_version, found)
+            log.info(message)
+            return Completed(message=message, data={"job": None, "already_trained": found})
     if dataset_uri:
         log.info("Training on %s (version %s)", dataset_uri, dataset_version or "unknown")
     job_id = await start_training(run_config, backend, key)

@@ -5,6 +5,9 @@ the settings). Without ``MLFLOW_TRACKING_URI`` it logs that it skipped registrat
 None. A failure (MLflow unreachable, a refusal) is retried with the delays of
 ``ARKOR_REGISTRY_RETRY_DELAYS_SECONDS``; after the last one the task, and so the flow run, fails
 with the reason and where the adapter is. The trained adapter is never deleted or changed.
+
+``trained_version`` runs before a training on a dataset version: the model version the registry
+already has for it (from its lineage tags), so the flow can skip the run.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from prefect.logging import get_run_logger
 from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import RegistryError, StreamError
 from arkor_ops.events import Event, parse_event
+from arkor_ops.models import find_trained
 from arkor_ops.reconnect import ReconnectPolicy
-from arkor_ops.registry import RegistrySettings, register_run
+from arkor_ops.registry import RegistrySettings, register_run, registered_name
 from flows.settings import BackendSettings, make_backend
 
 #: Reading a finished run's events: ``wait()``'s backoff, a few attempts (the task retries too).
@@ -126,7 +130,54 @@ async def register_adapter(
     return registered.to_dict()
 
 
+def already_trained_message(dataset_uri: str, dataset_version: str, found: dict[str, str]) -> str:
+    """What a flow run that skips a dataset version already trained ends with."""
+    return (
+        f"dataset {dataset_uri} version {dataset_version} already trained: "
+        f"{found['model_name']} v{found['version']}"
+    )
+
+
+@task(task_run_name="find-trained-version")
+async def trained_version(
+    config: TrainerConfig, dataset_uri: str, dataset_version: str
+) -> dict[str, str] | None:
+    """The model version already trained on this dataset version, from its lineage tags.
+
+    The registry, not Prefect, remembers what was trained: this holds after the Prefect
+    database is reset, or when another server triggered the first run.
+
+    Returns:
+        ``model_name``, ``version`` and ``job_id`` of that version; None when there is none or
+        no registry is configured.
+
+    Raises:
+        RegistryError: MLflow failed (the task's retries come first).
+    """
+    registry = RegistrySettings()
+    if not registry.tracking_uri:
+        return None
+    name = registered_name(registry, config)
+    found = await asyncio.to_thread(find_trained, registry, name, dataset_uri, dataset_version)
+    if found is None:
+        return None
+    return {
+        "model_name": name,
+        "version": found.version,
+        "job_id": found.tags.get("arkor-ops.job_id", ""),
+    }
+
+
 def registration_task() -> Any:
     """``register_adapter`` with the retries of :class:`RegistrySettings` (read now)."""
+    return _with_retries(register_adapter)
+
+
+def dedup_task() -> Any:
+    """``trained_version`` with the retries of :class:`RegistrySettings` (read now)."""
+    return _with_retries(trained_version)
+
+
+def _with_retries(registry_task: Any) -> Any:
     delays = RegistrySettings().retry_delays_seconds
-    return register_adapter.with_options(retries=len(delays), retry_delay_seconds=delays or 0)
+    return registry_task.with_options(retries=len(delays), retry_delay_seconds=delays or 0)

@@ -8,6 +8,7 @@ Each command group lives in its own module with a ``register(subparsers)`` funct
 | ``start`` | ``start TRAINER_FILE`` |
 | ``ops`` | ``list``, ``status JOB``, ``logs JOB [-f]``, ``cancel JOB`` |
 | ``dev`` | ``dev`` (local Prefect server + deployments) |
+| ``models`` | ``models list``, ``models show NAME``, ``models promote NAME VERSION`` (MLflow) |
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 
 from arkor_ops import __version__
 
-COMMAND_MODULES = ("validate", "start", "ops", "dev")
+COMMAND_MODULES = ("validate", "start", "ops", "dev", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:
