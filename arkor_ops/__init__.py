@@ -37,6 +37,7 @@ from arkor_ops.evaluator import (
 from arkor_ops.events import (
     Artifact,
     CheckpointSaved,
+    CheckpointSkipped,
     EvaluationCancelled,
     EvaluationCompleted,
     EvaluationFailed,
@@ -93,6 +94,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointInfo",
     "CheckpointSaved",
+    "CheckpointSkipped",
     "CompletedContext",
     "ConfigError",
     "EvaluationCancelled",

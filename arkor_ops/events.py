@@ -167,6 +167,17 @@ class CheckpointSaved(_Event):
     artifacts: list[Artifact] = Field(default_factory=list, description="The committed checkpoint.")
 
 
+class CheckpointSkipped(_Event):
+    """A checkpoint was saved but never uploaded: uploads were behind training, so it gave way
+    to the newer ones queued after it (ours, not Arkor's: Arkor clients skip it). Training did
+    not wait; a resume uses the newest committed checkpoint, never this one."""
+
+    type: Literal["checkpoint.skipped"] = "checkpoint.skipped"
+    step: int = Field(ge=0, description="Optimizer step of the checkpoint that was not uploaded.")
+    reason: str = Field(description="Why, for a person.")
+    backlog: int = Field(ge=0, description="Newer checkpoints queued for upload behind it.")
+
+
 class TrainingCompleted(_Event):
     """Training finished; the final adapter is in storage. Terminal."""
 
@@ -267,6 +278,7 @@ Event = Annotated[
     | TrainingResumed
     | TrainingLog
     | CheckpointSaved
+    | CheckpointSkipped
     | TrainingCompleted
     | TrainingFailed
     | TrainingCancelled

@@ -24,6 +24,8 @@ Reads and checks its environment first, failing fast with a message naming the v
   before (see :mod:`arkor_ops.worker.attempts`).
 - ``ARKOR_TEST_FAULT_STORAGE_ATTEMPTS`` (unset; tests only): attempt numbers (``1,2``) in which
   the pipeline's storage calls fail (see :mod:`arkor_ops.worker.faults`).
+- ``ARKOR_TEST_HOLD_UPLOADS`` (unset; tests only): a file path; checkpoint uploads wait until
+  it exists, so that a test can make uploads fall behind training without a slow clock.
 - ``ARKOR_TRAINER_BACKEND`` (``auto``): ``auto``, ``unsloth`` (forced, even without CUDA), ``trl``.
 - ``ARKOR_MAX_DATASET_BYTES`` (2 GiB): cap on the dataset file (a download counted decoded).
 - ``ARKOR_MAX_RESTARTS`` (unset; set in Kubernetes pods): pod restarts a run may have; each

@@ -5,7 +5,8 @@ the config hash, the dataset fingerprint, the base model) is written, and it is 
 Uploads run in the background (a queue, a coordinator thread and one child process that does the
 hashing and boto3 work, away from the training loop's GIL), so training never waits for them; the
 checkpoint folder is hard-linked (or copied) first, so the trainer may rotate its own copy.
-``checkpoint.saved`` is written to the event log after the commit.
+``checkpoint.saved`` is written to the event log after the commit; a checkpoint dropped because
+uploads fell behind is reported as ``checkpoint.skipped``.
 
 Where an upload's time went (17 MB checkpoint of 11 files, moto on the same loaded 2-core
 machine, ``bench/worker_overhead.py``): the child was started by the first upload, during
@@ -152,10 +153,17 @@ def _child_ready() -> None:
     """Nothing: submitted once so that the upload process starts before training does."""
 
 
+def _hold(path: str | None) -> None:
+    """Test hook (``ARKOR_TEST_HOLD_UPLOADS``): wait until ``path`` exists before uploading."""
+    while path is not None and not os.path.exists(path):
+        time.sleep(0.05)
+
+
 def _upload_in_child(
-    prefix: str, local: str, step: int, identity: dict[str, Any]
+    prefix: str, local: str, step: int, identity: dict[str, Any], hold: str | None = None
 ) -> dict[str, Any]:
     """:func:`upload_committed` in the upload process; returns the manifest as data."""
+    _hold(hold)
     storage = _CHILD["storage"]
     manifest = upload_committed(storage, prefix, Path(local), step, RunIdentity(**identity))
     return manifest.model_dump(mode="json")
@@ -171,12 +179,18 @@ class CheckpointUploader:
     (so its priority is the worker's lowered once, not the lowered coordinator's lowered again)
     and before training, so the first checkpoint does not pay for the start.
 
+    When more than :data:`MAX_BACKLOG` newer checkpoints wait behind the one taken off the
+    queue, that one is skipped (its snapshot deleted, never committed) and ``on_skip`` says so.
+
     Args:
         storage: where the run lives.
         layout: the run's layout.
         identity: what goes into each manifest.
         staging: local folder for the hard-linked snapshots.
         on_commit: called (in the upload thread) after each commit, with step and artifact.
+        on_skip: called (in the upload thread) for each skipped checkpoint, with its step and
+            the number of newer checkpoints queued behind it.
+        hold: test hook; uploads wait until this file exists.
     """
 
     def __init__(
@@ -187,7 +201,9 @@ class CheckpointUploader:
         staging: Path,
         on_commit: Callable[[int, Artifact], None],
         *,
+        on_skip: Callable[[int, int], None] | None = None,
         in_process: bool = False,
+        hold: Path | None = None,
     ) -> None:
         self.storage = storage
         self.in_process = in_process
@@ -196,6 +212,8 @@ class CheckpointUploader:
         self.identity = identity
         self.staging = staging
         self.on_commit = on_commit
+        self.on_skip = on_skip
+        self.hold = hold
         if not in_process:
             ctx = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(
@@ -203,7 +221,7 @@ class CheckpointUploader:
             )
             self._pool.submit(_child_ready)  # starts the process now, from this thread
         self.committed: list[Artifact] = []
-
+        self.skipped: list[int] = []
         self.error: BaseException | None = None
         self.upload_seconds = 0.0
         self.uploaded_bytes = 0
@@ -225,13 +243,9 @@ class CheckpointUploader:
             if job is None:
                 return
             try:
-                superseded = self._queue.qsize() >= MAX_BACKLOG
-                if superseded:
-                    log.warning(
-                        "skipping checkpoint step %d: uploads are %d checkpoints behind training",
-                        job.step,
-                        self._queue.qsize(),
-                    )
+                backlog = self._queue.qsize()
+                if backlog >= MAX_BACKLOG:
+                    self._skip(job, backlog)
                 elif self.error is None:
                     self._upload(job)
             except BaseException as exc:
@@ -242,14 +256,28 @@ class CheckpointUploader:
                 job.done.set()
                 self._queue.task_done()
 
+    def _skip(self, job: _Job, backlog: int) -> None:
+        log.warning(
+            "skipping checkpoint step %d: uploads are %d checkpoints behind training",
+            job.step,
+            backlog,
+        )
+        self.skipped.append(job.step)
+        if self.on_skip is not None:
+            self.on_skip(job.step, backlog)
+
     def _upload(self, job: _Job) -> None:
         start = time.perf_counter()
         prefix = self.layout.checkpoint(job.step)
         if self._pool is None:
+            _hold(None if self.hold is None else str(self.hold))
             manifest = upload_committed(self.storage, prefix, job.local, job.step, self.identity)
         else:
             ident = dataclasses.asdict(self.identity)
-            data = self._pool.submit(_upload_in_child, prefix, str(job.local), job.step, ident)
+            hold = None if self.hold is None else str(self.hold)
+            data = self._pool.submit(
+                _upload_in_child, prefix, str(job.local), job.step, ident, hold
+            )
             manifest = Manifest.model_validate(data.result())
         self.upload_seconds += time.perf_counter() - start
         self.uploaded_bytes += sum(f.size for f in manifest.files)

@@ -26,6 +26,7 @@ from arkor_ops.eventlog import EventLogWriter, read_events
 from arkor_ops.events import (
     Artifact,
     CheckpointSaved,
+    CheckpointSkipped,
     JobPhase,
     Metrics,
     TrainingCancelled,
@@ -88,6 +89,13 @@ class Run:
 
     def _checkpoint_saved(self, step: int, artifact: Artifact) -> None:
         self.writer.write(CheckpointSaved(job_id="", step=step, artifacts=[artifact]))
+
+    def _checkpoint_skipped(self, step: int, backlog: int) -> None:
+        reason = (
+            f"uploads are {backlog} checkpoints behind training: step {step} was not uploaded, "
+            "the newer ones queued after it go first"
+        )
+        self.writer.write(CheckpointSkipped(job_id="", step=step, reason=reason, backlog=backlog))
 
     def _write_log(self, event: TrainingLog) -> None:
         self.writer.write(event)
@@ -347,7 +355,13 @@ class Run:
         )
         log.info("model %s -> %s (%s)", model.name, model.path, model.how)
         self.uploader = CheckpointUploader(
-            storage, layout, identity, self.work / "upload", self._checkpoint_saved
+            storage,
+            layout,
+            identity,
+            self.work / "upload",
+            self._checkpoint_saved,
+            on_skip=self._checkpoint_skipped,
+            hold=settings.test_hold_uploads,
         )
         trainer = build_trainer(
             backend,

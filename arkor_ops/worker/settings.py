@@ -73,6 +73,7 @@ class WorkerSettings:
     pod_annotations: Path | None = None
     max_attempts: int = 1
     test_fault_storage_attempts: frozenset[int] = frozenset()
+    test_hold_uploads: Path | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -227,6 +228,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
         raise SettingsError(
             f"ARKOR_TEST_FAULT_STORAGE_ATTEMPTS must be attempt numbers like 1,2; got {faults!r}"
         ) from None
+    hold_uploads = env.get("ARKOR_TEST_HOLD_UPLOADS", "").strip()
     model_cache = env.get("ARKOR_MODEL_CACHE", "").strip()
     cancel_marker = env.get("ARKOR_CANCEL_MARKER", "").strip()
     pod_annotations = env.get("ARKOR_POD_ANNOTATIONS", "").strip()
@@ -255,6 +257,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
         pod_annotations=Path(pod_annotations) if pod_annotations else None,
         max_attempts=max_attempts,
         test_fault_storage_attempts=fault_attempts,
+        test_hold_uploads=Path(hold_uploads) if hold_uploads else None,
         secrets=secrets,
         env=env,
     )

@@ -26,6 +26,7 @@ EXPECTED = [
     "CheckpointError",
     "CheckpointInfo",
     "CheckpointSaved",
+    "CheckpointSkipped",
     "CompletedContext",
     "ConfigError",
     "EvaluationCancelled",
