@@ -346,7 +346,7 @@ def main() -> None:
             f"{max(save_to_commit) * 1000:.0f} ms (n={len(save_to_commit)}); "
             f"checkpoint.skipped: {skipped}"
         )
-    if stall and calm:
+    if len(stall) >= 2 and len(calm) >= 2:  # quantiles need two points
         s, c = statistics.median(stall), statistics.median(calm)
         p90 = statistics.quantiles(stall, n=10)[-1]
         p90_bare = statistics.quantiles(bare_all, n=10)[-1]
@@ -360,7 +360,10 @@ def main() -> None:
             f"{p90 / p90_bare:.3f}  (target ~1.0: no step stalled)"
         )
     else:
-        print("stall       no step overlapped an upload (uploads finished within one step)")
+        print(
+            f"stall       {len(stall)} step(s) overlapped an upload: too few to compare "
+            "(uploads finished within a step or two)"
+        )
 
 
 if __name__ == "__main__":
