@@ -13,6 +13,8 @@
 ``python -m flows.deploy`` serves them against ``$PREFECT_API_URL`` (see ``arkor-ops dev`` for a
 local server too). Settings come from the environment: ``ARKOR_RETRAIN_CONFIG`` (a YAML or JSON
 trainer config for the retrain deployments; they are skipped without one),
+``ARKOR_RETRAIN_EVALUATION`` (a YAML or JSON file with ``evaluation`` and ``promotion``: the
+retrain runs then evaluate and promote only what is better, see :mod:`flows.evaluation`),
 ``ARKOR_WATCH_DATASETS`` (comma-separated dataset URIs), ``ARKOR_RETRAIN_CRON``
 (default ``0 3 * * *``) and ``ARKOR_BACKEND``.
 """
@@ -27,8 +29,12 @@ from typing import Any
 from prefect import serve
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events import DeploymentEventTrigger
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from arkor_ops.config import TrainerConfig, validate_config
+from arkor_ops.evaluation import EvaluationSpec
+from arkor_ops.promotion import PromotionSettings
+from flows.evaluation import gate_rule
 from flows.fine_tune import fine_tune
 from flows.reaper import reap_orphans
 from flows.settings import BackendSettings
@@ -70,6 +76,22 @@ def dataset_trigger(watched: Sequence[str]) -> DeploymentEventTrigger:
     )
 
 
+class RetrainGate(BaseModel):
+    """What ``ARKOR_RETRAIN_EVALUATION`` holds (YAML or JSON): the evaluation set and metrics,
+    and the promotion rule, given to the retrain deployments as their ``evaluation`` and
+    ``promotion`` parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    evaluation: EvaluationSpec
+    promotion: PromotionSettings | None = None
+
+    @model_validator(mode="after")
+    def _metric_is_scored(self) -> RetrainGate:
+        gate_rule(self.evaluation, self.promotion)
+        return self
+
+
 def config_parameter(config: TrainerConfig) -> dict[str, Any]:
     """The config as a deployment parameter: the shape of the UI form's JSON schema, no secrets."""
     return config.to_wire()
@@ -79,6 +101,7 @@ def build_deployments(
     *,
     backend: BackendSettings | None = None,
     retrain_config: TrainerConfig | None = None,
+    retrain_gate: RetrainGate | None = None,
     watched: list[str] | None = None,
     cron: str = DEFAULT_CRON,
     watch_interval_seconds: int = 60,
@@ -90,6 +113,8 @@ def build_deployments(
     Args:
         backend: backend settings given to every training and reaper run.
         retrain_config: the config of the retrain deployments; they are left out without one.
+        retrain_gate: the evaluation set and the promotion rule of the retrain deployments:
+            with it, each retrain run ends by promoting only what evaluates better.
         watched: dataset URIs for the watcher, and the only ones the dataset trigger accepts;
             without any, the watcher and ``retrain-on-dataset-update`` are left out.
         cron: schedule of ``retrain-nightly``.
@@ -121,6 +146,8 @@ def build_deployments(
             "config": config_parameter(retrain_config),
             "backend": settings,
         }
+        if retrain_gate is not None:
+            params.update(retrain_gate.model_dump(mode="json", by_alias=True, exclude_none=True))
         out.append(
             fine_tune.to_deployment(
                 name=f"retrain-nightly{suffix}",
@@ -160,9 +187,12 @@ def from_env() -> list[RunnerDeployment]:
 
     config_path = os.environ.get("ARKOR_RETRAIN_CONFIG")
     config = validate_config(load_config_data(Path(config_path))) if config_path else None
+    gate_path = os.environ.get("ARKOR_RETRAIN_EVALUATION")
+    gate = RetrainGate.model_validate(load_config_data(Path(gate_path))) if gate_path else None
     watched = [u.strip() for u in os.environ.get("ARKOR_WATCH_DATASETS", "").split(",")]
     return build_deployments(
         retrain_config=config,
+        retrain_gate=gate,
         watched=[u for u in watched if u],
         cron=os.environ.get("ARKOR_RETRAIN_CRON", DEFAULT_CRON),
     )

@@ -28,6 +28,12 @@ A completed run is then registered in MLflow (``register_adapter``, :mod:`flows.
 params, metrics, adapter and a model version with lineage tags; skipped, with a log line, when
 ``MLFLOW_TRACKING_URI`` is unset. A registration that keeps failing fails the flow run and leaves
 the trained adapter where it is.
+
+With ``evaluation``, the loop closes (:mod:`flows.evaluation`): the new version and the champion
+are scored on the same set (the champion only when MLflow holds no scores of it on exactly that
+set), and the gate promotes the new version only if ``promotion.metric`` improves by at least
+``promotion.min_improvement``; the flow run completes with the decision as its message. An
+evaluation that fails fails the flow run and promotes nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +47,10 @@ from prefect.logging.loggers import flow_run_logger
 from prefect.states import Cancelled, Completed, State
 
 from arkor_ops.config import TrainerConfig
+from arkor_ops.evaluation import EvaluationSpec
+from arkor_ops.promotion import PromotionSettings
+from flows.evaluation import evaluate_and_gate, evaluate_only, gate_rule
+from flows.promotion import gate_state
 from flows.registry import already_trained_message, dedup_task, registration_task
 from flows.secrets import FlowTrainerConfig, with_secret_refs
 from flows.settings import BackendSettings
@@ -81,6 +91,8 @@ async def fine_tune(  # noqa: PLR0917 - flow parameters, named in the UI and the
     dataset_version: str | None = None,
     dataset_token_block: str | None = None,
     dataset_url_block: str | None = None,
+    evaluation: EvaluationSpec | None = None,
+    promotion: PromotionSettings | None = None,
 ) -> dict[str, Any] | State:
     """Fine-tune a model with LoRA: start the training run and follow it to its end.
 
@@ -94,6 +106,10 @@ async def fine_tune(  # noqa: PLR0917 - flow parameters, named in the UI and the
             token (never pass the token itself: parameters are stored in plain text).
         dataset_url_block: name of a Prefect Secret block holding the blob URL with its
             credentials (a presigned URL); ``config.dataset.url`` is that URL without them.
+        evaluation: after training, score the new version and the champion on this set
+            (`dataset`, `metrics`, `max_samples`, `generation`) and promote only what is better.
+        promotion: the gate's rule (`metric`, `min_improvement`); default: the evaluation's
+            first metric, any improvement.
 
     Returns:
         The training result: job, artifacts, metrics and ``registry`` (the MLflow model version,
@@ -104,6 +120,8 @@ async def fine_tune(  # noqa: PLR0917 - flow parameters, named in the UI and the
     log = get_run_logger()
     cancel_check_seconds()  # a bad ARKOR_FLOW_CANCEL_CHECK_SECONDS fails here, before any job
     register = registration_task()  # and so do bad registry settings
+    if evaluation is not None:
+        gate_rule(evaluation, promotion)  # and a gate metric the evaluation does not score
     key = str(runtime.flow_run.id)
     resolved = await with_secret_refs(config, dataset_token_block, dataset_url_block)
     run_config = with_dataset(resolved, dataset_uri)
@@ -129,4 +147,13 @@ async def fine_tune(  # noqa: PLR0917 - flow parameters, named in the UI and the
     if outcome["job"]["status"] != "completed":
         return outcome
     registered = await register(run_config, backend, outcome, dataset_uri, dataset_version)
-    return {**outcome, "registry": registered}
+    result = {**outcome, "registry": registered}
+    if evaluation is None:
+        return result
+    if registered is None:
+        scored = await evaluate_only(run_config, backend, key, evaluation, job_id)
+        return {**result, "evaluation": scored}
+    gate = await evaluate_and_gate(
+        run_config, backend, key, evaluation, promotion, registered, job_id
+    )
+    return gate_state({**result, "promotion": gate, "reason": gate["reason"]})

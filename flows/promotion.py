@@ -134,7 +134,8 @@ async def champion_scores(name: str, eval_dataset_id: str) -> dict[str, Any] | N
     """The champion's version and its metrics on ``eval_dataset_id``.
 
     Returns:
-        None when the model has no champion; else ``{"version": …, "metrics": …}`` where
+        None when the model has no champion; else ``{"version", "metrics", "job_id",
+        "final_adapter"}`` (the last two from its lineage tags, to evaluate it again) where
         ``metrics`` is None when the champion was never scored on this set (score it again).
     """
     registry = RegistrySettings()
@@ -142,7 +143,13 @@ async def champion_scores(name: str, eval_dataset_id: str) -> dict[str, Any] | N
     if current is None:
         return None
     found = await asyncio.to_thread(evaluation_of, registry, name, current.version, eval_dataset_id)
-    return {"version": current.version, "metrics": found.metrics if found else None}
+    lineage = current.lineage
+    return {
+        "version": current.version,
+        "metrics": found.metrics if found else None,
+        "job_id": lineage.get("job_id"),
+        "final_adapter": lineage.get("final_adapter"),
+    }
 
 
 @task(task_run_name="record-scores-v{version}")

@@ -65,3 +65,27 @@ async def test_ui_style_parameters_are_validated(prefect_server: str) -> None:
         with pytest.raises(PrefectHTTPStatusError) as info:
             await client.create_flow_run_from_deployment(fine_tune_id, parameters={"config": typo})
         assert "maxStep" in info.value.response.text
+
+
+async def test_retrain_deployments_carry_the_evaluation_and_the_gate(prefect_server: str) -> None:
+    from prefect.client.orchestration import get_client
+    from pydantic import ValidationError
+
+    from flows.deploy import RetrainGate
+
+    evaluation = {"dataset": {"type": "file", "path": "/data/test.jsonl"}, "metrics": ["loss"]}
+    gate = RetrainGate.model_validate(
+        {"evaluation": evaluation, "promotion": {"metric": "loss", "minImprovement": 0.05}}
+    )
+    ids = await _apply(retrain_gate=gate)
+    async with get_client() as client:
+        nightly = await client.read_deployment(ids["retrain-nightly"])
+        assert nightly.parameters["evaluation"]["metrics"] == ["loss"]
+        promotion = nightly.parameters["promotion"]
+        assert (promotion["metric"], promotion["minImprovement"]) == ("loss", 0.05)
+        plain = await client.read_deployment(ids["fine-tune"])
+        assert "evaluation" not in plain.parameters
+
+    unscored = {"evaluation": evaluation, "promotion": {"metric": "json_valid"}}
+    with pytest.raises(ValidationError, match=r"promotion\.metric 'json_valid' is not one of"):
+        RetrainGate.model_validate(unscored)
