@@ -308,6 +308,26 @@ def _check_at(storage: Storage, uri: str, config: TrainerConfig) -> None:
     check_rank(uri, adapter_config if isinstance(adapter_config, dict) else {}, config)
 
 
+async def _locate(backend: Backend, ref: AdapterRef, label: str) -> tuple[Storage, str] | None:
+    """Where ``ref``'s adapter is, as this client reads it; None when it cannot check from here
+    (a backend without run storage, or a ``uri`` of a scheme it does not reach)."""
+    from arkor_ops.backends.base import Backend as _Base
+
+    if type(backend).run_storage is _Base.run_storage:
+        return None
+    if ref.job_id is None:
+        uri = adapter_prefix(ref, RunLayout("file:///", ""))
+        found = await backend.adapter_storage(uri)
+        return None if found is None else (found, uri)
+    try:
+        storage, layout = await backend.run_storage(ref.job_id)
+    except JobNotFoundError:
+        raise CheckpointError(
+            f"{label}: no run {ref.job_id!r} here; `arkor-ops list` shows the runs"
+        ) from None
+    return storage, adapter_prefix(ref, layout)
+
+
 async def check_init_adapter(backend: Backend, config: TrainerConfig) -> None:
     """Check ``config.init_adapter`` from the client, before a job is created.
 
@@ -318,26 +338,11 @@ async def check_init_adapter(backend: Backend, config: TrainerConfig) -> None:
         CheckpointError: the ref names no committed adapter, or one that does not fit.
         StorageError: the storage could not be read.
     """
-    from arkor_ops.backends.base import Backend as _Base
-
-    ref = config.init_adapter
-    if ref is None or type(backend).run_storage is _Base.run_storage:
+    if config.init_adapter is None:
         return
-    if ref.job_id is not None:
-        try:
-            storage, layout = await backend.run_storage(ref.job_id)
-        except JobNotFoundError:
-            raise CheckpointError(
-                f"init_adapter: no run {ref.job_id!r} here; `arkor-ops list` shows the runs"
-            ) from None
-        uri = adapter_prefix(ref, layout)
-    else:
-        uri = adapter_prefix(ref, RunLayout("file:///", ""))
-        found = await backend.adapter_storage(uri)
-        if found is None:
-            return
-        storage = found
-    await asyncio.to_thread(_check_at, storage, uri, config)
+    located = await _locate(backend, config.init_adapter, "init_adapter")
+    if located is not None:
+        await asyncio.to_thread(_check_at, *located, config)
 
 
 async def check_adapter_ref(
@@ -353,24 +358,10 @@ async def check_adapter_ref(
         CheckpointError: the ref names no run or no committed adapter, or another base model's.
         StorageError: the storage could not be read.
     """
-    from arkor_ops.backends.base import Backend as _Base
-
-    if type(backend).run_storage is _Base.run_storage:
+    located = await _locate(backend, ref, label)
+    if located is None:
         return
-    if ref.job_id is not None:
-        try:
-            storage, layout = await backend.run_storage(ref.job_id)
-        except JobNotFoundError:
-            raise CheckpointError(
-                f"{label}: no run {ref.job_id!r} here; `arkor-ops list` shows the runs"
-            ) from None
-        uri = adapter_prefix(ref, layout)
-    else:
-        uri = adapter_prefix(ref, RunLayout("file:///", ""))
-        found = await backend.adapter_storage(uri)
-        if found is None:
-            return
-        storage = found
+    storage, uri = located
     this_run = f"{model}@{revision}" if revision and _COMMIT.match(revision) else model
 
     def check() -> None:

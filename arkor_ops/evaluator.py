@@ -19,13 +19,12 @@ import contextlib
 import inspect
 import json
 import logging
-import threading
-import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from arkor_ops.backends.base import Backend, TrainingJob
+from arkor_ops.blocking import BlockingRunner
 from arkor_ops.checkpoints import check_adapter_ref
 from arkor_ops.errors import ReconnectGiveUpError, StreamError
 from arkor_ops.evaluation import EvaluationConfig, validate_evaluation_config
@@ -39,7 +38,6 @@ from arkor_ops.events import (
 )
 from arkor_ops.reconnect import ReconnectPolicy
 from arkor_ops.storage import join_uri
-from arkor_ops.trainer import _boxed, _LoopThread, _Raised
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -222,8 +220,7 @@ class Evaluator:
 
     def __init__(self, inner: AsyncEvaluator) -> None:
         self._inner = inner
-        self._lock = threading.Lock()
-        self._loop_thread: _LoopThread | None = None
+        self._runner = BlockingRunner("arkor-ops-evaluator-loop")
 
     @property
     def job_id(self) -> str | None:
@@ -236,20 +233,7 @@ class Evaluator:
         return self._inner
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        with self._lock:
-            if self._loop_thread is None:
-                self._loop_thread = _LoopThread()
-                weakref.finalize(self, _LoopThread.stop, self._loop_thread.loop)
-            loop = self._loop_thread.loop
-        future = asyncio.run_coroutine_threadsafe(_boxed(coro), loop)
-        try:
-            outcome = future.result()
-        except BaseException:
-            future.cancel()
-            raise
-        if isinstance(outcome, _Raised):
-            raise outcome.error
-        return outcome
+        return self._runner.run(coro)
 
     def start(self) -> str:
         """Blocking :meth:`AsyncEvaluator.start`."""

@@ -27,8 +27,6 @@ import functools
 import inspect
 import json
 import logging
-import threading
-import weakref
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -42,6 +40,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from arkor_ops.abort import AbortSignal
 from arkor_ops.backends.base import Backend, TrainingJob
+from arkor_ops.blocking import BlockingRunner
 from arkor_ops.checkpoints import CheckpointInfo, check_init_adapter, list_checkpoints
 from arkor_ops.config import TrainerConfig, validate_config
 from arkor_ops.errors import ReconnectGiveUpError, StreamError
@@ -507,41 +506,6 @@ def _json_object(data: str) -> dict[str, Any] | None:
 # --- the sync twin --------------------------------------------------------------------------
 
 
-class _LoopThread:
-    """A private event loop running in a daemon thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._run, name="arkor-ops-trainer-loop", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_forever()
-        finally:
-            self.loop.close()
-
-    @staticmethod
-    def stop(loop: asyncio.AbstractEventLoop) -> None:
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(loop.stop)
-
-
-@dataclass(frozen=True)
-class _Raised:
-    error: Exception
-
-
-async def _boxed(coro: Coroutine[Any, Any, T]) -> T | _Raised:
-    try:
-        return await coro
-    except Exception as exc:
-        return _Raised(exc)
-
-
 class Trainer:
     """Blocking twin of :class:`AsyncTrainer`. Made by :func:`create_trainer`.
 
@@ -553,8 +517,7 @@ class Trainer:
 
     def __init__(self, inner: AsyncTrainer) -> None:
         self._inner = inner
-        self._lock = threading.Lock()
-        self._loop_thread: _LoopThread | None = None
+        self._runner = BlockingRunner("arkor-ops-trainer-loop")
 
     def __repr__(self) -> str:
         return f"Trainer(name={self.name!r}, job_id={self.job_id!r})"
@@ -590,20 +553,7 @@ class Trainer:
         return self._inner
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        with self._lock:
-            if self._loop_thread is None:
-                self._loop_thread = _LoopThread()
-                weakref.finalize(self, _LoopThread.stop, self._loop_thread.loop)
-            loop = self._loop_thread.loop
-        future = asyncio.run_coroutine_threadsafe(_boxed(coro), loop)
-        try:
-            outcome = future.result()
-        except BaseException:
-            future.cancel()  # e.g. KeyboardInterrupt: stop following locally, keep the run
-            raise
-        if isinstance(outcome, _Raised):
-            raise outcome.error  # the very object raised (futures would copy TimeoutError)
-        return outcome
+        return self._runner.run(coro)
 
     def start(self) -> StartResult:
         """Blocking :meth:`AsyncTrainer.start`."""
