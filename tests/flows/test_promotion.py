@@ -191,5 +191,8 @@ async def test_the_champion_is_scored_again_when_the_evaluation_set_changed(
 
     before, same, changed = await scores_flow()
     assert before is None  # no champion yet: the first version promotes itself
-    assert same == {"version": "1", "metrics": {"json_valid": 0.75}}
-    assert changed == {"version": "1", "metrics": None}  # never scored on set b
+    assert (same["version"], same["metrics"]) == ("1", {"json_valid": 0.75})
+    assert (changed["version"], changed["metrics"]) == ("1", None)  # never scored on set b
+    # and where its adapter is, from its lineage tags, to score it on set b
+    assert same["job_id"] == f"{name}-j0"
+    assert same["final_adapter"].endswith(f"/{name}-j0/final")
