@@ -19,7 +19,7 @@ def job_id_for(backend: Any, config: TrainerConfig, idempotency_key: str) -> str
     from arkor_ops.backends.local import backend as local
 
     if isinstance(backend, KubernetesBackend):
-        from arkor_ops.kube import manifests
+        from arkor_ops.backends.kubernetes import manifests
 
         return manifests.job_name(config.name, idempotency_key)
     if isinstance(backend, local.LocalBackend):
@@ -34,7 +34,7 @@ async def labelled_jobs(backend: Any) -> dict[str, str]:
 
     if not isinstance(backend, KubernetesBackend):
         return {}
-    from arkor_ops.kube import manifests
+    from arkor_ops.backends.kubernetes import manifests
 
     selector = f"{manifests.SELECTOR},{manifests.FLOW_RUN_LABEL}"
     jobs = await backend.api.list_jobs(selector)

@@ -51,7 +51,7 @@ def make_backend(settings: BackendSettings, flow_run_id: str | None = None) -> A
     name = settings.resolved_name()
     if name == "kubernetes":
         from arkor_ops.backends.kubernetes import KubernetesBackend
-        from arkor_ops.kube.settings import KubernetesSettings
+        from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 
         overrides: dict[str, Any] = {}
         if settings.namespace:

@@ -50,8 +50,8 @@ if [ -x .venv/bin/python ]; then
   .venv/bin/python - > "$out/run-job.yaml" <<'PY'
 import yaml
 from arkor_ops.config import validate_config
-from arkor_ops.kube.manifests import build_run
-from arkor_ops.kube.settings import KubernetesSettings
+from arkor_ops.backends.kubernetes.manifests import build_run
+from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 
 config = validate_config({
     "name": "checkov-example", "model": "unsloth/gemma-3-270m-it",

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from arkor_ops.kube.manifests import FLOW_RUN_LABEL
-from arkor_ops.kube.manifests import SELECTOR as MANAGED
+from arkor_ops.backends.kubernetes.manifests import FLOW_RUN_LABEL
+from arkor_ops.backends.kubernetes.manifests import SELECTOR as MANAGED
 from tests.fixtures.s3 import S3Server
 from tests.flows.helpers import (
     by_key,
@@ -272,7 +272,7 @@ async def test_reaper_leaves_jobs_of_flow_runs_it_does_not_know_alone(
     sharing a namespace), or a label set by hand: never an orphan."""
     from arkor_ops.backends.kubernetes import KubernetesBackend
     from arkor_ops.config import validate_config
-    from arkor_ops.kube.settings import KubernetesSettings
+    from arkor_ops.backends.kubernetes.settings import KubernetesSettings
     from flows.reaper import reap_orphans
 
     settings = KubernetesSettings().model_copy(
@@ -306,7 +306,7 @@ async def test_reaper_deletes_the_secret_of_a_run_that_ended_unfollowed(
 
     from arkor_ops.backends.kubernetes import KubernetesBackend
     from arkor_ops.config import validate_config
-    from arkor_ops.kube.settings import KubernetesSettings
+    from arkor_ops.backends.kubernetes.settings import KubernetesSettings
     from flows.reaper import reap_orphans
 
     settings = KubernetesSettings().model_copy(

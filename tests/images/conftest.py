@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from arkor_ops.kube.manifests import RunObjects
+from arkor_ops.backends.kubernetes.manifests import RunObjects
 from tests.k8senv import oci
 from tests.k8senv.pod_setup import PodContext, container_env, materialize_volumes
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from arkor_ops.backends.kubernetes import KubernetesBackend
-from arkor_ops.kube.settings import KubernetesSettings
+from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 from tests.fixtures.s3 import S3Server
 from tests.k8senv.fixtures import K8sCluster
 

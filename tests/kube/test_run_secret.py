@@ -15,7 +15,7 @@ import pytest
 
 from arkor_ops import create_async_trainer
 from arkor_ops.backends.kubernetes import KubernetesBackend
-from arkor_ops.kube.manifests import SECRET_DELETED_ANNOTATION
+from arkor_ops.backends.kubernetes.manifests import SECRET_DELETED_ANNOTATION
 from tests.k8senv.fixtures import K8sCluster
 from tests.kube.conftest import S3_SECRET
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from arkor_ops.kube.diagnostics import current_pod, diagnose, sidecar_ready
+from arkor_ops.backends.kubernetes.diagnostics import current_pod, diagnose, sidecar_ready
 
 
 def job(**spec: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from arkor_ops.errors import (
     PermissionDeniedError,
     QuotaExceededError,
 )
-from arkor_ops.kube.errors import map_api_error
+from arkor_ops.backends.kubernetes.errors import map_api_error
 
 
 def api_error(status: int, message: str) -> ApiException:

@@ -5,16 +5,16 @@
   deletes the Job, and with it whatever it owns, so nothing is left behind. With an idempotency
   key the Job name is derived from the key and an existing Job made with that key and the same
   config is adopted (HTTP 409); a failure while completing an adopted Job never deletes it
-  (see :mod:`arkor_ops.kube.adoption`).
-* :meth:`KubernetesBackend.events`: see :mod:`arkor_ops.kube.stream`.
+  (see :mod:`arkor_ops.backends.kubernetes.adoption`).
+* :meth:`KubernetesBackend.events`: see :mod:`arkor_ops.backends.kubernetes.stream`.
 * :meth:`KubernetesBackend.cancel` annotates the Job and its pods (the trainer reads its pod's
   annotation through a ``downwardAPI`` file, so SIGTERM reads as a cancel), records the cancel
   beside the event log, deletes the Job (foreground), and returns once no pod of the run is
-  left; a run whose log has ended is left alone (see :mod:`arkor_ops.kube.cancel`).
+  left; a run whose log has ended is left alone (see :mod:`arkor_ops.backends.kubernetes.cancel`).
 * :meth:`KubernetesBackend.describe` / :meth:`KubernetesBackend.list_jobs`: status from the Job
   conditions, step and loss from the event log in storage (or the live sidecar).
 
-Settings: :class:`~arkor_ops.kube.settings.KubernetesSettings` (``ARKOR_K8S_*``).
+Settings: :class:`~arkor_ops.backends.kubernetes.settings.KubernetesSettings` (``ARKOR_K8S_*``).
 """
 
 from __future__ import annotations
@@ -36,19 +36,19 @@ from arkor_ops.errors import BackendError, JobNotFoundError, StorageError
 from arkor_ops.evaluation import EvaluationConfig
 from arkor_ops.eventlog import iter_log_lines
 from arkor_ops.events import TERMINAL_STATUS, TERMINAL_TYPES, Frame
-from arkor_ops.kube import adoption, run_secret
-from arkor_ops.kube import cancel as kube_cancel
-from arkor_ops.kube import manifests as m
-from arkor_ops.kube.client import KubeApi, httpx_client, load_configuration
-from arkor_ops.kube.diagnostics import (
+from arkor_ops.backends.kubernetes import adoption, run_secret
+from arkor_ops.backends.kubernetes import cancel as kube_cancel
+from arkor_ops.backends.kubernetes import manifests as m
+from arkor_ops.backends.kubernetes.client import KubeApi, httpx_client, load_configuration
+from arkor_ops.backends.kubernetes.diagnostics import (
     Diagnosis,
     current_pod,
     diagnose,
     sidecar_ready,
     trainer_exit_code,
 )
-from arkor_ops.kube.settings import KubernetesSettings
-from arkor_ops.kube.stream import RunStream
+from arkor_ops.backends.kubernetes.settings import KubernetesSettings
+from arkor_ops.backends.kubernetes.stream import RunStream
 from arkor_ops.storage import FileStorage, RunLayout, S3Storage, Storage, s3_client_kwargs
 
 log = logging.getLogger(__name__)
@@ -290,7 +290,7 @@ class KubernetesBackend(Backend):
                 yield frame
 
     async def _release_secret(self, job_id: str) -> None:
-        """Delete the run's Secret once (best effort; see :mod:`arkor_ops.kube.run_secret`)."""
+        """Delete the run's Secret once (best effort; see :mod:`arkor_ops.backends.kubernetes.run_secret`)."""
         if job_id in self._released:
             return
         try:
@@ -321,7 +321,7 @@ class KubernetesBackend(Backend):
         whose log holds a terminal event while its pod is still stopping (the Job not yet
         ``Complete``): nothing changes. The cancel is recorded on the Job (annotation) and
         beside its event log in storage, so every process reads the run as ``cancelled`` even
-        if the trainer never heard of it (see :mod:`arkor_ops.kube.cancel`).
+        if the trainer never heard of it (see :mod:`arkor_ops.backends.kubernetes.cancel`).
 
         Raises:
             PermissionDeniedError: the credentials may not patch/delete Jobs.

@@ -16,7 +16,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from arkor_ops.kube.manifests import CANCEL_ANNOTATION, KUEUE_QUEUE_LABEL, SIDECAR, TRAINER
+from arkor_ops.backends.kubernetes.manifests import (
+    CANCEL_ANNOTATION,
+    KUEUE_QUEUE_LABEL,
+    SIDECAR,
+    TRAINER,
+)
 
 _IMAGE_ERRORS = frozenset(
     {
