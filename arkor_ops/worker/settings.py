@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from arkor_ops.backends.kubernetes.manifests import CANCEL_ANNOTATION
 from arkor_ops.config import DATASET_TOKEN_ENV, DATASET_URL_ENV, TrainerConfig
 from arkor_ops.errors import ArkorOpsError
 from arkor_ops.evaluation import EvaluationConfig, is_evaluation
-from arkor_ops.backends.kubernetes.manifests import CANCEL_ANNOTATION
 
 BackendChoice = Literal["auto", "unsloth", "trl"]
 

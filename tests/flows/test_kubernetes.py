@@ -271,8 +271,8 @@ async def test_reaper_leaves_jobs_of_flow_runs_it_does_not_know_alone(
     """A flow-run id this Prefect server does not know is another server's run (two servers
     sharing a namespace), or a label set by hand: never an orphan."""
     from arkor_ops.backends.kubernetes import KubernetesBackend
-    from arkor_ops.config import validate_config
     from arkor_ops.backends.kubernetes.settings import KubernetesSettings
+    from arkor_ops.config import validate_config
     from flows.reaper import reap_orphans
 
     settings = KubernetesSettings().model_copy(
@@ -305,8 +305,8 @@ async def test_reaper_deletes_the_secret_of_a_run_that_ended_unfollowed(
     from pydantic import SecretStr
 
     from arkor_ops.backends.kubernetes import KubernetesBackend
-    from arkor_ops.config import validate_config
     from arkor_ops.backends.kubernetes.settings import KubernetesSettings
+    from arkor_ops.config import validate_config
     from flows.reaper import reap_orphans
 
     settings = KubernetesSettings().model_copy(

@@ -12,8 +12,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from arkor_ops.config import validate_config
 from arkor_ops.backends.kubernetes import manifests as m
+from arkor_ops.config import validate_config
 from tests.fixtures.s3 import S3Server
 from tests.k8senv.fixtures import K8sCluster
 from tests.kube.conftest import S3_SECRET, make_settings, service_account_configuration

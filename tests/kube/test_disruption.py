@@ -11,8 +11,8 @@ import pytest
 
 from arkor_ops import create_async_trainer
 from arkor_ops.backends.kubernetes import KubernetesBackend
-from arkor_ops.eventlog import iter_log_lines
 from arkor_ops.backends.kubernetes.diagnostics import current_pod
+from arkor_ops.eventlog import iter_log_lines
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.train, pytest.mark.timeout(600)]
 

@@ -7,13 +7,13 @@ import json
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from arkor_ops.backends.kubernetes.errors import map_api_error
 from arkor_ops.errors import (
     BackendError,
     JobNotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
 )
-from arkor_ops.backends.kubernetes.errors import map_api_error
 
 
 def api_error(status: int, message: str) -> ApiException:

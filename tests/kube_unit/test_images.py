@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from arkor_ops.config import validate_config
 from arkor_ops.backends.kubernetes import images
 from arkor_ops.backends.kubernetes import manifests as m
 from arkor_ops.backends.kubernetes.settings import KubernetesSettings
+from arkor_ops.config import validate_config
 
 IMAGES = Path(__file__).resolve().parents[2] / "images"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from arkor_ops.events import parse_event
 from arkor_ops.backends.kubernetes.diagnostics import Diagnosis
 from arkor_ops.backends.kubernetes.stream import phase_frame, replay_frames
+from arkor_ops.events import parse_event
 
 
 def log_bytes(*types: str) -> bytes:

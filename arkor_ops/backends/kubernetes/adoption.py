@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from arkor_ops.backends.kubernetes import manifests as m
+from arkor_ops.backends.kubernetes.diagnostics import diagnose
 from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import BackendError
 from arkor_ops.evaluation import EvaluationConfig
-from arkor_ops.backends.kubernetes import manifests as m
-from arkor_ops.backends.kubernetes.diagnostics import diagnose
 
 
 def check_adoptable(

@@ -31,11 +31,6 @@ from typing import Any
 import httpx
 
 from arkor_ops.backends.base import Backend, JobDescription, TrainingJob
-from arkor_ops.config import TrainerConfig
-from arkor_ops.errors import BackendError, JobNotFoundError, StorageError
-from arkor_ops.evaluation import EvaluationConfig
-from arkor_ops.eventlog import iter_log_lines
-from arkor_ops.events import TERMINAL_STATUS, TERMINAL_TYPES, Frame
 from arkor_ops.backends.kubernetes import adoption, run_secret
 from arkor_ops.backends.kubernetes import cancel as kube_cancel
 from arkor_ops.backends.kubernetes import manifests as m
@@ -49,6 +44,11 @@ from arkor_ops.backends.kubernetes.diagnostics import (
 )
 from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 from arkor_ops.backends.kubernetes.stream import RunStream
+from arkor_ops.config import TrainerConfig
+from arkor_ops.errors import BackendError, JobNotFoundError, StorageError
+from arkor_ops.evaluation import EvaluationConfig
+from arkor_ops.eventlog import iter_log_lines
+from arkor_ops.events import TERMINAL_STATUS, TERMINAL_TYPES, Frame
 from arkor_ops.storage import FileStorage, RunLayout, S3Storage, Storage, s3_client_kwargs
 
 log = logging.getLogger(__name__)

@@ -29,10 +29,10 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from arkor_ops.errors import BackendError, JobNotFoundError, StorageError
-from arkor_ops.events import TERMINAL_TYPES
 from arkor_ops.backends.kubernetes import manifests as m
 from arkor_ops.backends.kubernetes.client import KubeApi
+from arkor_ops.errors import BackendError, JobNotFoundError, StorageError
+from arkor_ops.events import TERMINAL_TYPES
 from arkor_ops.storage import Storage
 
 log = logging.getLogger(__name__)

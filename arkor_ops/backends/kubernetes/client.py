@@ -19,9 +19,9 @@ from typing import Any
 
 import httpx
 
-from arkor_ops.errors import BackendError
 from arkor_ops.backends.kubernetes.errors import map_api_error, map_transport_error
 from arkor_ops.backends.kubernetes.settings import KubernetesSettings
+from arkor_ops.errors import BackendError
 
 log = logging.getLogger(__name__)
 

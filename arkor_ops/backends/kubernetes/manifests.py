@@ -23,10 +23,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from arkor_ops.config import TrainerConfig
-from arkor_ops.evaluation import EvaluationConfig
 from arkor_ops.backends.kubernetes import images
 from arkor_ops.backends.kubernetes.settings import KubernetesSettings
+from arkor_ops.config import TrainerConfig
+from arkor_ops.evaluation import EvaluationConfig
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 APP_NAME = "app.kubernetes.io/name"

@@ -27,10 +27,10 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 
-from arkor_ops.errors import JobNotFoundError
 from arkor_ops.backends.kubernetes import manifests as m
 from arkor_ops.backends.kubernetes.client import KubeApi
 from arkor_ops.backends.kubernetes.diagnostics import diagnose
+from arkor_ops.errors import JobNotFoundError
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,14 @@ from typing import Any, cast
 
 import httpx
 
+from arkor_ops.backends.kubernetes import cancel as kube_cancel
+from arkor_ops.backends.kubernetes.client import KubeApi, bearer_header
+from arkor_ops.backends.kubernetes.diagnostics import (
+    Diagnosis,
+    current_pod,
+    diagnose,
+    sidecar_ready,
+)
 from arkor_ops.errors import BackendError, JobNotFoundError, StorageError, StreamError
 from arkor_ops.eventlog import iter_log_lines
 from arkor_ops.events import (
@@ -33,14 +41,6 @@ from arkor_ops.events import (
     TrainingCancelled,
     TrainingFailed,
     event_to_json,
-)
-from arkor_ops.backends.kubernetes import cancel as kube_cancel
-from arkor_ops.backends.kubernetes.client import KubeApi, bearer_header
-from arkor_ops.backends.kubernetes.diagnostics import (
-    Diagnosis,
-    current_pod,
-    diagnose,
-    sidecar_ready,
 )
 from arkor_ops.sse import stream_frames
 from arkor_ops.storage import Storage
