@@ -13,7 +13,7 @@ Layout of one run under the storage prefix (:class:`RunLayout`)::
     {prefix}/{job_id}/config.json
     {prefix}/{job_id}/events.jsonl
     {prefix}/{job_id}/attempts.json   (the worker's attempt record, see arkor_ops.worker.attempts)
-    {prefix}/{job_id}/cancel-requested.json   (a cancel, by the client: arkor_ops.backends.kubernetes.cancel)
+    {prefix}/{job_id}/cancel-requested.json   (a cancel: backends/kubernetes/cancel.py)
     {prefix}/{job_id}/checkpoints/step-{step:08d}/...   (manifest.json written last = committed)
     {prefix}/{job_id}/final/...
     {prefix}/{job_id}/loss.png        (the loss curve, saved by the Prefect flow: docs/prefect.md)

@@ -2,7 +2,7 @@
 
 | module | owns |
 |---|---|
-| ``backend`` | :class:`KubernetesBackend`: the :class:`~arkor_ops.backends.base.Backend` on a cluster |
+| ``backend`` | :class:`KubernetesBackend`: the :class:`~arkor_ops.backends.Backend` on a cluster |
 | ``settings`` | :class:`KubernetesSettings` (``ARKOR_K8S_*`` environment) |
 | ``manifests`` | pure builder: trainer config + settings → Job, Secret, ConfigMap |
 | ``diagnostics`` | pure function: Job + Pods + Events → why the run is waiting or failed |

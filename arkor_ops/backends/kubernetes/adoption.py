@@ -5,7 +5,7 @@ submits again with the same key), and a retried task a third time, so adoption i
 path, not the exception, and the adopted Job is usually running. Two rules follow:
 
 * **Only the run the key named.** The Job must carry this key's hash label and this config's
-  hash (:data:`~arkor_ops.backends.kubernetes.manifests.CONFIG_HASH_ANNOTATION`). A key reused with another
+  hash (:data:`~.manifests.CONFIG_HASH_ANNOTATION`). A key reused with another
   config fails with HTTP 409 naming both hashes: following the old run would hand the caller a
   result trained on something else.
 * **Never delete what this call did not create.** Completing an adopted Job (its ConfigMap or
@@ -14,7 +14,7 @@ path, not the exception, and the adopted Job is usually running. Two rules follo
   deleted on failure (see :meth:`~arkor_ops.backends.kubernetes.KubernetesBackend.submit`).
 
 A Job that has finished, or whose Secret was already deleted because its run ended
-(:mod:`arkor_ops.backends.kubernetes.run_secret`), is adopted as it is: creating its objects again would bring
+(:mod:`.run_secret`), is adopted as it is: creating its objects again would bring
 back a Secret that nothing deletes any more.
 """
 

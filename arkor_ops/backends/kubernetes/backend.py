@@ -5,16 +5,16 @@
   deletes the Job, and with it whatever it owns, so nothing is left behind. With an idempotency
   key the Job name is derived from the key and an existing Job made with that key and the same
   config is adopted (HTTP 409); a failure while completing an adopted Job never deletes it
-  (see :mod:`arkor_ops.backends.kubernetes.adoption`).
-* :meth:`KubernetesBackend.events`: see :mod:`arkor_ops.backends.kubernetes.stream`.
+  (see :mod:`.adoption`).
+* :meth:`KubernetesBackend.events`: see :mod:`.stream`.
 * :meth:`KubernetesBackend.cancel` annotates the Job and its pods (the trainer reads its pod's
   annotation through a ``downwardAPI`` file, so SIGTERM reads as a cancel), records the cancel
   beside the event log, deletes the Job (foreground), and returns once no pod of the run is
-  left; a run whose log has ended is left alone (see :mod:`arkor_ops.backends.kubernetes.cancel`).
+  left; a run whose log has ended is left alone (see :mod:`.cancel`).
 * :meth:`KubernetesBackend.describe` / :meth:`KubernetesBackend.list_jobs`: status from the Job
   conditions, step and loss from the event log in storage (or the live sidecar).
 
-Settings: :class:`~arkor_ops.backends.kubernetes.settings.KubernetesSettings` (``ARKOR_K8S_*``).
+Settings: :class:`~.settings.KubernetesSettings` (``ARKOR_K8S_*``).
 """
 
 from __future__ import annotations
@@ -290,7 +290,7 @@ class KubernetesBackend(Backend):
                 yield frame
 
     async def _release_secret(self, job_id: str) -> None:
-        """Delete the run's Secret once (best effort; see :mod:`arkor_ops.backends.kubernetes.run_secret`)."""
+        """Delete the run's Secret once (best effort; see :mod:`.run_secret`)."""
         if job_id in self._released:
             return
         try:
@@ -321,7 +321,7 @@ class KubernetesBackend(Backend):
         whose log holds a terminal event while its pod is still stopping (the Job not yet
         ``Complete``): nothing changes. The cancel is recorded on the Job (annotation) and
         beside its event log in storage, so every process reads the run as ``cancelled`` even
-        if the trainer never heard of it (see :mod:`arkor_ops.backends.kubernetes.cancel`).
+        if the trainer never heard of it (see :mod:`.cancel`).
 
         Raises:
             PermissionDeniedError: the credentials may not patch/delete Jobs.

@@ -1,7 +1,7 @@
 """API access for the backend: the official client behind ``asyncio.to_thread``, plain dicts out.
 
 :class:`KubeApi` wraps the few calls a run needs. Every call runs in a worker thread, maps
-``ApiException`` through :func:`arkor_ops.backends.kubernetes.errors.map_api_error` and returns camelCase dicts
+``ApiException`` through :func:`.errors.map_api_error` and returns camelCase dicts
 (read with ``_preload_content=False``, so nothing is lost to model conversion).
 :func:`httpx_client` builds an httpx client with the same credentials for the pod proxy stream.
 """

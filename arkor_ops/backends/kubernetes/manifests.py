@@ -39,7 +39,7 @@ FLOW_RUN_LABEL = "arkor-ops.dev/flow-run-id"
 IDEMPOTENCY_LABEL = "arkor-ops.dev/idempotency-key"
 CANCEL_ANNOTATION = "arkor-ops.dev/cancel-requested"
 CONFIG_HASH_ANNOTATION = "arkor-ops.dev/config-hash"
-#: Set on the Job once its run's Secret is deleted (see :mod:`arkor_ops.backends.kubernetes.run_secret`).
+#: Set on the Job once its run's Secret is deleted (see :mod:`.run_secret`).
 SECRET_DELETED_ANNOTATION = "arkor-ops.dev/secret-deleted"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
@@ -221,7 +221,7 @@ def _containers(
         *({"name": k, "value": v} for k, v in sorted(settings.env.items())),
         # optional: the Secret is deleted when the run ends, and a pod the Job starts after
         # that (the last one was lost while stopping) must still start, to find the run ended
-        # in its log and exit (see arkor_ops.backends.kubernetes.run_secret)
+        # in its log and exit (see run_secret.py)
         *(_secret_env(key, f"{job}-secrets", key, optional=True) for key in secret_keys),
     ]
     trainer = {

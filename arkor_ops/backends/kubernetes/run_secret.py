@@ -14,11 +14,11 @@ A terminal event comes before the Job is ``Complete``: the pod still stops its s
 it is deleted or lost meanwhile, the Job starts a replacement. That pod must not depend on the
 deleted Secret, or it would wait for it forever (``CreateContainerConfigError``) and so would
 every client following the run. So the trainer references the run's Secret with
-``optional: true`` (:mod:`arkor_ops.backends.kubernetes.manifests`): a replacement starts without it, finds
+``optional: true`` (:mod:`.manifests`): a replacement starts without it, finds
 the terminal event in the log it seeds from storage and exits at once (see
 :mod:`arkor_ops.worker.run`). A deleted Secret is marked on its Job
-(:data:`~arkor_ops.backends.kubernetes.manifests.SECRET_DELETED_ANNOTATION`), so the sweep skips the Job and
-an adopting submit does not create the Secret again (:mod:`arkor_ops.backends.kubernetes.adoption`).
+(:data:`~.manifests.SECRET_DELETED_ANNOTATION`), so the sweep skips the Job and
+an adopting submit does not create the Secret again (:mod:`.adoption`).
 """
 
 from __future__ import annotations

@@ -3,12 +3,12 @@
 * The pod's sidecar is up: relay its SSE stream through the API server's pod proxy (or the pod
   IP, for in-cluster clients).
 * The trainer is not running yet: poll the Job, its pods and events and yield ``job.phase``
-  frames (no id) whenever :func:`~arkor_ops.backends.kubernetes.diagnostics.diagnose` changes its mind.
+  frames (no id) whenever :func:`~.diagnostics.diagnose` changes its mind.
 * The pod is gone or the Job finished: replay the event log the sidecar persisted to storage,
   then ``end``. A Job that failed without a terminal event (deadline while pending, OOMKilled
   on every try) ends with a synthesised ``training.failed``; a cancelled one (the Job's cancel
   annotation, or the cancel record beside the log once the Job is gone: see
-  :mod:`arkor_ops.backends.kubernetes.cancel`) with a synthesised ``training.cancelled``, whoever cancelled.
+  :mod:`.cancel`) with a synthesised ``training.cancelled``, whoever cancelled.
 """
 
 from __future__ import annotations
