@@ -1,7 +1,7 @@
 """The promotion gate: does a freshly trained challenger replace the champion?
 
 A pure function of two sets of evaluation metrics, so the rule is tested with plain dicts and
-the flows only apply its answer (:mod:`flows.promotion`):
+the flows only apply its answer (:mod:`arkor_ops.flows.promotion`):
 
 * no champion yet: the first version of a model promotes itself;
 * otherwise the challenger is promoted only when the configured metric improves on the

@@ -1,9 +1,9 @@
 """`arkor-ops dev`: a local Prefect server with its UI, serving the arkor-ops deployments.
 
-The work happens in ``python -m flows.dev`` (a child process), because the core package never
-imports Prefect. Ctrl-C reaches both processes; this one waits for the child to stop cleanly
-and exits with its code: 0 after Ctrl-C while serving, 130 when interrupted while starting.
-SIGTERM sent to this process alone is passed on to the child.
+The work happens in ``python -m arkor_ops.flows.dev`` (a child process), because the core package
+never imports Prefect. Ctrl-C reaches both processes; this one waits for the child to stop cleanly
+and exits with its code: 0 after Ctrl-C while serving, 130 when interrupted while starting. SIGTERM
+sent to this process alone is passed on to the child.
 """
 
 from __future__ import annotations
@@ -36,8 +36,16 @@ def register(sub: Any) -> None:
 
 
 def child_argv(args: argparse.Namespace) -> list[str]:
-    """The ``python -m flows.dev`` command line for these options."""
-    argv = [sys.executable, "-m", "flows.dev", "--host", args.host, "--port", str(args.port)]
+    """The ``python -m arkor_ops.flows.dev`` command line for these options."""
+    argv = [
+        sys.executable,
+        "-m",
+        "arkor_ops.flows.dev",
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     for flag in ("home", "backend", "retrain_config", "cron"):
         value = getattr(args, flag)
         if value:
@@ -48,7 +56,7 @@ def child_argv(args: argparse.Namespace) -> list[str]:
 
 
 def run_dev(args: argparse.Namespace) -> int:
-    """Run ``python -m flows.dev`` until it exits or Ctrl-C is pressed."""
+    """Run ``python -m arkor_ops.flows.dev`` until it exits or Ctrl-C is pressed."""
     if importlib.util.find_spec("prefect") is None:
         hint = "pip install 'arkor-ops[flows]'"
         print(f"error: `arkor-ops dev` needs Prefect: {hint}", file=sys.stderr)

@@ -26,8 +26,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from arkor_ops.abort import AbortError
 from arkor_ops.backends import BACKEND_ENV, resolve_backend
-from arkor_ops.cli.loader import EntryError, load_trainer
 from arkor_ops.errors import ArkorOpsError, BackendError, ConfigError
+from arkor_ops.loader import EntryError, load_trainer
 
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1

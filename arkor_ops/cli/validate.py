@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from arkor_ops.cli.loader import EntryError, load_config_data, load_trainer
 from arkor_ops.config import TrainerConfig, config_json_schema, validate_config
 from arkor_ops.errors import ConfigError
+from arkor_ops.loader import EntryError, load_config_data, load_trainer
 
 
 def register(sub: Any) -> None:

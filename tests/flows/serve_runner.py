@@ -21,8 +21,8 @@ def main() -> None:
     """Serve until terminated."""
     from prefect import serve
 
-    from flows.deploy import build_deployments
-    from flows.fine_tune import fine_tune
+    from arkor_ops.flows.deploy import build_deployments
+    from arkor_ops.flows.fine_tune import fine_tune
 
     if os.environ.get("ARKOR_TEST_BREAK_HOOKS") == "1":
         fine_tune.on_cancellation_hooks = [broken_hook]

@@ -38,7 +38,7 @@ async def test_a_version_already_registered_starts_no_job(
     mlflow_env: dict[str, str],
     s3_prefix: str,
 ) -> None:
-    from flows.fine_tune import fine_tune
+    from arkor_ops.flows.fine_tune import fine_tune
 
     name = registered(s3_prefix, "etag-1")
     fake = use_fake(FakeBackend(scripted_events("dedup-job", steps=2), job_id="dedup-job"))
@@ -65,14 +65,14 @@ async def test_a_new_version_of_the_dataset_is_trained(
     s3_prefix: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import flows.registry
-    from flows.fine_tune import fine_tune
+    import arkor_ops.flows.registry
+    from arkor_ops.flows.fine_tune import fine_tune
 
     monkeypatch.setenv("ARKOR_REGISTRY_RETRY_DELAYS_SECONDS", "[]")
     name = registered(s3_prefix, "etag-1")
     fake = use_fake(FakeBackend(scripted_events("dedup-new", steps=2), job_id="dedup-new"))
     # the registration reads the run's events from the same fake
-    monkeypatch.setattr(flows.registry, "make_backend", lambda settings: fake)
+    monkeypatch.setattr(arkor_ops.flows.registry, "make_backend", lambda settings: fake)
     state = await fine_tune(
         config=tiny_config("/data/train.jsonl", name=name),
         dataset_uri=DATASET,
@@ -88,7 +88,7 @@ async def test_without_a_registry_the_same_version_trains_as_before(
     use_fake: Any,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from flows.fine_tune import fine_tune
+    from arkor_ops.flows.fine_tune import fine_tune
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     fake = use_fake(FakeBackend(scripted_events("dedup-none", steps=2), job_id="dedup-none"))
@@ -113,7 +113,7 @@ async def test_a_trained_and_registered_version_is_not_trained_again_by_a_fresh_
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    from flows.fine_tune import fine_tune
+    from arkor_ops.flows.fine_tune import fine_tune
 
     name = f"dedup-real-{uuid.uuid4().hex[:6]}"
     dataset = str(local_env["dataset"])

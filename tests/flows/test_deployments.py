@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.prefect]
 
 async def _apply(**kwargs: Any) -> dict[str, uuid.UUID]:
     from arkor_ops.config import validate_config
-    from flows.deploy import build_deployments
+    from arkor_ops.flows.deploy import build_deployments
 
     suffix = "-" + uuid.uuid4().hex[:8]
     config = validate_config(tiny_config("/data/train.jsonl"))
@@ -71,7 +71,7 @@ async def test_retrain_deployments_carry_the_evaluation_and_the_gate(prefect_ser
     from prefect.client.orchestration import get_client
     from pydantic import ValidationError
 
-    from flows.deploy import RetrainGate
+    from arkor_ops.flows.deploy import RetrainGate
 
     evaluation = {"dataset": {"type": "file", "path": "/data/test.jsonl"}, "metrics": ["loss"]}
     gate = RetrainGate.model_validate(

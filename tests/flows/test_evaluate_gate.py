@@ -61,7 +61,7 @@ async def test_the_better_version_is_promoted_and_a_worse_one_is_not(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    from flows.fine_tune import fine_tune
+    from arkor_ops.flows.fine_tune import fine_tune
 
     name = f"gate-{uuid.uuid4().hex[:6]}"
     runs = Path(local_env["runs"])

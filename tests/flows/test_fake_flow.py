@@ -1,7 +1,8 @@
 """The fine_tune flow's logic against the scripted FakeBackend (in this process, fast).
 
 The FakeBackend lives in this process, so the flow runs here too (called directly) and the
-tasks get the fake through ``flows.training.make_backend``, the one seam for choosing a backend.
+tasks get the fake through ``arkor_ops.flows.training.make_backend``, the one seam for choosing
+a backend.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ def use_fake(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[A
     fakes: list[FakeBackend] = []
 
     def install(fake: FakeBackend) -> FakeBackend:
-        import flows.training
+        import arkor_ops.flows.training
 
         fakes.append(fake)
-        monkeypatch.setattr(flows.training, "make_backend", lambda settings, flow_run_id=None: fake)
+        monkeypatch.setattr(
+            arkor_ops.flows.training, "make_backend", lambda settings, flow_run_id=None: fake
+        )
         return fake
 
     yield install
@@ -39,7 +42,7 @@ async def test_completed_run_fills_logs_and_artifacts(use_fake: Any) -> None:
     from prefect.client.orchestration import get_client
 
     from arkor_ops.events import TrainingLog
-    from flows.fine_tune import fine_tune
+    from arkor_ops.flows.fine_tune import fine_tune
 
     events: list[Any] = scripted_events("fake-ok", steps=4)
     at_step_4 = next(i for i, e in enumerate(events) if getattr(e, "step", None) == 4)
@@ -106,7 +109,7 @@ async def test_completed_run_fills_logs_and_artifacts(use_fake: Any) -> None:
 async def test_failed_training_fails_the_flow_run_with_its_error(use_fake: Any) -> None:
     from prefect.client.orchestration import get_client
 
-    from flows.fine_tune import fine_tune
+    from arkor_ops.flows.fine_tune import fine_tune
 
     use_fake(FakeBackend(scripted_events("fake-bad", outcome="failed"), job_id="fake-bad"))
     state = await fine_tune(config=tiny_config("/data/train.jsonl"), return_state=True)
@@ -121,7 +124,7 @@ async def test_failed_training_fails_the_flow_run_with_its_error(use_fake: Any) 
 async def test_a_bad_cancel_check_setting_fails_before_any_job(
     use_fake: Any, monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
-    from flows.fine_tune import fine_tune
+    from arkor_ops.flows.fine_tune import fine_tune
 
     fake = use_fake(FakeBackend(scripted_events("fake-x", steps=2), job_id="fake-x"))
     monkeypatch.setenv("ARKOR_FLOW_CANCEL_CHECK_SECONDS", value)
@@ -134,8 +137,8 @@ async def test_a_bad_cancel_check_setting_fails_before_any_job(
 async def test_retried_start_training_adopts_its_job(use_fake: Any) -> None:
     from prefect import flow, runtime, task
 
-    from flows.settings import BackendSettings
-    from flows.training import start_training
+    from arkor_ops.flows.settings import BackendSettings
+    from arkor_ops.flows.training import start_training
 
     fake = use_fake(FakeBackend(scripted_events("fake-r", outcome=None), job_id="fake-r"))
     attempts: list[str] = []
@@ -166,7 +169,7 @@ async def test_a_resumed_run_has_each_step_once_in_the_loss_table(use_fake: Any)
     from prefect.client.orchestration import get_client
 
     from arkor_ops.events import TrainingLog, TrainingResumed
-    from flows.fine_tune import fine_tune
+    from arkor_ops.flows.fine_tune import fine_tune
 
     job = "fake-resumed"
     events: list[Any] = scripted_events(job, steps=5, outcome=None, checkpoint_every=4)

@@ -105,12 +105,12 @@ async def test_fine_tune_completes_on_the_cluster_and_a_retried_start_makes_one_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """One tiny run: artifacts in the flow run, and start_training's retry adopts its Job."""
-    import flows.training
-    from flows.fine_tune import fine_tune
+    import arkor_ops.flows.training
+    from arkor_ops.flows.fine_tune import fine_tune
 
     # Test-only failure injection: start_training's first attempt raises right after the Job
     # exists (an answer lost on the way back); Prefect retries the task.
-    real_make_trainer = flows.training.make_trainer
+    real_make_trainer = arkor_ops.flows.training.make_trainer
     started: list[str] = []
 
     def flaky_make_trainer(*args: Any, **kwargs: Any) -> Any:
@@ -128,7 +128,7 @@ async def test_fine_tune_completes_on_the_cluster_and_a_retried_start_makes_one_
             trainer.start = start
         return trainer
 
-    monkeypatch.setattr(flows.training, "make_trainer", flaky_make_trainer)
+    monkeypatch.setattr(arkor_ops.flows.training, "make_trainer", flaky_make_trainer)
     config = tiny_config(
         str(run_files / "train.jsonl"), model=str(run_files / "model"), name="flow-kube"
     )
@@ -244,7 +244,7 @@ async def test_reaper_deletes_the_job_when_the_hook_fails(
     from prefect.client.orchestration import get_client
     from prefect.states import Cancelling
 
-    from flows.reaper import reap_orphans
+    from arkor_ops.flows.reaper import reap_orphans
 
     async with get_client() as client:
         run = await _start_run(client, runner, k8s_namespace, run_files)
@@ -273,7 +273,7 @@ async def test_reaper_leaves_jobs_of_flow_runs_it_does_not_know_alone(
     from arkor_ops.backends.kubernetes import KubernetesBackend
     from arkor_ops.backends.kubernetes.settings import KubernetesSettings
     from arkor_ops.config import validate_config
-    from flows.reaper import reap_orphans
+    from arkor_ops.flows.reaper import reap_orphans
 
     settings = KubernetesSettings().model_copy(
         update={"node_selector": {"arkor-ops.dev/pool": "nowhere"}}  # its pod stays Pending
@@ -307,7 +307,7 @@ async def test_reaper_deletes_the_secret_of_a_run_that_ended_unfollowed(
     from arkor_ops.backends.kubernetes import KubernetesBackend
     from arkor_ops.backends.kubernetes.settings import KubernetesSettings
     from arkor_ops.config import validate_config
-    from flows.reaper import reap_orphans
+    from arkor_ops.flows.reaper import reap_orphans
 
     settings = KubernetesSettings().model_copy(
         update={

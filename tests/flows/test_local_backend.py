@@ -76,7 +76,7 @@ async def test_tiny_model_run_completes_with_artifacts(
 ) -> None:
     from prefect.client.orchestration import get_client
 
-    from flows.fine_tune import fine_tune
+    from arkor_ops.flows.fine_tune import fine_tune
 
     config = tiny_config(str(local_env["dataset"]), model=str(tiny_model_dir))
     state = await fine_tune(config=config, backend={"backend": "local"}, return_state=True)
@@ -176,7 +176,7 @@ async def test_reaper_stops_the_run_when_the_hook_fails(
 ) -> None:
     from prefect.client.orchestration import get_client
 
-    from flows.reaper import reap_orphans
+    from arkor_ops.flows.reaper import reap_orphans
 
     run, run_dir = await _start_and_cancel(runner, local_env)
     async with get_client() as client:
@@ -200,7 +200,7 @@ async def test_a_flow_run_stops_its_training_when_cancelled_without_any_signal(
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
     from prefect.states import Cancelling
 
-    from flows.fine_tune import fine_tune
+    from arkor_ops.flows.fine_tune import fine_tune
 
     monkeypatch.setenv("ARKOR_WORKER_MODULE", "tests.local.fake_worker")
     monkeypatch.setenv("FAKE_STEP_SECONDS", "0.5")

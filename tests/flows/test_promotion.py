@@ -34,7 +34,7 @@ def samples(tag: str) -> list[dict[str, Any]]:
 async def run_gate(name: str, challenger: Scores, champion: Scores | None) -> Any:
     from prefect import flow
 
-    from flows.promotion import gate_state, promotion_gate
+    from arkor_ops.flows.promotion import gate_state, promotion_gate
 
     @flow(name="gate-test")
     async def gate_flow() -> Any:
@@ -176,7 +176,7 @@ async def test_the_champion_is_scored_again_when_the_evaluation_set_changed(
 ) -> None:
     from prefect import flow
 
-    from flows.promotion import champion_scores, record_scores
+    from arkor_ops.flows.promotion import champion_scores, record_scores
 
     name, _ = versions(s3_prefix, [("s3://d/a", "1")])
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from flows.registry import SKIPPED
+from arkor_ops.flows.registry import SKIPPED
 from tests.fixtures.s3 import ACCESS_KEY, SECRET_KEY, free_port
 from tests.flows.helpers import eventually, tiny_config
 from tests.flows.test_local_backend import local_env  # noqa: F401 - fixture
@@ -49,8 +49,8 @@ async def test_a_completed_fine_tune_is_registered_with_its_lineage_and_no_secre
 
     from arkor_ops.config import validate_config
     from arkor_ops.eventlog import iter_log_lines
+    from arkor_ops.flows.fine_tune import fine_tune
     from arkor_ops.storage import join_uri, open_storage
-    from flows.fine_tune import fine_tune
 
     monkeypatch.setenv("ARKOR_STORAGE_URI", s3_prefix)
     block = f"registry-token-{uuid.uuid4().hex[:8]}"
@@ -130,7 +130,7 @@ async def test_without_a_tracking_uri_the_flow_completes_and_says_it_skipped(
     tiny_model_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from flows.fine_tune import fine_tune
+    from arkor_ops.flows.fine_tune import fine_tune
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     config = tiny_config(str(local_env["dataset"]), model=str(tiny_model_dir))
@@ -156,8 +156,8 @@ async def test_an_unreachable_registry_fails_the_flow_run_after_retries_and_keep
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    from arkor_ops.flows.fine_tune import fine_tune
     from arkor_ops.storage import join_uri, open_storage
-    from flows.fine_tune import fine_tune
 
     nobody = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", nobody)

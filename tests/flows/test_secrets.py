@@ -26,7 +26,7 @@ BLOB = "https://data.example.com/rows.jsonl"
 
 
 async def _fine_tune_deployment() -> uuid.UUID:
-    from flows.deploy import build_deployments
+    from arkor_ops.flows.deploy import build_deployments
 
     suffix = "-" + uuid.uuid4().hex[:8]
     for d in build_deployments(suffix=suffix):
@@ -76,7 +76,7 @@ async def test_the_api_refuses_a_secret_by_value_and_stores_no_flow_run(
 async def test_the_flow_refuses_a_secret_by_value_and_names_the_reference_parameter(
     prefect_server: str, dataset: dict[str, Any], param: str
 ) -> None:
-    from flows.fine_tune import fine_tune
+    from arkor_ops.flows.fine_tune import fine_tune
 
     state = await fine_tune(
         config=tiny_config("/x", dataset=dataset), backend={"backend": "local"}, return_state=True

@@ -77,11 +77,13 @@ async def settled(browser: Browser) -> None:
 async def test_flow_run_page_shows_three_artifacts_and_the_loss_curve(
     ui_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import flows.training
-    from flows.fine_tune import fine_tune
+    import arkor_ops.flows.training
+    from arkor_ops.flows.fine_tune import fine_tune
 
     fake = FakeBackend(events(), job_id=JOB)
-    monkeypatch.setattr(flows.training, "make_backend", lambda settings, flow_run_id=None: fake)
+    monkeypatch.setattr(
+        arkor_ops.flows.training, "make_backend", lambda settings, flow_run_id=None: fake
+    )
     try:
         config = tiny_config("/data/support.jsonl", name="support-bot", maxSteps=8)
         state = await fine_tune(config=config, return_state=True)

@@ -30,8 +30,8 @@ async def test_each_new_version_triggers_exactly_one_retrain(
     from prefect.events.worker import EventsWorker
 
     from arkor_ops.config import validate_config
-    from flows.deploy import build_deployments
-    from flows.watcher import watch_datasets
+    from arkor_ops.flows.deploy import build_deployments
+    from arkor_ops.flows.watcher import watch_datasets
 
     s3 = s3_server.client()
     key = "datasets/train.jsonl"
@@ -96,8 +96,8 @@ async def test_the_trigger_starts_runs_only_for_watched_uris(
     from prefect.events.worker import EventsWorker
 
     from arkor_ops.config import validate_config
-    from flows.deploy import build_deployments
-    from flows.watcher import EVENT, RESOURCE_PREFIX, URI_LABEL, VERSION_LABEL
+    from arkor_ops.flows.deploy import build_deployments
+    from arkor_ops.flows.watcher import EVENT, RESOURCE_PREFIX, URI_LABEL, VERSION_LABEL
 
     suffix = "-" + uuid.uuid4().hex[:8]
     watched = f"s3://{s3_bucket}/datasets/"
@@ -137,7 +137,7 @@ async def test_the_trigger_starts_runs_only_for_watched_uris(
 
 def test_a_dataset_uri_that_climbs_out_of_its_prefix_is_refused() -> None:
     from arkor_ops.config import validate_config
-    from flows.training import with_dataset
+    from arkor_ops.flows.training import with_dataset
 
     config = validate_config(tiny_config("/data/train.jsonl"))
     for uri in ("s3://bucket/datasets/../private/x.jsonl", "file:///data/./../etc/passwd"):

@@ -6,7 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from arkor_ops.cli.loader import load_trainer
+from arkor_ops.loader import load_trainer
 from tests.local.conftest import REPO
 
 EXAMPLE = REPO / "examples" / "triage"

@@ -8,7 +8,7 @@ and nothing is promoted. A cancel request for the flow run stops the evaluation 
 
 ``evaluate_and_gate`` is the retrain flows' last stage: score the new version (the run's final
 adapter), score the champion on the same evaluation set unless MLflow already holds its scores
-on exactly that set, record both, and let the gate (:mod:`flows.promotion`) decide. The set is
+on exactly that set, record both, and let the gate (:mod:`.promotion`) decide. The set is
 identified by what was scored, not by its name: a digest of the prompts and reference answers
 of the challenger's samples plus the metric names, so a changed file behind the same URI is a
 new set and the champion is scored again.
@@ -27,10 +27,10 @@ from prefect.logging import get_run_logger
 
 from arkor_ops.config import AdapterRef, TrainerConfig
 from arkor_ops.evaluation import EvaluationConfig, EvaluationSpec
+from arkor_ops.flows.promotion import champion_scores, promotion_gate, record_scores
+from arkor_ops.flows.settings import BackendSettings, make_backend
+from arkor_ops.flows.training import _follow_unless_cancelled
 from arkor_ops.promotion import PromotionSettings, Scores
-from flows.promotion import champion_scores, promotion_gate, record_scores
-from flows.settings import BackendSettings, make_backend
-from flows.training import _follow_unless_cancelled
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """The ``fine_tune`` flow: one training run, started, followed and cleaned up.
 
 Its parameters are the trainer config (the typed :class:`~arkor_ops.config.TrainerConfig`, so the
-Prefect UI renders a form and validates it) and :class:`~flows.settings.BackendSettings`.
+Prefect UI renders a form and validates it) and :class:`~.settings.BackendSettings`.
 Secrets come by reference only: ``dataset_token_block`` / ``dataset_url_block`` name Prefect
-``Secret`` blocks (see :mod:`flows.secrets`); a token or a credentialed URL given by value is
+``Secret`` blocks (see :mod:`.secrets`); a token or a credentialed URL given by value is
 refused before any job is submitted.
 
 No GPU pod outlives its flow run:
@@ -12,11 +12,11 @@ No GPU pod outlives its flow run:
   (about 3 s after a cancel request), so they find the run from the flow run id, which is the
   run's idempotency key;
 * ``wait_for_training`` also watches the flow run's state and stops the run itself on a cancel
-  request, for when the runner's SIGTERM is lost or there is no runner (see :mod:`flows.training`);
+  request, for when the runner's SIGTERM is lost or there is no runner (see :mod:`.training`);
 * a failure of the flow itself (a timeout, a callback error, losing the stream) cancels the run
   through the ``cancel_training`` task before the flow fails;
 * the Job deadline (``BackendSettings.active_deadline_seconds``) and the reaper flow
-  (:mod:`flows.reaper`) are the backstops.
+  (:mod:`.reaper`) are the backstops.
 
 A run started for a dataset version (``dataset_uri`` and ``dataset_version``, as the dataset
 trigger sets them) first asks the registry whether a model version was already trained on it
@@ -24,12 +24,12 @@ trigger sets them) first asks the registry whether a model version was already t
 ``dataset <uri> version <v> already trained: <model> v<N>``. The registry remembers this, not
 Prefect, so it holds after the Prefect database is reset.
 
-A completed run is then registered in MLflow (``register_adapter``, :mod:`flows.registry`): its
+A completed run is then registered in MLflow (``register_adapter``, :mod:`.registry`): its
 params, metrics, adapter and a model version with lineage tags; skipped, with a log line, when
 ``MLFLOW_TRACKING_URI`` is unset. A registration that keeps failing fails the flow run and leaves
 the trained adapter where it is.
 
-With ``evaluation``, the loop closes (:mod:`flows.evaluation`): the new version and the champion
+With ``evaluation``, the loop closes (:mod:`.evaluation`): the new version and the champion
 are scored on the same set (the champion only when MLflow holds no scores of it on exactly that
 set), and the gate promotes the new version only if ``promotion.metric`` improves by at least
 ``promotion.min_improvement``; the flow run completes with the decision as its message. An
@@ -40,21 +40,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, runtime
+from prefect import State, flow, runtime
 from prefect.client.schemas.objects import FlowRun
 from prefect.logging import get_run_logger
 from prefect.logging.loggers import flow_run_logger
-from prefect.states import Cancelled, Completed, State
+from prefect.states import Cancelled, Completed
 
 from arkor_ops.config import TrainerConfig
 from arkor_ops.evaluation import EvaluationSpec
-from arkor_ops.promotion import PromotionSettings
-from flows.evaluation import evaluate_and_gate, evaluate_only, gate_rule
-from flows.promotion import gate_state
-from flows.registry import already_trained_message, dedup_task, registration_task
-from flows.secrets import FlowTrainerConfig, with_secret_refs
-from flows.settings import BackendSettings
-from flows.training import (
+from arkor_ops.flows.evaluation import evaluate_and_gate, evaluate_only, gate_rule
+from arkor_ops.flows.promotion import gate_state
+from arkor_ops.flows.registry import already_trained_message, dedup_task, registration_task
+from arkor_ops.flows.secrets import FlowTrainerConfig, with_secret_refs
+from arkor_ops.flows.settings import BackendSettings
+from arkor_ops.flows.training import (
     TrainingFailed,
     cancel_check_seconds,
     cancel_training,
@@ -63,6 +62,7 @@ from flows.training import (
     wait_for_training,
     with_dataset,
 )
+from arkor_ops.promotion import PromotionSettings
 
 DEFAULT_BACKEND = BackendSettings()
 

@@ -23,16 +23,16 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prefect import task
+from prefect import State, task
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
-from prefect.states import Completed, State
+from prefect.states import Completed
 
+from arkor_ops.flows.reporting import artifact_key
 from arkor_ops.models import champion, evaluation_of, promote, record_evaluation
 from arkor_ops.promotion import Decision, PromotionSettings, Scores, decide_with
 from arkor_ops.registry import RegistrySettings
-from flows.reporting import artifact_key
 
 EVENT = "arkor-ops.model.promoted"
 RESOURCE_PREFIX = "arkor-ops.model."

@@ -15,7 +15,7 @@ cancellation hooks only run after that. The check stops the training within abou
 request whatever happened to the signal, and also for a flow called without a runner, which
 Prefect never signals at all; the flow run then ends ``Cancelled``.
 
-All of them build the backend from :class:`~flows.settings.BackendSettings`, so they work in the
+All of them build the backend from :class:`~.settings.BackendSettings`, so they work in the
 flow run's process and in the runner's (where the cancellation hooks run).
 """
 
@@ -27,9 +27,9 @@ import os
 from typing import Any, cast
 from uuid import UUID
 
-from prefect import runtime, task
+from prefect import State, runtime, task
 from prefect.logging import get_run_logger
-from prefect.states import Cancelled, State
+from prefect.states import Cancelled
 
 from arkor_ops.config import (
     FileDataset,
@@ -39,10 +39,10 @@ from arkor_ops.config import (
     validate_config,
 )
 from arkor_ops.errors import BackendError
+from arkor_ops.flows.jobs import job_id_for
+from arkor_ops.flows.reporting import RunReporter
+from arkor_ops.flows.settings import BackendSettings, make_backend
 from arkor_ops.storage import RunLayout, Storage
-from flows.jobs import job_id_for
-from flows.reporting import RunReporter
-from flows.settings import BackendSettings, make_backend
 
 logger = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@
 
 (*) only for the datasets in ``ARKOR_WATCH_DATASETS``: any API client may emit the event.
 
-``python -m flows.deploy`` serves them against ``$PREFECT_API_URL`` (see ``arkor-ops dev`` for a
-local server too). Settings come from the environment: ``ARKOR_RETRAIN_CONFIG`` (a YAML or JSON
-trainer config for the retrain deployments; they are skipped without one),
+``python -m arkor_ops.flows.deploy`` serves them against ``$PREFECT_API_URL`` (see ``arkor-ops
+dev`` for a local server too). Settings come from the environment: ``ARKOR_RETRAIN_CONFIG`` (a YAML
+or JSON trainer config for the retrain deployments; they are skipped without one),
 ``ARKOR_RETRAIN_EVALUATION`` (a YAML or JSON file with ``evaluation`` and ``promotion``: the
-retrain runs then evaluate and promote only what is better, see :mod:`flows.evaluation`),
-``ARKOR_WATCH_DATASETS`` (comma-separated dataset URIs), ``ARKOR_RETRAIN_CRON``
-(default ``0 3 * * *``) and ``ARKOR_BACKEND``.
+retrain runs then evaluate and promote only what is better, see :mod:`.evaluation`),
+``ARKOR_WATCH_DATASETS`` (comma-separated dataset URIs), ``ARKOR_RETRAIN_CRON`` (default ``0 3 * *
+*``) and ``ARKOR_BACKEND``.
 """
 
 from __future__ import annotations
@@ -27,18 +27,19 @@ from pathlib import Path
 from typing import Any
 
 from prefect import serve
-from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
+from prefect.types.entrypoint import EntrypointType
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from arkor_ops.config import TrainerConfig, validate_config
 from arkor_ops.evaluation import EvaluationSpec
+from arkor_ops.flows.evaluation import gate_rule
+from arkor_ops.flows.fine_tune import fine_tune
+from arkor_ops.flows.reaper import reap_orphans
+from arkor_ops.flows.settings import BackendSettings
+from arkor_ops.flows.watcher import EVENT, RESOURCE_PREFIX, URI_LABEL, VERSION_LABEL, watch_datasets
 from arkor_ops.promotion import PromotionSettings
-from flows.evaluation import gate_rule
-from flows.fine_tune import fine_tune
-from flows.reaper import reap_orphans
-from flows.settings import BackendSettings
-from flows.watcher import EVENT, RESOURCE_PREFIX, URI_LABEL, VERSION_LABEL, watch_datasets
 
 DEFAULT_CRON = "0 3 * * *"
 
@@ -125,7 +126,7 @@ def build_deployments(
     settings = (backend or BackendSettings()).model_dump(mode="json", exclude_none=True)
     # `_sync`: build synchronously even when called from a coroutine (tests, async callers)
     common: dict[str, Any] = {"entrypoint_type": EntrypointType.MODULE_PATH, "_sync": True}
-    out = [
+    out: list[Any] = [  # RunnerDeployments: `_sync` makes to_deployment return one, not a coroutine
         fine_tune.to_deployment(
             name=f"fine-tune{suffix}",
             parameters={"backend": settings},
@@ -183,7 +184,7 @@ def build_deployments(
 
 def from_env() -> list[RunnerDeployment]:
     """The deployments configured by the environment (see the module docstring)."""
-    from arkor_ops.cli.loader import load_config_data
+    from arkor_ops.loader import load_config_data
 
     config_path = os.environ.get("ARKOR_RETRAIN_CONFIG")
     config = validate_config(load_config_data(Path(config_path))) if config_path else None

@@ -10,7 +10,7 @@ version of a keyed artifact as a card of its own.
 * ``{job}-loss``: a table artifact with one row per logged step. When a later attempt resumes the
   run from a checkpoint (``training.resumed``), the steps it re-does replace the earlier rows for
   those steps instead of appearing twice. Its description is markdown with the loss curve
-  (train and eval loss per step, :mod:`flows.loss_curve`) embedded as a ``data:image/png`` URI,
+  (train and eval loss per step, :mod:`.loss_curve`) embedded as a ``data:image/png`` URI,
   which the Prefect UI renders on the card and on the artifact's page.
 * ``{job}-checkpoints``: a table artifact with one row per committed checkpoint (step, the train
   and eval loss last logged at or before it, URI), and the final adapter once the run completes.
@@ -40,8 +40,8 @@ from prefect.client.schemas.actions import ArtifactUpdate
 from prefect.logging import get_run_logger
 
 from arkor_ops.errors import ArkorOpsError
+from arkor_ops.flows.loss_curve import render_loss_png
 from arkor_ops.storage import RunLayout, Storage
-from flows.loss_curve import render_loss_png
 
 logger = logging.getLogger(__name__)
 

@@ -38,9 +38,9 @@ from prefect.exceptions import ObjectNotFound
 from prefect.logging import get_run_logger
 
 from arkor_ops.config import TrainerConfig
-from flows.jobs import job_id_for, labelled_jobs, run_is_active
-from flows.settings import BackendSettings, make_backend
-from flows.training import with_dataset
+from arkor_ops.flows.jobs import job_id_for, labelled_jobs, run_is_active
+from arkor_ops.flows.settings import BackendSettings, make_backend
+from arkor_ops.flows.training import with_dataset
 
 DEFAULT_BACKEND = BackendSettings()
 FINAL_STATES = [StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED]
@@ -86,9 +86,9 @@ async def orphans(client: Any, backend: Any, lookback: timedelta) -> dict[str, s
             )
         except (KeyError, ValueError):
             continue
-        job_id = job_id_for(backend, config, str(run.id))
-        if job_id and job_id not in found and await run_is_active(backend, job_id):
-            found[job_id] = str(run.id)
+        run_job = job_id_for(backend, config, str(run.id))
+        if run_job and run_job not in found and await run_is_active(backend, run_job):
+            found[run_job] = str(run.id)
     return found
 
 

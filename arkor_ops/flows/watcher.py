@@ -100,7 +100,7 @@ async def watch_datasets(
             continue
         for uri, version in sorted(current.items()):
             name = variable_name(state_prefix, uri)
-            seen = await Variable.aget(name, default=None)
+            seen = await Variable.aget(name)
             if isinstance(seen, dict) and seen.get("version") == version:
                 continue
             announce(uri, version)

@@ -98,12 +98,12 @@ async def _load(block: str, param: str) -> str:
     from prefect.exceptions import ObjectNotFound
 
     try:
-        secret = await Secret.aload(block)
+        secret: Secret[str] = await Secret.aload(block)
     except (ValueError, ObjectNotFound) as exc:
         raise SecretByValue(
             f"{param}={block!r}: no Prefect Secret block of that name ({exc.__class__.__name__})"
         ) from None
-    value = secret.get()
+    value: object = secret.get()
     if not isinstance(value, str) or not value:
         raise SecretByValue(f"{param}={block!r}: the Secret block must hold a non-empty string")
     return value

@@ -1,7 +1,7 @@
-"""``python -m flows.dev`` (what ``arkor-ops dev`` runs): a local Prefect server plus the flows.
+"""``python -m arkor_ops.flows.dev`` (``arkor-ops dev``): a local Prefect server plus the flows.
 
 Starts ``prefect server start`` (SQLite under ``--home``, UI included), waits until it is healthy,
-prints the UI address, then serves the deployments of :mod:`flows.deploy` with the local backend,
+prints the UI address, then serves the deployments of :mod:`.deploy` with the local backend,
 or the Kubernetes backend when ``KUBECONFIG`` is set (``--backend`` overrides). Ctrl-C stops the
 runner and then the server.
 
@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace, env: dict[str, str]) -> int:
     try:
         from prefect import serve
 
-        from flows.deploy import from_env
+        from arkor_ops.flows.deploy import from_env
 
         deployments = from_env()
         ui = f"http://{args.host}:{args.port}"

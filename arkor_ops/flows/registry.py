@@ -22,10 +22,10 @@ from prefect.logging import get_run_logger
 from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import RegistryError, StreamError
 from arkor_ops.events import Event, parse_event
+from arkor_ops.flows.settings import BackendSettings, make_backend
 from arkor_ops.models import find_trained
 from arkor_ops.reconnect import ReconnectPolicy
 from arkor_ops.registry import RegistrySettings, register_run, registered_name
-from flows.settings import BackendSettings, make_backend
 
 #: Reading a finished run's events: ``wait()``'s backoff, a few attempts (the task retries too).
 READ_POLICY = ReconnectPolicy(max_attempts=5)
