@@ -17,8 +17,10 @@ What ``wait()`` raises: the abort *reason* itself when it is an exception (as Ar
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from arkor_ops.errors import ArkorOpsError
@@ -130,3 +132,56 @@ class AbortController:
                 carried by the :class:`AbortError` it raises.
         """
         self.signal._abort(reason)
+
+
+class AbortScope:
+    """Turns an :class:`AbortSignal` into a prompt cancellation of the waiting task (``wait()``).
+
+    Only the parts of ``wait()`` that block on the backend (reading the stream, sleeping before a
+    reconnect) are interruptible; a callback that is running is allowed to finish.
+    """
+
+    def __init__(self, signal: AbortSignal | None) -> None:
+        self._signal = signal
+        self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+        self._interruptible = False
+        self._cancelling = False
+        self._remove: Callable[[], None] = lambda: None
+
+    def __enter__(self) -> AbortScope:
+        if self._signal is not None:
+            self._remove = self._signal.add_listener(self._from_any_thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._remove()
+
+    def _from_any_thread(self) -> None:
+        with contextlib.suppress(RuntimeError):  # loop already closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._fire)
+
+    def _fire(self) -> None:
+        if self._interruptible and self._task is not None and not self._cancelling:
+            self._cancelling = True
+            self._task.cancel()
+
+    def check(self) -> None:
+        if self._signal is not None:
+            self._signal.throw_if_aborted()
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        self.check()
+        self._interruptible = True
+        try:
+            yield
+        except asyncio.CancelledError:
+            if not self._cancelling or self._signal is None:
+                raise
+            self._cancelling = False
+            if self._task is not None:
+                self._task.uncancel()
+            raise self._signal.error() from None
+        finally:
+            self._interruptible = False

@@ -1,9 +1,8 @@
-"""The trainer: ``create_trainer`` → ``start()`` / ``wait()`` / ``cancel()``, as in Arkor.
+"""The async trainer: ``create_async_trainer`` → ``start()`` / ``wait()`` / ``cancel()``.
 
-:func:`create_trainer` validates the config locally and contacts nothing; the backend is resolved
-and reached on ``start()``. :class:`AsyncTrainer` is the implementation; :class:`Trainer` is its
-blocking twin, which runs the same coroutines on a private event loop in a daemon thread, so it
-works from plain scripts and from threads that already run an event loop.
+:func:`create_async_trainer` validates the config locally and contacts nothing; the backend is
+resolved and reached on ``start()``. :class:`AsyncTrainer` is the implementation;
+:class:`~arkor_ops.trainer.blocking.Trainer` is its blocking twin.
 
 Semantics (Arkor's, see the port notes in ``docs``):
 
@@ -23,24 +22,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import inspect
 import json
 import logging
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
-    Callable,
-    Coroutine,
     Iterator,
     Mapping,
 )
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
-from arkor_ops.abort import AbortSignal
+from arkor_ops.abort import AbortScope, AbortSignal
 from arkor_ops.backends.base import Backend, TrainingJob
-from arkor_ops.blocking import BlockingRunner
 from arkor_ops.checkpoints import CheckpointInfo, check_init_adapter, list_checkpoints
 from arkor_ops.config import TrainerConfig, validate_config
 from arkor_ops.errors import ReconnectGiveUpError, StreamError
@@ -76,85 +71,7 @@ from arkor_ops.results import (
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-P = ParamSpec("P")
-
-__all__ = [
-    "AsyncTrainer",
-    "CancelledContext",
-    "CheckpointContext",
-    "CompletedContext",
-    "FailedContext",
-    "LogContext",
-    "PhaseContext",
-    "ReconnectPolicy",
-    "ResumedContext",
-    "StartResult",
-    "StartedContext",
-    "Trainer",
-    "TrainingResult",
-    "create_async_trainer",
-    "create_trainer",
-]
-
-
-# --- abort plumbing -------------------------------------------------------------------------
-
-
-class _AbortScope:
-    """Turns an :class:`AbortSignal` into a prompt cancellation of the waiting task.
-
-    Only the parts of ``wait()`` that block on the backend (reading the stream, sleeping before a
-    reconnect) are interruptible; a callback that is running is allowed to finish.
-    """
-
-    def __init__(self, signal: AbortSignal | None) -> None:
-        self._signal = signal
-        self._task = asyncio.current_task()
-        self._loop = asyncio.get_running_loop()
-        self._interruptible = False
-        self._cancelling = False
-        self._remove: Callable[[], None] = lambda: None
-
-    def __enter__(self) -> _AbortScope:
-        if self._signal is not None:
-            self._remove = self._signal.add_listener(self._from_any_thread)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._remove()
-
-    def _from_any_thread(self) -> None:
-        with contextlib.suppress(RuntimeError):  # loop already closed: nobody is waiting
-            self._loop.call_soon_threadsafe(self._fire)
-
-    def _fire(self) -> None:
-        if self._interruptible and self._task is not None and not self._cancelling:
-            self._cancelling = True
-            self._task.cancel()
-
-    def check(self) -> None:
-        if self._signal is not None:
-            self._signal.throw_if_aborted()
-
-    @contextlib.contextmanager
-    def interruptible(self) -> Iterator[None]:
-        self.check()
-        self._interruptible = True
-        try:
-            yield
-        except asyncio.CancelledError:
-            if not self._cancelling or self._signal is None:
-                raise
-            self._cancelling = False
-            if self._task is not None:
-                self._task.uncancel()
-            raise self._signal.error() from None
-        finally:
-            self._interruptible = False
-
-
-# --- the async trainer ----------------------------------------------------------------------
+__all__ = ["AsyncTrainer", "create_async_trainer"]
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -327,12 +244,12 @@ class AsyncTrainer:
             ReconnectGiveUpError: ``max_attempts`` consecutive failures.
             Exception: whatever a callback raised, unchanged.
         """
-        with _AbortScope(self._abort_signal) as scope:
+        with AbortScope(self._abort_signal) as scope:
             scope.check()  # an already aborted signal submits nothing
             await self.start()
             return await self._follow(scope)
 
-    async def _follow(self, scope: _AbortScope) -> TrainingResult:
+    async def _follow(self, scope: AbortScope) -> TrainingResult:
         policy = self._reconnect
         cursor = _Cursor()
         while True:
@@ -363,7 +280,7 @@ class AsyncTrainer:
             with scope.interruptible():
                 await policy.sleep(delay)
 
-    async def _follow_once(self, scope: _AbortScope, cursor: _Cursor) -> TrainingResult | None:
+    async def _follow_once(self, scope: AbortScope, cursor: _Cursor) -> TrainingResult | None:
         """Read one connection; a result on a terminal event or ``end``, None on a clean close."""
         job_id = self._snapshot().id
         source = self.backend.events(job_id, cursor.last_event_id)
@@ -503,82 +420,6 @@ def _json_object(data: str) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) else None
 
 
-# --- the sync twin --------------------------------------------------------------------------
-
-
-class Trainer:
-    """Blocking twin of :class:`AsyncTrainer`. Made by :func:`create_trainer`.
-
-    Its coroutines run on a private event loop in a daemon thread, so it works from a plain
-    script and from a thread that already runs an event loop. A ``KeyboardInterrupt`` while
-    blocked in a method propagates at once; it stops following the stream but never cancels
-    the run (call :meth:`cancel` for that).
-    """
-
-    def __init__(self, inner: AsyncTrainer) -> None:
-        self._inner = inner
-        self._runner = BlockingRunner("arkor-ops-trainer-loop")
-
-    def __repr__(self) -> str:
-        return f"Trainer(name={self.name!r}, job_id={self.job_id!r})"
-
-    @property
-    def name(self) -> str:
-        """The run name from the config."""
-        return self._inner.name
-
-    @property
-    def config(self) -> TrainerConfig:
-        """The validated config."""
-        return self._inner.config
-
-    @property
-    def job(self) -> TrainingJob | None:
-        """The latest job snapshot (``None`` before ``start()``)."""
-        return self._inner.job
-
-    @property
-    def job_id(self) -> str | None:
-        """The job id (``None`` before ``start()``)."""
-        return self._inner.job_id
-
-    @property
-    def backend(self) -> Backend:
-        """The backend (resolved on first use; see :attr:`AsyncTrainer.backend`)."""
-        return self._inner.backend
-
-    @property
-    def async_trainer(self) -> AsyncTrainer:
-        """The :class:`AsyncTrainer` this object drives."""
-        return self._inner
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._runner.run(coro)
-
-    def start(self) -> StartResult:
-        """Blocking :meth:`AsyncTrainer.start`."""
-        return self._run(self._inner.start())
-
-    def wait(self) -> TrainingResult:
-        """Blocking :meth:`AsyncTrainer.wait`."""
-        return self._run(self._inner.wait())
-
-    def cancel(self) -> None:
-        """Blocking :meth:`AsyncTrainer.cancel`."""
-        self._run(self._inner.cancel())
-
-    def checkpoints(self) -> list[CheckpointInfo]:
-        """Blocking :meth:`AsyncTrainer.checkpoints`."""
-        return self._run(self._inner.checkpoints())
-
-    def observing(self, **callbacks: Callback) -> contextlib.AbstractContextManager[None]:
-        """:meth:`AsyncTrainer.observing` (the callbacks run on the trainer's own loop thread)."""
-        return self._inner.observing(**callbacks)
-
-
-# --- construction ---------------------------------------------------------------------------
-
-
 def _merge_callbacks(
     callbacks: Mapping[str, Callback | None] | None, explicit: Mapping[str, Callback | None]
 ) -> dict[str, Callback]:
@@ -691,24 +532,3 @@ def create_async_trainer(
         idempotency_key=idempotency_key,
         reconnect=reconnect,
     )
-
-
-def _blocking_twin(make: Callable[P, AsyncTrainer]) -> Callable[P, Trainer]:
-    """``make``'s blocking twin: the same parameters (one signature, kept once), a
-    :class:`Trainer` around the :class:`AsyncTrainer` it makes."""
-
-    @functools.wraps(make)
-    def create_trainer(*args: P.args, **kwargs: P.kwargs) -> Trainer:
-        return Trainer(make(*args, **kwargs))
-
-    signature = inspect.signature(make).replace(return_annotation=Trainer)
-    create_trainer.__signature__ = signature  # type: ignore[attr-defined]
-    create_trainer.__name__ = create_trainer.__qualname__ = "create_trainer"
-    create_trainer.__doc__ = """Make a :class:`Trainer` (Arkor's ``createTrainer``): the
-    arguments of :func:`create_async_trainer`; its methods block. Validates locally; contacts
-    nothing."""
-    del create_trainer.__wrapped__  # type: ignore[attr-defined]
-    return create_trainer
-
-
-create_trainer = _blocking_twin(create_async_trainer)
