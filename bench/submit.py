@@ -47,8 +47,8 @@ def cluster() -> Iterator[tuple[Path, str, str]]:
         kubectl = os.environ.get("ARKOR_KUBECTL") or shutil.which("kubectl") or "kubectl"
         yield Path(external), os.environ.get("ARKOR_TEST_HOST_IP", ""), kubectl
         return
-    from tests.k8senv import cluster as cluster_mod
-    from tests.k8senv import netns
+    from tools.k8senv import cluster as cluster_mod
+    from tools.k8senv import netns
 
     build = cluster_mod.ensure_binaries()
     net = netns.claim_net()

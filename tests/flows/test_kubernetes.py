@@ -19,6 +19,7 @@ import pytest
 
 from arkor_ops.backends.kubernetes.manifests import FLOW_RUN_LABEL
 from arkor_ops.backends.kubernetes.manifests import SELECTOR as MANAGED
+from tests.fixtures.cluster import K8sCluster
 from tests.fixtures.s3 import S3Server
 from tests.flows.helpers import (
     by_key,
@@ -32,8 +33,7 @@ from tests.flows.helpers import (
     tiny_config,
     wait_final,
 )
-from tests.k8senv.fixtures import K8sCluster
-from tests.kube.conftest import S3_SECRET, s3_secret_yaml
+from tests.kubernetes.helpers import S3_SECRET, s3_secret_yaml
 
 pytestmark = [
     pytest.mark.prefect,

@@ -15,8 +15,8 @@ from arkor_ops.config import validate_config
 from arkor_ops.eventlog import read_events
 from arkor_ops.storage import open_storage
 from tests.fixtures.s3 import S3Server
-from tests.images.conftest import job_container
-from tests.k8senv import oci
+from tests.images.helpers import job_container
+from tools.k8senv import oci
 
 pytestmark = [pytest.mark.images, pytest.mark.s3, pytest.mark.train]
 

@@ -1,10 +1,10 @@
 """What the images and the Job agree on: the user, and every path a container writes.
 
-The one source of truth for both sides. :mod:`.manifests` builds the pod's
-security context, volumes and environment from these constants; ``images/trainer/Dockerfile``
-and ``images/sidecar/Dockerfile`` repeat them in ``USER``, ``ENV`` and ``VOLUME``, and
-``tests/kube_unit/test_images.py`` parses both Dockerfiles and the rendered Job and fails when
-they drift (a user the image has no files for, a cache path on the read-only root filesystem).
+The one source of truth for both sides. :mod:`.manifests` builds the pod's security context,
+volumes and environment from these constants; ``images/trainer/Dockerfile`` and
+``images/sidecar/Dockerfile`` repeat them in ``USER``, ``ENV`` and ``VOLUME``, and
+``tests/kubernetes_offline/test_images.py`` parses both Dockerfiles and the rendered Job and fails
+when they drift (a user the image has no files for, a cache path on the read-only root filesystem).
 """
 
 from __future__ import annotations
