@@ -17,9 +17,7 @@ import yaml
 
 from arkor_ops.backends.kubernetes.manifests import build_run, job_name
 from arkor_ops.backends.kubernetes.settings import KubernetesSettings
-from arkor_ops.cli.validate import load_any_config
-from arkor_ops.errors import ConfigError
-from arkor_ops.loader import EntryError
+from arkor_ops.cli.validate import load_or_report
 
 
 def register(sub: Any) -> None:
@@ -37,16 +35,9 @@ def register(sub: Any) -> None:
 
 def run_render(args: argparse.Namespace) -> int:
     """Print the run's Job and ConfigMap; exit 1 for an invalid config."""
-    try:
-        config = load_any_config(args.config)
-    except ConfigError as exc:
-        print(f"{args.config}: invalid config", file=sys.stderr)
-        for path, msg in exc.problems:
-            print(f"  {path or '<root>'}: {msg}", file=sys.stderr)
-        return 1
-    except EntryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    config = load_or_report(args.config)
+    if isinstance(config, int):
+        return config
     name = args.name or job_name(config.name, "render")
     objects = build_run(config, KubernetesSettings(), name=name, storage_uri=args.storage_uri)
     yaml.safe_dump_all([objects.job, objects.config_map], sys.stdout, sort_keys=False)
