@@ -182,8 +182,9 @@ def build_deployments(
     return out
 
 
-def from_env() -> list[RunnerDeployment]:
-    """The deployments configured by the environment (see the module docstring)."""
+def from_env(suffix: str = "") -> list[RunnerDeployment]:
+    """The deployments configured by the environment (see the module docstring); ``suffix`` is
+    appended to their names."""
     from arkor_ops.loader import load_config_data
 
     config_path = os.environ.get("ARKOR_RETRAIN_CONFIG")
@@ -196,6 +197,7 @@ def from_env() -> list[RunnerDeployment]:
         retrain_gate=gate,
         watched=[u for u in watched if u],
         cron=os.environ.get("ARKOR_RETRAIN_CRON", DEFAULT_CRON),
+        suffix=suffix,
     )
 
 
