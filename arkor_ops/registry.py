@@ -53,6 +53,7 @@ from arkor_ops.config import BlobDataset, HuggingFaceDataset, S3Dataset, Trainer
 from arkor_ops.config import split_url_credentials as _public_url
 from arkor_ops.errors import RegistryError, StorageError
 from arkor_ops.events import Event, TrainingLog, TrainingResumed, TrainingStarted
+from arkor_ops.settings import secret_values
 from arkor_ops.storage import MANIFEST_NAME, Storage, join_uri, open_storage
 
 log = logging.getLogger(__name__)
@@ -64,15 +65,6 @@ STEP_METRICS = {"train_loss": "loss", "eval_loss": "eval_loss", "learning_rate":
 #: The adapter's folder among the run's artifacts (the model version's source).
 ADAPTER_PATH = "adapter"
 LOSS_IMAGE = "loss.png"
-#: Environment variables whose values must never reach MLflow.
-SECRET_ENV = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "HF_TOKEN",
-    "MLFLOW_TRACKING_PASSWORD",
-    "MLFLOW_TRACKING_TOKEN",
-)
 _BATCH = 1000  # MLflow's log_batch limit on metrics; params go 100 at a time
 
 
@@ -318,7 +310,7 @@ def _download_adapter(storage: Storage, final_uri: str, manifest: Manifest, dest
 
 def _secrets(config: TrainerConfig) -> list[str]:
     values = list(config.secret_env().values())
-    values += [os.environ[k] for k in SECRET_ENV if os.environ.get(k)]
+    values += secret_values()
     return [v for v in values if len(v) >= 8]
 
 

@@ -33,7 +33,7 @@ import boto3
 
 from arkor_ops import create_async_trainer
 from arkor_ops.backends.kubernetes import KubernetesBackend
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
+from arkor_ops.settings import KubernetesSettings
 from tests.fixtures.s3 import S3Server, free_port, start_moto
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))

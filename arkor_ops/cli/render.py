@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 
 from arkor_ops.backends.kubernetes.manifests import build_run, job_name
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 from arkor_ops.cli.validate import load_or_report
+from arkor_ops.settings import KubernetesSettings
 
 
 def register(sub: Any) -> None:

@@ -271,9 +271,9 @@ async def test_reaper_leaves_jobs_of_flow_runs_it_does_not_know_alone(
     """A flow-run id this Prefect server does not know is another server's run (two servers
     sharing a namespace), or a label set by hand: never an orphan."""
     from arkor_ops.backends.kubernetes import KubernetesBackend
-    from arkor_ops.backends.kubernetes.settings import KubernetesSettings
     from arkor_ops.config import validate_config
     from arkor_ops.flows.reaper import reap_orphans
+    from arkor_ops.settings import KubernetesSettings
 
     settings = KubernetesSettings().model_copy(
         update={"node_selector": {"arkor-ops.dev/pool": "nowhere"}}  # its pod stays Pending
@@ -305,9 +305,9 @@ async def test_reaper_deletes_the_secret_of_a_run_that_ended_unfollowed(
     from pydantic import SecretStr
 
     from arkor_ops.backends.kubernetes import KubernetesBackend
-    from arkor_ops.backends.kubernetes.settings import KubernetesSettings
     from arkor_ops.config import validate_config
     from arkor_ops.flows.reaper import reap_orphans
+    from arkor_ops.settings import KubernetesSettings
 
     settings = KubernetesSettings().model_copy(
         update={

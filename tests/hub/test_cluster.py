@@ -19,8 +19,8 @@ import pytest
 from arkor_ops import create_async_trainer
 from arkor_ops.backends.kubernetes import KubernetesBackend
 from arkor_ops.backends.kubernetes.diagnostics import current_pod
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 from arkor_ops.eventlog import iter_log_lines
+from arkor_ops.settings import KubernetesSettings
 from arkor_ops.storage import MANIFEST_NAME, RunLayout, join_uri
 from tests.fixtures.cluster import K8sCluster
 from tests.fixtures.hub import DATASET_ID, HubTarget

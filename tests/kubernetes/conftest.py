@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from arkor_ops.backends.kubernetes import KubernetesBackend
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
+from arkor_ops.settings import KubernetesSettings
 from tests.fixtures.cluster import K8sCluster
 from tests.fixtures.s3 import S3Server
 from tests.kubernetes.helpers import (

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
+from arkor_ops.settings import KubernetesSettings
 from tests.fixtures.cluster import K8sCluster
 from tests.fixtures.s3 import S3Server
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from arkor_ops.backends.kubernetes import KubernetesBackend
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 from arkor_ops.config import validate_config
 from arkor_ops.errors import BackendError, QuotaExceededError
+from arkor_ops.settings import KubernetesSettings
 from tests.fixtures.cluster import K8sCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.timeout(300)]

@@ -19,10 +19,10 @@ import pytest
 from arkor_ops import create_async_trainer
 from arkor_ops.backends.kubernetes import KubernetesBackend
 from arkor_ops.backends.kubernetes.cancel import record_uri
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 from arkor_ops.config import validate_config
 from arkor_ops.errors import JobNotFoundError
 from arkor_ops.events import TERMINAL_TYPES
+from arkor_ops.settings import KubernetesSettings
 from tests.fixtures.cluster import K8sCluster
 from tests.kubernetes.test_adopt import NOWHERE
 from tests.kubernetes.test_cli import cli

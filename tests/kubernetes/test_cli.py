@@ -12,7 +12,7 @@ import pytest
 
 from arkor_ops import create_async_trainer
 from arkor_ops.backends.kubernetes import KubernetesBackend
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
+from arkor_ops.settings import KubernetesSettings
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.train, pytest.mark.timeout(600)]
 

@@ -23,9 +23,9 @@ import pytest
 from arkor_ops import create_async_trainer
 from arkor_ops.backends.kubernetes import KubernetesBackend
 from arkor_ops.backends.kubernetes.diagnostics import current_pod
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 from arkor_ops.eventlog import iter_log_lines
 from arkor_ops.events import TERMINAL_TYPES, Frame
+from arkor_ops.settings import KubernetesSettings
 from tests.fixtures.cluster import K8sCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.train, pytest.mark.timeout(900)]

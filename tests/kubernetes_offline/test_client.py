@@ -8,8 +8,8 @@ import pytest
 from kubernetes import client
 
 from arkor_ops.backends.kubernetes.client import bearer_header, httpx_client, load_configuration
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 from arkor_ops.errors import BackendError
+from arkor_ops.settings import KubernetesSettings
 
 KUBECONFIG = """
 apiVersion: v1

@@ -11,11 +11,11 @@ from typing import Any
 
 from arkor_ops.backends.kubernetes import manifests as m
 from arkor_ops.backends.kubernetes.diagnostics import Diagnosis
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 from arkor_ops.backends.kubernetes.stream import replay_frames
 from arkor_ops.config import validate_config
 from arkor_ops.evaluation import validate_evaluation_config
 from arkor_ops.events import EvaluationFailed, parse_event
+from arkor_ops.settings import KubernetesSettings
 
 TOKEN = "blob-token-do-not-leak"
 

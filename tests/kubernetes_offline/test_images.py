@@ -17,8 +17,8 @@ import pytest
 
 from arkor_ops.backends.kubernetes import images
 from arkor_ops.backends.kubernetes import manifests as m
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 from arkor_ops.config import validate_config
+from arkor_ops.settings import KubernetesSettings
 
 IMAGES = Path(__file__).resolve().parents[2] / "images"
 

@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 
 from arkor_ops.backends.kubernetes import manifests as m
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 from arkor_ops.config import validate_config
+from arkor_ops.settings import KubernetesSettings
 
 BASE = Path(__file__).resolve().parents[2] / "k8s" / "base"
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from arkor_ops.backends.kubernetes import manifests as m
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 from arkor_ops.config import validate_config
+from arkor_ops.settings import KubernetesSettings
 
 TOKEN = "blob-token-do-not-leak"
 HF = "hf_secret_do_not_leak"

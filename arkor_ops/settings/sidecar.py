@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from arkor_ops.settings.run import DEFAULT_SIDECAR_PORT, RunSettings
 
 
-class SidecarSettings(BaseSettings):
-    """Environment of `python -m arkor_ops.sidecar` (all variables start with ``ARKOR_``)."""
+class SidecarSettings(RunSettings):
+    """Environment of `python -m arkor_ops.sidecar`: the run's (above) plus these ``ARKOR_*``."""
 
-    model_config = SettingsConfigDict(env_prefix="ARKOR_", extra="ignore", frozen=True)
-
-    job_id: str = Field(min_length=1, description="The run whose events are served.")
-    event_log: Path = Field(
-        default=Path("/var/run/arkor/events.jsonl"),
-        description="The event log the trainer writes (JSON Lines).",
-    )
-    storage_uri: str = Field(
-        pattern=r"^(s3|file)://",
-        description="`s3://bucket/prefix` or `file:///path`; the log is persisted to "
-        "`{uri}/{job_id}/events.jsonl`.",
-    )
     sidecar_host: str = Field(default="0.0.0.0", description="Address to listen on.")  # noqa: S104
-    sidecar_port: int = Field(default=8377, ge=0, le=65535, description="TCP port to listen on.")
+    sidecar_port: int = Field(
+        default=DEFAULT_SIDECAR_PORT, ge=0, le=65535, description="TCP port to listen on."
+    )
     ping_seconds: float = Field(
         default=15.0, gt=0, le=3600, description="Seconds between `ping` keepalives when idle."
     )

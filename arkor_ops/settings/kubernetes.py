@@ -7,10 +7,13 @@ Lists and mappings are JSON in the environment, e.g.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from arkor_ops.settings.run import DEFAULT_SIDECAR_PORT
 
 DEFAULT_TOLERATIONS: tuple[dict[str, str], ...] = (
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
@@ -68,7 +71,9 @@ class KubernetesSettings(BaseSettings):
         min_length=1,
         description="Sidecar container command.",
     )
-    sidecar_port: int = Field(default=8377, ge=1, le=65535, description="Sidecar HTTP port.")
+    sidecar_port: int = Field(
+        default=DEFAULT_SIDECAR_PORT, ge=1, le=65535, description="Sidecar HTTP port."
+    )
     env: dict[str, str] = Field(
         default_factory=dict,
         description="Extra non-secret environment for the trainer (e.g. `HF_HUB_OFFLINE`).",
@@ -187,3 +192,19 @@ class KubernetesSettings(BaseSettings):
         description="Node directory (hostPath) shared by a node's runs as the model and Hub "
         "cache, so a model is downloaded once per node; default: per pod (`emptyDir`).",
     )
+
+
+class KubeconfigSettings(BaseSettings):
+    """The kubeconfig that kubectl would use (``KUBECONFIG``, no prefix)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    kubeconfig: str = Field(
+        default="",
+        validation_alias="KUBECONFIG",
+        description="kubectl's list of kubeconfig files; the first one is used.",
+    )
+
+    def first_path(self) -> str:
+        """The first file of the list ("" when unset)."""
+        return self.kubeconfig.split(os.pathsep)[0]
