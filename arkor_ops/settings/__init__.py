@@ -12,6 +12,7 @@ One package, one module per group, because the groups together pass 400 lines:
 | S3 | :class:`S3Settings` | ``ARKOR_S3_ENDPOINT_URL``, ``AWS_REGION``, … |
 | backend choice | :class:`BackendChoiceSettings` | ``ARKOR_BACKEND`` |
 | flows | :class:`FlowSettings`, :class:`FlowRunSettings` | ``ARKOR_RETRAIN_*``, … |
+| registry | :class:`MlflowRegistrySettings` | ``MLFLOW_TRACKING_URI``, ``ARKOR_REGISTRY_*`` |
 
 Secret variables are listed once (:data:`SECRET_ENV`); :func:`secret_values` gives their values
 for redaction. :func:`read` builds a group from the environment (or a given mapping) and raises
@@ -33,6 +34,7 @@ from arkor_ops.settings.flows import (
 )
 from arkor_ops.settings.kubernetes import KubeconfigSettings, KubernetesSettings
 from arkor_ops.settings.local import LocalSettings
+from arkor_ops.settings.registry import MlflowRegistrySettings
 from arkor_ops.settings.run import (
     CANCEL_ANNOTATION,
     DATASET_TOKEN_ENV,
@@ -63,6 +65,7 @@ __all__ = [
     "KubeconfigSettings",
     "KubernetesSettings",
     "LocalSettings",
+    "MlflowRegistrySettings",
     "RunSettings",
     "S3Settings",
     "SettingsError",

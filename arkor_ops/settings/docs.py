@@ -21,6 +21,7 @@ from arkor_ops.settings._common import env_names
 from arkor_ops.settings.flows import BackendChoiceSettings, FlowSettings
 from arkor_ops.settings.kubernetes import KubernetesSettings
 from arkor_ops.settings.local import LocalSettings
+from arkor_ops.settings.registry import MlflowRegistrySettings
 from arkor_ops.settings.run import RunSettings
 from arkor_ops.settings.s3 import S3Settings
 from arkor_ops.settings.secrets import SECRET_ENV
@@ -37,6 +38,7 @@ GROUPS: dict[str, type[BaseSettings]] = {
     "s3": S3Settings,
     "backend": BackendChoiceSettings,
     "flows": FlowSettings,
+    "registry": MlflowRegistrySettings,
 }
 #: Every table :func:`render` knows: the groups, then the list of secret variables.
 NAMES = (*GROUPS, "secrets")
