@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_origin
 
 from pydantic import AliasChoices, ValidationError
 from pydantic_settings import BaseSettings
@@ -87,11 +88,23 @@ def _from_mapping(cls: type[S], env: Mapping[str, str], overrides: dict[str, Any
             value = upper.get(name.upper())
             if value is None or (ignore_empty and not value.strip()):
                 continue
-            data[field if cls.model_fields[field].validation_alias is None else name] = value
+            key = field if cls.model_fields[field].validation_alias is None else name
+            data[key] = _decode(cls, field, value)
             break
     data.update(overrides)
     # model_validate skips the environment sources: ``data`` is all there is
     return cls.model_validate(data)
+
+
+def _decode(cls: type[BaseSettings], field: str, value: str) -> Any:
+    """Lists and mappings are JSON in the environment, as pydantic-settings reads them."""
+    origin = get_origin(cls.model_fields[field].annotation)
+    if origin in (dict, list, tuple, set, frozenset):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value  # validation then names the variable
+    return value
 
 
 def environ() -> Mapping[str, str]:

@@ -91,3 +91,11 @@ def test_only_the_settings_package_reads_the_environment() -> None:
             if re.search(r"\bos\.(environ|getenv)\b", code) and "not config" not in line:
                 offenders.append(f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_a_mapping_is_read_like_the_environment() -> None:
+    env = {"ARKOR_K8S_NODE_SELECTOR": '{"pool": "a100"}', "ARKOR_K8S_IMAGE_PULL_SECRETS": '["r"]'}
+    settings = read(KubernetesSettings, env)
+    assert settings.node_selector == {"pool": "a100"} and settings.image_pull_secrets == ("r",)
+    with pytest.raises(SettingsError, match="ARKOR_K8S_NODE_SELECTOR"):
+        read(KubernetesSettings, {"ARKOR_K8S_NODE_SELECTOR": "pool=a100"})
