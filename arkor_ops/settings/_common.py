@@ -1,4 +1,4 @@
-"""What every settings group shares: the base class, reading from a mapping, error messages."""
+"""What the settings groups share: reading the environment or a mapping; errors that name it."""
 
 from __future__ import annotations
 
