@@ -17,7 +17,7 @@ import yaml
 
 from arkor_ops.backends.kubernetes.manifests import build_run, job_name
 from arkor_ops.cli.validate import load_or_report
-from arkor_ops.settings import KubernetesSettings
+from arkor_ops.settings import KubernetesSettings, SettingsError, read
 
 
 def register(sub: Any) -> None:
@@ -38,7 +38,12 @@ def run_render(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if isinstance(config, int):
         return config
+    try:
+        settings = read(KubernetesSettings, what="Kubernetes settings")
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     name = args.name or job_name(config.name, "render")
-    objects = build_run(config, KubernetesSettings(), name=name, storage_uri=args.storage_uri)
+    objects = build_run(config, settings, name=name, storage_uri=args.storage_uri)
     yaml.safe_dump_all([objects.job, objects.config_map], sys.stdout, sort_keys=False)
     return 0

@@ -49,3 +49,12 @@ def test_render_names_the_bad_field_and_prints_nothing(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "lora.r" in captured.err
+
+
+def test_a_bad_setting_is_named_by_its_variable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ARKOR_K8S_CANCEL_GRACE_SECONDS", "soon")
+    assert main(["render", str(write(tmp_path))]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "ARKOR_K8S_CANCEL_GRACE_SECONDS" in captured.err
