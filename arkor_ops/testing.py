@@ -32,7 +32,7 @@ import json
 import threading
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 import httpx
@@ -167,6 +167,10 @@ class FakeBackend(Backend):
         job_id: the id of the job that ``submit`` creates.
         submit_faults: answers for the first submits (then 201).
         cancel_faults: answers for the first cancels (then 200).
+        flow_run_id: the flow run its job belongs to (:meth:`jobs_by_flow_run`).
+
+    The server runs until :meth:`close` (or the end of a ``with`` block); :meth:`aclose`, which
+    code under test calls when it is done with a backend, leaves it running for the test.
     """
 
     def __init__(
@@ -177,8 +181,10 @@ class FakeBackend(Backend):
         job_id: str = "fake-job-1",
         submit_faults: Iterable[Fault] = (),
         cancel_faults: Iterable[Fault] = (),
+        flow_run_id: str | None = None,
     ) -> None:
         self.job_id = job_id
+        self.flow_run_id = flow_run_id
         self.connections = list(connections)
         self.submit_faults = list(submit_faults)
         self.cancel_faults = list(cancel_faults)
@@ -242,6 +248,25 @@ class FakeBackend(Backend):
         self.close()
 
     # -- Backend ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Self:
+        """A fake with the given constructor arguments (it reads no environment)."""
+        return cls(**overrides)
+
+    def job_id_for(self, config: TrainerConfig, idempotency_key: str) -> str | None:
+        """The fake's one job id, whatever the key."""
+        return self.job_id
+
+    async def list_jobs(self) -> list[JobDescription]:
+        """The fake's job, once submitted."""
+        return [] if self.job is None else [await self.describe(self.job_id)]
+
+    async def jobs_by_flow_run(self) -> dict[str, str]:
+        """``{job id: flow run id}`` once the job is submitted, when a flow run was given."""
+        if self.job is None or self.flow_run_id is None:
+            return {}
+        return {self.job_id: self.flow_run_id}
 
     async def submit(
         self, config: TrainerConfig, *, idempotency_key: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from arkor_ops.backends.base import Backend
 from arkor_ops.errors import BackendError
@@ -16,17 +17,21 @@ _BACKENDS = {
 __all__ = ["BACKEND_ENV", "Backend", "resolve_backend"]
 
 
-def resolve_backend(name: str | None = None) -> Backend:
-    """The backend called ``name``, built from the environment.
+def resolve_backend(name: str | None = None, **overrides: Any) -> Backend:
+    """The backend called ``name``, built from the environment: the one factory of backends.
 
     Args:
         name: ``"local"`` or ``"kubernetes"``; default: ``$ARKOR_BACKEND``, else ``"local"``.
+        **overrides: passed to the backend's :meth:`~Backend.from_env`: its settings
+            (``namespace=``, ``active_deadline_seconds=`` on Kubernetes; ``runs_dir=`` locally)
+            and ``flow_run_id=``, the Prefect flow run its jobs belong to.
 
     Returns:
-        A new backend, made with its ``from_env()`` constructor.
+        A new backend, made with its ``from_env()`` constructor; close it (``async with``).
 
     Raises:
-        BackendError: the name is unknown, or that backend is not available in this install.
+        BackendError: the name is unknown, that backend is not available in this install, or
+            an override is not one of its settings.
     """
     chosen = (name or default_backend("local")).strip().lower()
     if chosen not in _BACKENDS:
@@ -42,6 +47,5 @@ def resolve_backend(name: str | None = None) -> Backend:
         raise BackendError(
             f"the {chosen!r} backend is not available: {module_name} is missing from this install"
         ) from exc
-    cls = getattr(module, class_name)
-    backend: Backend = cls.from_env()
-    return backend
+    cls: type[Backend] = getattr(module, class_name)
+    return cls.from_env(**overrides)

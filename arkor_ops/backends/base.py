@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from types import TracebackType
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -64,7 +65,27 @@ class JobDescription(BaseModel):
 
 
 class Backend(ABC):
-    """Runs training jobs and serves their events."""
+    """Runs training jobs and serves their events.
+
+    A backend is an async context manager: ``async with resolve_backend() as backend:`` closes
+    what it holds (:meth:`aclose`) on the way out. Callers never ask which backend they have:
+    everything a caller may need is a method here, with a harmless default where a backend has
+    nothing to offer.
+    """
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Self:
+        """The backend configured by the environment, with ``overrides`` applied on top.
+
+        Args:
+            **overrides: settings of this backend (e.g. ``namespace=`` on Kubernetes), and
+                ``flow_run_id=``, the Prefect flow run the jobs it submits belong to.
+
+        Raises:
+            BackendError: an override or a variable is invalid (named in the message), or this
+                backend cannot be built from the environment.
+        """
+        raise BackendError(f"{cls.__name__} cannot be built from the environment")
 
     @abstractmethod
     async def submit(
@@ -140,5 +161,35 @@ class Backend(ABC):
         """
         return []
 
+    def job_id_for(self, config: TrainerConfig, idempotency_key: str) -> str | None:
+        """The id that submitting ``config`` with ``idempotency_key`` gives (or gave) its job,
+        without contacting anything; None when this backend cannot tell in advance."""
+        return None
+
+    async def list_jobs(self) -> list[JobDescription]:
+        """Every run this backend knows, newest first (what ``arkor-ops list`` prints).
+
+        Raises:
+            BackendError: this backend cannot list its runs.
+        """
+        raise BackendError(f"{type(self).__name__} cannot list runs")
+
+    async def jobs_by_flow_run(self) -> dict[str, str]:
+        """``{job id: flow run id}`` of the runs that record the Prefect flow run they belong
+        to (on Kubernetes, the ``arkor-ops.dev/flow-run-id`` label): how the reaper finds runs
+        of flow runs it never heard of. Empty by default (no run records one)."""
+        return {}
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections and processes held by the backend object itself."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

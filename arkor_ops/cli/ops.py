@@ -3,8 +3,8 @@
 
 They act on runs that already exist, through the :class:`~arkor_ops.backends.base.Backend`
 interface. The backend is ``--backend``, else ``$ARKOR_BACKEND``, else ``kubernetes`` (these
-are the commands an operator runs against the cluster). ``list`` needs a backend with
-``list_jobs()`` (Kubernetes has it). Exit codes: 0 ok, 1 the run failed or was not found,
+are the commands an operator runs against the cluster), with ``--namespace`` as its override;
+each command closes it when done. Exit codes: 0 ok, 1 the run failed or was not found,
 2 the backend refused (permissions, configuration).
 """
 
@@ -14,7 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,8 +24,8 @@ from rich.table import Table
 from arkor_ops.backends import resolve_backend
 from arkor_ops.backends.base import Backend, JobDescription
 from arkor_ops.checkpoints import CheckpointInfo, list_checkpoints
-from arkor_ops.errors import ArkorOpsError, BackendError, JobNotFoundError, StreamError
-from arkor_ops.settings import BACKEND_ENV, KubernetesSettings, default_backend, read
+from arkor_ops.errors import ArkorOpsError, JobNotFoundError, StreamError
+from arkor_ops.settings import BACKEND_ENV, default_backend
 
 
 def register(sub: Any) -> None:
@@ -58,23 +58,24 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run_cancel)
 
 
-def make_backend(args: argparse.Namespace) -> Backend:
+def _backend(args: argparse.Namespace) -> Backend:
     """The backend the command acts on."""
     name = args.backend or default_backend("kubernetes")
     namespace = getattr(args, "namespace", None)
-    if namespace and name.strip().lower() == "kubernetes":
-        from arkor_ops.backends.kubernetes import KubernetesBackend
-
-        what = "Kubernetes settings"
-        settings = read(KubernetesSettings, namespace=namespace, error=BackendError, what=what)
-        return KubernetesBackend(settings)
-    return resolve_backend(name)
+    kubernetes = name.strip().lower() == "kubernetes"
+    return resolve_backend(name, **({"namespace": namespace} if namespace and kubernetes else {}))
 
 
-def _run(args: argparse.Namespace, body: Any) -> int:
+def _run(args: argparse.Namespace, body: Callable[[Backend], Awaitable[int]]) -> int:
+    """Run ``body`` with the command's backend, closed afterwards; the exit code."""
+
+    async def main() -> int:
+        async with _backend(args) as backend:
+            return await body(backend)
+
     err = Console(stderr=True)
     try:
-        code: int = asyncio.run(body(make_backend(args)))
+        code: int = asyncio.run(main())
     except JobNotFoundError as exc:
         err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         return 1
@@ -123,14 +124,7 @@ def run_list(args: argparse.Namespace) -> int:
     """Print the runs of the namespace."""
 
     async def body(backend: Backend) -> int:
-        try:
-            lister = getattr(backend, "list_jobs", None)
-            if lister is None:
-                Console(stderr=True).print(f"{type(backend).__name__} cannot list runs")
-                return 2
-            rows: list[JobDescription] = await lister()
-        finally:
-            await backend.aclose()
+        rows = await backend.list_jobs()
         Console().print(jobs_table(rows))
         return 0
 
@@ -169,10 +163,7 @@ def run_checkpoints(args: argparse.Namespace) -> int:
     """Print a run's committed checkpoints (``--json``: with the ref another run starts from)."""
 
     async def body(backend: Backend) -> int:
-        try:
-            rows = await list_checkpoints(backend, args.job)
-        finally:
-            await backend.aclose()
+        rows = await list_checkpoints(backend, args.job)
         if args.json:
             data = [{**c.model_dump(mode="json", by_alias=True), "ref": c.ref()} for c in rows]
             print(json.dumps(data, indent=2))
@@ -189,10 +180,7 @@ def run_status(args: argparse.Namespace) -> int:
     """Print one run's status; exit 1 when it failed."""
 
     async def body(backend: Backend) -> int:
-        try:
-            d = await backend.describe(args.job)
-        finally:
-            await backend.aclose()
+        d = await backend.describe(args.job)
         if args.json:
             print(d.model_dump_json(indent=2))
         else:
@@ -321,10 +309,7 @@ def run_logs(args: argparse.Namespace) -> int:
     """Print the run's events (``-f``: until it ends)."""
 
     async def body(backend: Backend) -> int:
-        try:
-            return await follow(backend, args.job, follow=args.follow, out=Console())
-        finally:
-            await backend.aclose()
+        return await follow(backend, args.job, follow=args.follow, out=Console())
 
     return _run(args, body)
 
@@ -333,10 +318,7 @@ def run_cancel(args: argparse.Namespace) -> int:
     """Cancel a run and wait until it stopped."""
 
     async def body(backend: Backend) -> int:
-        try:
-            await backend.cancel(args.job)
-        finally:
-            await backend.aclose()
+        await backend.cancel(args.job)
         Console(highlight=False).print(f"{args.job}: cancelled")
         return 0
 

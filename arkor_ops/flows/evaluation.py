@@ -25,10 +25,11 @@ from typing import Any
 from prefect import runtime, task
 from prefect.logging import get_run_logger
 
+from arkor_ops.backends import resolve_backend
 from arkor_ops.config import AdapterRef, TrainerConfig
 from arkor_ops.evaluation import EvaluationConfig, EvaluationSpec
 from arkor_ops.flows.promotion import champion_scores, promotion_gate, record_scores
-from arkor_ops.flows.settings import BackendSettings, make_backend
+from arkor_ops.flows.settings import BackendSettings
 from arkor_ops.flows.training import _follow_unless_cancelled
 from arkor_ops.promotion import PromotionSettings, Scores
 
@@ -117,8 +118,8 @@ async def evaluate_adapter(
 
     log = get_run_logger()
     flow_run_id = runtime.flow_run.id
-    backend = make_backend(settings, str(flow_run_id) if flow_run_id else None)
-    try:
+    overrides = settings.overrides(str(flow_run_id) if flow_run_id else None)
+    async with resolve_backend(settings.backend, **overrides) as backend:
         evaluator = AsyncEvaluator(config, backend=backend, idempotency_key=idempotency_key)
         eval_job = await evaluator.start()
         log.info("Evaluation %s: job %s", label, eval_job)
@@ -132,8 +133,6 @@ async def evaluate_adapter(
                 f"{result.error or result.job.error or 'no error reported'}"
             )
         samples = await evaluator.samples()
-    finally:
-        await backend.aclose()
     metrics = {k: v for k, v in result.metrics.items() if v is not None}
     log.info("Evaluation %s: %s", label, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return {"job_id": result.job.id, "metrics": metrics, "samples": samples, "uri": result.uri}

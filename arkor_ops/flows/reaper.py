@@ -3,10 +3,11 @@
 The backstop for a cancellation hook that failed or never ran (a runner killed with SIGKILL, a
 lost connection). Two sweeps, both ending in ``backend.cancel(job_id)``:
 
-* active Kubernetes Jobs labelled ``arkor-ops.dev/flow-run-id`` whose flow run this Prefect
-  server reports in a terminal state; finished Jobs hold no pod and are left to their TTL;
+* active runs that record their flow run (``backend.jobs_by_flow_run()``: Kubernetes Jobs
+  labelled ``arkor-ops.dev/flow-run-id``, local runs whose state names it) whose flow run this
+  Prefect server reports in a terminal state; finished Jobs hold no pod and are left to their TTL;
 * runs of recently ended ``fine-tune`` flow runs, named from the flow run id (their idempotency
-  key), that are still active: this covers local runs, which carry no label.
+  key, ``backend.job_id_for()``), that are still active: this covers runs that record none.
 
 A flow-run id this server does not know is not an orphan: it may belong to another Prefect
 server sharing the namespace, whose own reaper owns it, or be a label set by hand (see
@@ -37,9 +38,11 @@ from prefect.client.schemas.objects import StateType
 from prefect.exceptions import ObjectNotFound
 from prefect.logging import get_run_logger
 
+from arkor_ops.backends import resolve_backend
+from arkor_ops.backends.base import Backend
 from arkor_ops.config import TrainerConfig
-from arkor_ops.flows.jobs import job_id_for, labelled_jobs, run_is_active
-from arkor_ops.flows.settings import BackendSettings, make_backend
+from arkor_ops.flows.jobs import run_is_active
+from arkor_ops.flows.settings import BackendSettings
 from arkor_ops.flows.training import with_dataset
 
 DEFAULT_BACKEND = BackendSettings()
@@ -72,10 +75,10 @@ async def ended_flow_runs(client: Any, since: datetime) -> list[Any]:
     )
 
 
-async def orphans(client: Any, backend: Any, lookback: timedelta) -> dict[str, str]:
+async def orphans(client: Any, backend: Backend, lookback: timedelta) -> dict[str, str]:
     """``{job_id: flow_run_id}`` of active runs whose flow run has ended."""
     found: dict[str, str] = {}
-    for job_id, flow_run_id in (await labelled_jobs(backend)).items():
+    for job_id, flow_run_id in (await backend.jobs_by_flow_run()).items():
         if await flow_run_ended(client, flow_run_id) and await run_is_active(backend, job_id):
             found[job_id] = flow_run_id
     for run in await ended_flow_runs(client, datetime.now(UTC) - lookback):
@@ -86,7 +89,7 @@ async def orphans(client: Any, backend: Any, lookback: timedelta) -> dict[str, s
             )
         except (KeyError, ValueError):
             continue
-        run_job = job_id_for(backend, config, str(run.id))
+        run_job = backend.job_id_for(config, str(run.id))
         if run_job and run_job not in found and await run_is_active(backend, run_job):
             found[run_job] = str(run.id)
     return found
@@ -103,9 +106,8 @@ async def reap_orphans(
         lookback_hours: how far back to look for ended flow runs (the label sweep has no limit).
     """
     log = get_run_logger()
-    runner = make_backend(backend)
     reaped: list[str] = []
-    try:
+    async with resolve_backend(backend.backend, **backend.overrides()) as runner:
         async with get_client() as client:
             found = await orphans(client, runner, timedelta(hours=lookback_hours))
         for job_id, flow_run_id in sorted(found.items()):
@@ -114,7 +116,5 @@ async def reap_orphans(
             reaped.append(job_id)
         for job_id in await runner.release_finished():
             log.info("Run %s has ended: freed what it no longer needs (its Secret)", job_id)
-    finally:
-        await runner.aclose()
     log.info("Reaped %d run(s)", len(reaped))
     return reaped

@@ -19,10 +19,11 @@ from typing import Any
 from prefect import task
 from prefect.logging import get_run_logger
 
+from arkor_ops.backends import resolve_backend
 from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import RegistryError, StreamError
 from arkor_ops.events import Event, parse_event
-from arkor_ops.flows.settings import BackendSettings, make_backend
+from arkor_ops.flows.settings import BackendSettings
 from arkor_ops.models import find_trained
 from arkor_ops.reconnect import ReconnectPolicy
 from arkor_ops.registry import RegistrySettings, register_run, registered_name
@@ -44,14 +45,13 @@ async def run_events(
     Raises:
         StreamError: the stream failed fatally, or once too often.
     """
-    backend = make_backend(settings)
     events: list[Event] = []
     last_id: str | None = None
     failures = 0
-    try:
+    async with resolve_backend(settings.backend, **settings.overrides()) as backend:
         while True:
             try:
-                async with contextlib.aclosing(backend.events(job_id, last_id)) as frames:
+                async with contextlib.aclosing(backend.events(job_id, last_id)) as frames:  # type: ignore[type-var]
                     async for frame in frames:
                         if frame.is_end:
                             return events
@@ -69,8 +69,6 @@ async def run_events(
                     raise
                 await policy.sleep(policy.delay(failures))
                 failures += 1
-    finally:
-        await backend.aclose()
 
 
 def final_adapter(result: dict[str, Any]) -> str:

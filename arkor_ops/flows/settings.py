@@ -1,5 +1,7 @@
 """Flow parameters that are not the trainer config: which backend runs the training.
 
+Tasks build their backend with ``resolve_backend(settings.backend, **settings.overrides(...))``.
+
 :class:`BackendSettings` is a flow parameter, so the Prefect UI renders it as a small typed form
 next to the trainer config. Everything it leaves unset comes from the environment of the process
 that runs the flow (``ARKOR_BACKEND``, ``KUBECONFIG``, ``ARKOR_STORAGE_URI``, …, all read by
@@ -12,8 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from arkor_ops.errors import BackendError
-from arkor_ops.settings import KubernetesSettings, default_backend, read
+from arkor_ops.settings import default_backend
 
 
 class BackendSettings(BaseModel):
@@ -44,24 +45,17 @@ class BackendSettings(BaseModel):
         """The backend name after applying the environment default."""
         return self.backend or default_backend("local")
 
-
-def make_backend(settings: BackendSettings, flow_run_id: str | None = None) -> Any:
-    """Build the backend that ``settings`` names, from the environment plus its overrides.
-
-    ``flow_run_id`` labels the run's Job (also for flows called directly, without a runner).
-    """
-    name = settings.resolved_name()
-    if name == "kubernetes":
-        from arkor_ops.backends.kubernetes import KubernetesBackend
-
-        overrides: dict[str, Any] = {}
-        if settings.namespace:
-            overrides["namespace"] = settings.namespace
-        if settings.active_deadline_seconds:
-            overrides["active_deadline_seconds"] = settings.active_deadline_seconds
-        what = "Kubernetes settings"
-        k8s = read(KubernetesSettings, error=BackendError, what=what, **overrides)
-        return KubernetesBackend(k8s, flow_run_id=flow_run_id)
-    from arkor_ops.backends import resolve_backend
-
-    return resolve_backend(name)
+    def overrides(self, flow_run_id: str | None = None) -> dict[str, Any]:
+        """What :func:`~arkor_ops.backends.resolve_backend` gets besides the name: the fields
+        set here that the chosen backend has (the Kubernetes ones on Kubernetes), and
+        ``flow_run_id``, which labels the run's Job (also for flows called directly, without a
+        runner)."""
+        found: dict[str, Any] = {}
+        if self.resolved_name() == "kubernetes":
+            if self.namespace:
+                found["namespace"] = self.namespace
+            if self.active_deadline_seconds:
+                found["active_deadline_seconds"] = self.active_deadline_seconds
+        if flow_run_id:
+            found["flow_run_id"] = flow_run_id
+        return found

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 from prefect import State, runtime, task
 from prefect.logging import get_run_logger
 from prefect.states import Cancelled
 
+from arkor_ops.backends import resolve_backend
+from arkor_ops.backends.base import Backend
 from arkor_ops.config import (
     FileDataset,
     HuggingFaceDataset,
@@ -38,11 +40,11 @@ from arkor_ops.config import (
     validate_config,
 )
 from arkor_ops.errors import BackendError
-from arkor_ops.flows.jobs import job_id_for
 from arkor_ops.flows.reporting import RunReporter
-from arkor_ops.flows.settings import BackendSettings, make_backend
+from arkor_ops.flows.settings import BackendSettings
 from arkor_ops.settings import FlowSettings, read
 from arkor_ops.storage import RunLayout, Storage
+from arkor_ops.trainer import AsyncTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -82,30 +84,29 @@ def cancel_check_seconds() -> float:
     return read(FlowSettings, what="flow settings").flow_cancel_check_seconds
 
 
+def _flow_run_id() -> str | None:
+    flow_run_id = runtime.flow_run.id
+    return str(flow_run_id) if flow_run_id else None
+
+
 def make_trainer(
     config: TrainerConfig,
-    settings: BackendSettings,
+    backend: Backend,
     idempotency_key: str,
     callbacks: dict[str, Any] | None = None,
-) -> Any:
-    """An async trainer for ``config`` on the backend ``settings`` names."""
-    from prefect import runtime
-
+) -> AsyncTrainer:
+    """An async trainer for ``config`` on ``backend`` (the caller closes the backend)."""
     from arkor_ops import create_async_trainer
 
-    flow_run_id = runtime.flow_run.id
     return create_async_trainer(
-        config,
-        backend=make_backend(settings, str(flow_run_id) if flow_run_id else None),
-        idempotency_key=idempotency_key,
-        callbacks=callbacks or {},
+        config, backend=backend, idempotency_key=idempotency_key, callbacks=callbacks or {}
     )
 
 
-async def run_storage(backend: Any, job_id: str) -> tuple[Storage, RunLayout] | None:
+async def run_storage(backend: Backend, job_id: str) -> tuple[Storage, RunLayout] | None:
     """The run's storage as this process reaches it, or None where the backend keeps none."""
     try:
-        return cast(tuple[Storage, RunLayout], await backend.run_storage(job_id))
+        return await backend.run_storage(job_id)
     except BackendError as exc:  # the fake backend; or the Job is gone and no prefix is set
         logger.debug("no run storage for %s: %s", job_id, exc)
         return None
@@ -116,8 +117,8 @@ async def start_training(
     config: TrainerConfig, settings: BackendSettings, idempotency_key: str
 ) -> str:
     """Submit the run (or adopt the one this key already created); returns its job id."""
-    trainer = make_trainer(config, settings, idempotency_key)
-    started = await trainer.start()
+    async with resolve_backend(settings.backend, **settings.overrides(_flow_run_id())) as backend:
+        started = await make_trainer(config, backend, idempotency_key).start()
     get_run_logger().info(
         "Training job %s submitted to the %s backend", started.job_id, settings.resolved_name()
     )
@@ -139,16 +140,17 @@ async def wait_for_training(
     """
     reporter = RunReporter(job_id, config.max_steps)
     await reporter.begin()
-    trainer = make_trainer(config, settings, idempotency_key, reporter.callbacks())
-    result = await _follow_unless_cancelled(trainer)
-    if result is None:
-        log = get_run_logger()
-        log.warning("Flow run cancelled: stopping training run %s", job_id)
-        await trainer.cancel()
-        message = f"Flow run cancelled: training run {job_id} stopped"
-        log.info(message)
-        return Cancelled(message=message)
-    await reporter.finish(result, await run_storage(trainer.backend, job_id))
+    async with resolve_backend(settings.backend, **settings.overrides(_flow_run_id())) as backend:
+        trainer = make_trainer(config, backend, idempotency_key, reporter.callbacks())
+        result = await _follow_unless_cancelled(trainer)
+        if result is None:
+            log = get_run_logger()
+            log.warning("Flow run cancelled: stopping training run %s", job_id)
+            await trainer.cancel()
+            message = f"Flow run cancelled: training run {job_id} stopped"
+            log.info(message)
+            return Cancelled(message=message)
+        await reporter.finish(result, await run_storage(backend, job_id))
     job = result.job
     if job.status == "failed":
         raise TrainingFailed(job.error or f"training job {job.id} failed")
@@ -214,9 +216,8 @@ async def stop_run(
     """Cancel the run created with ``idempotency_key`` (never creating one); True if found."""
     from arkor_ops.errors import JobNotFoundError
 
-    backend = make_backend(settings)
-    try:
-        job_id = job_id_for(backend, validate_config(config), idempotency_key)
+    async with resolve_backend(settings.backend, **settings.overrides()) as backend:
+        job_id = backend.job_id_for(validate_config(config), idempotency_key)
         if job_id is None:
             return False
         try:
@@ -224,5 +225,3 @@ async def stop_run(
         except JobNotFoundError:
             return False
         return True
-    finally:
-        await backend.aclose()

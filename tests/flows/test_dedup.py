@@ -72,7 +72,7 @@ async def test_a_new_version_of_the_dataset_is_trained(
     name = registered(s3_prefix, "etag-1")
     fake = use_fake(FakeBackend(scripted_events("dedup-new", steps=2), job_id="dedup-new"))
     # the registration reads the run's events from the same fake
-    monkeypatch.setattr(arkor_ops.flows.registry, "make_backend", lambda settings: fake)
+    monkeypatch.setattr(arkor_ops.flows.registry, "resolve_backend", lambda name=None, **kw: fake)
     state = await fine_tune(
         config=tiny_config("/data/train.jsonl", name=name),
         dataset_uri=DATASET,

@@ -1,8 +1,8 @@
 """The fine_tune flow's logic against the scripted FakeBackend (in this process, fast).
 
 The FakeBackend lives in this process, so the flow runs here too (called directly) and the
-tasks get the fake through ``arkor_ops.flows.training.make_backend``, the one seam for choosing
-a backend.
+tasks get the fake through ``arkor_ops.flows.training.resolve_backend``, the one seam for
+choosing a backend (the tasks close it; the fake's server outlives that, until the test ends).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def use_fake(prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[A
 
         fakes.append(fake)
         monkeypatch.setattr(
-            arkor_ops.flows.training, "make_backend", lambda settings, flow_run_id=None: fake
+            arkor_ops.flows.training, "resolve_backend", lambda name=None, **overrides: fake
         )
         return fake
 

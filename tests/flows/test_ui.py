@@ -82,7 +82,7 @@ async def test_flow_run_page_shows_three_artifacts_and_the_loss_curve(
 
     fake = FakeBackend(events(), job_id=JOB)
     monkeypatch.setattr(
-        arkor_ops.flows.training, "make_backend", lambda settings, flow_run_id=None: fake
+        arkor_ops.flows.training, "resolve_backend", lambda name=None, **overrides: fake
     )
     try:
         config = tiny_config("/data/support.jsonl", name="support-bot", maxSteps=8)

@@ -248,3 +248,35 @@ def test_invalid_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("ARKOR_STORAGE_URI", "ftp://somewhere")
     with pytest.raises(BackendError, match="ARKOR_STORAGE_URI"):
         resolve_backend("local")
+
+
+def test_resolve_backend_applies_overrides_and_refuses_unknown_ones(tmp_path: Path) -> None:
+    from arkor_ops.backends import resolve_backend
+    from arkor_ops.backends.local import LocalBackend
+    from arkor_ops.errors import BackendError
+
+    backend = resolve_backend("local", runs_dir=tmp_path / "runs", flow_run_id="flow-1")
+    assert isinstance(backend, LocalBackend)
+    assert (backend.runs_dir, backend.flow_run_id) == (tmp_path / "runs", "flow-1")
+    with pytest.raises(BackendError, match="local backend has no setting 'namespace'"):
+        resolve_backend("local", namespace="ml")
+
+
+async def test_runs_are_listed_and_name_their_flow_run(runs_dir: Path, dataset_file: Path) -> None:
+    from arkor_ops.backends.local import LocalBackend
+
+    config = validate_config(config_fields(dataset_file))
+    async with make_backend(runs_dir) as plain:
+        assert await plain.list_jobs() == []  # no runs folder yet
+        first = await create_async_trainer(config, backend=plain).wait()
+    settings = make_backend(runs_dir).settings
+    async with LocalBackend(settings, flow_run_id="flow-7") as labelled:
+        assert labelled.job_id_for(config, "flow-7") == job_id_for(config.name, "flow-7")
+        second = await create_async_trainer(
+            config, backend=labelled, idempotency_key="flow-7"
+        ).wait()
+        assert second.job.id == labelled.job_id_for(config, "flow-7")
+        listed = await labelled.list_jobs()
+        assert [d.job.id for d in listed] == [second.job.id, first.job.id]  # newest first
+        assert [d.job.status for d in listed] == ["completed", "completed"]
+        assert await labelled.jobs_by_flow_run() == {second.job.id: "flow-7"}

@@ -25,7 +25,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -47,7 +47,7 @@ from arkor_ops.errors import BackendError, JobNotFoundError, StorageError
 from arkor_ops.evaluation import EvaluationConfig
 from arkor_ops.eventlog import iter_log_lines
 from arkor_ops.events import TERMINAL_STATUS, TERMINAL_TYPES, Frame
-from arkor_ops.settings import FlowRunSettings, KubernetesSettings, S3Settings
+from arkor_ops.settings import FlowRunSettings, KubernetesSettings, S3Settings, read
 from arkor_ops.storage import FileStorage, RunLayout, S3Storage, Storage, s3_client_kwargs
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,21 @@ class KubernetesBackend(Backend):
         self._released: set[str] = set()
 
     @classmethod
-    def from_env(cls) -> KubernetesBackend:
-        """The backend configured by ``ARKOR_K8S_*`` variables."""
-        return cls(KubernetesSettings())
+    def from_env(cls, **overrides: Any) -> Self:
+        """The backend configured by ``ARKOR_K8S_*`` variables.
+
+        Args:
+            **overrides: :class:`~.settings.KubernetesSettings` fields that replace the
+                environment's (``namespace=``, ``active_deadline_seconds=``, …), and
+                ``flow_run_id`` (the label of the Jobs it submits).
+
+        Raises:
+            BackendError: a variable or override holds an invalid value, or names no setting.
+        """
+        flow_run_id = overrides.pop("flow_run_id", None)
+        what = "Kubernetes settings"
+        settings = read(KubernetesSettings, error=BackendError, what=what, **overrides)
+        return cls(settings, flow_run_id=flow_run_id)
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -461,6 +473,19 @@ class KubernetesBackend(Backend):
         except (StorageError, BackendError):
             return None
         return list(iter_log_lines(data))
+
+    def job_id_for(self, config: TrainerConfig, idempotency_key: str) -> str | None:
+        """The keyed run's Job name: derived from the run name and the key."""
+        return m.job_name(config.name, idempotency_key)
+
+    async def jobs_by_flow_run(self) -> dict[str, str]:
+        """``{Job name: flow run id}`` of the run Jobs labelled ``arkor-ops.dev/flow-run-id``.
+
+        Raises:
+            PermissionDeniedError: the credentials may not list Jobs.
+        """
+        jobs = await self.api.list_jobs(f"{m.SELECTOR},{m.FLOW_RUN_LABEL}")
+        return {j["metadata"]["name"]: j["metadata"]["labels"][m.FLOW_RUN_LABEL] for j in jobs}
 
     async def list_jobs(self) -> list[JobDescription]:
         """Every run in the namespace, newest first.

@@ -28,7 +28,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -66,22 +66,36 @@ class LocalBackend(Backend):
 
     Args:
         settings: where runs live and how processes start; default: from the environment.
+        flow_run_id: the Prefect flow run the runs it submits belong to (kept in their state).
     """
 
-    def __init__(self, settings: LocalSettings | None = None) -> None:
+    def __init__(
+        self, settings: LocalSettings | None = None, *, flow_run_id: str | None = None
+    ) -> None:
         self.settings = settings or LocalSettings()
+        self.flow_run_id = flow_run_id
         self.runs_dir = self.settings.runs_dir.expanduser().resolve()
         self.storage_uri = self.settings.storage_uri or f"file://{self.runs_dir}/storage"
         self._children: dict[str, dict[str, subprocess.Popen[bytes]]] = {}
 
     @classmethod
-    def from_env(cls) -> LocalBackend:
+    def from_env(cls, **overrides: Any) -> Self:
         """A backend configured from ``ARKOR_*`` environment variables.
 
+        Args:
+            **overrides: :class:`LocalSettings` fields that replace the environment's, and
+                ``flow_run_id`` (recorded in each run's state, see :meth:`jobs_by_flow_run`).
+
         Raises:
-            BackendError: a variable holds an invalid value (named in the message).
+            BackendError: a variable or override holds an invalid value, or names no setting.
         """
-        return cls(read(LocalSettings, error=BackendError, what="local backend settings"))
+        flow_run_id = overrides.pop("flow_run_id", None)
+        unknown = sorted(set(overrides) - set(LocalSettings.model_fields))
+        if unknown:
+            raise BackendError(f"the local backend has no setting {unknown[0]!r}")
+        what = "local backend settings"
+        settings = read(LocalSettings, error=BackendError, what=what, **overrides)
+        return cls(settings, flow_run_id=flow_run_id)
 
     def _run(self, job_id: str) -> runs.LocalRun:
         return runs.LocalRun(self.runs_dir / job_id, job_id, self.storage_uri, self._children)
@@ -179,6 +193,7 @@ class LocalBackend(Backend):
             "storageUri": self.storage_uri,
             "port": port,
             "status": "running",
+            "flowRunId": self.flow_run_id,
             "worker": runs.proc_info(worker.pid),
             "sidecar": runs.proc_info(sidecar.pid),
         }
@@ -204,6 +219,32 @@ class LocalBackend(Backend):
         raise BackendError(
             f"the sidecar did not answer within {self.settings.start_timeout_seconds} s"
         )
+
+    def job_id_for(self, config: TrainerConfig, idempotency_key: str) -> str | None:
+        """The keyed run's id: derived from the run name and the key (:func:`job_id_for`)."""
+        return job_id_for(config.name, idempotency_key)
+
+    # -- list ----------------------------------------------------------------------------
+
+    def _runs(self) -> list[runs.LocalRun]:
+        if not self.runs_dir.is_dir():
+            return []
+        dirs = sorted(p for p in self.runs_dir.iterdir() if (p / "state.json").is_file())
+        return [self._run(p.name) for p in dirs]
+
+    async def list_jobs(self) -> list[JobDescription]:
+        """Every run under the runs folder, newest first."""
+        found = await asyncio.to_thread(lambda: [run.describe() for run in self._runs()])
+        return sorted(found, key=lambda d: d.job.created_at or "", reverse=True)
+
+    async def jobs_by_flow_run(self) -> dict[str, str]:
+        """``{job id: flow run id}`` of the runs under the runs folder submitted with one."""
+
+        def collect() -> dict[str, str]:
+            ids = {run.job_id: run.load_state().get("flowRunId") for run in self._runs()}
+            return {job_id: str(flow_run) for job_id, flow_run in ids.items() if flow_run}
+
+        return await asyncio.to_thread(collect)
 
     # -- events, describe, cancel --------------------------------------------------------
 
