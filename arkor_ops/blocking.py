@@ -3,7 +3,8 @@
 ``Trainer`` and ``Evaluator`` wrap ``AsyncTrainer`` and ``AsyncEvaluator`` with one
 :class:`BlockingRunner` each. Its loop runs in a daemon thread started on first use, so a
 blocking call works from a plain script and from a thread that already runs an event loop (a
-notebook, a Prefect task); the loop stops when the runner is garbage-collected.
+notebook, a Prefect task). :meth:`BlockingRunner.close` finalizes the loop's async generators,
+stops it and joins its thread; a runner garbage-collected unclosed only stops its loop.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+_DRAINING: set[asyncio.Task[None]] = set()
 
 
 class _LoopThread:
@@ -34,10 +37,48 @@ class _LoopThread:
         finally:
             self.loop.close()
 
+    def close(self, timeout: float = 10) -> None:
+        """Cancel what still runs on the loop, finalize its async generators and executor, stop
+        it and join the thread."""
+        if self.loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError, TimeoutError):
+            asyncio.run_coroutine_threadsafe(_drain(), self.loop).result(timeout)
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+
     @staticmethod
     def stop(loop: asyncio.AbstractEventLoop) -> None:
+        """Drain the loop (see :func:`_drain`), then stop it; returns at once (the finalizer of
+        a runner garbage-collected unclosed, whatever thread that happens in)."""
+
+        def drain() -> None:
+            task = loop.create_task(_drain(stop=True))
+            _DRAINING.add(task)  # a task only weakly referenced by its loop may vanish
+            task.add_done_callback(_DRAINING.discard)
+
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(loop.stop)
+            loop.call_soon_threadsafe(drain)
+
+
+async def _drain(*, stop: bool = False) -> None:
+    """Let just-scheduled callbacks run (the ``aclose()`` of async generators that were garbage
+    collected), cancel every other task of the running loop, then finalize its async generators
+    and its default executor, as ``asyncio.run`` does before closing its loop; with ``stop``,
+    stop the loop afterwards."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    loop = asyncio.get_running_loop()
+    await loop.shutdown_asyncgens()
+    await loop.shutdown_default_executor()
+    if stop:
+        loop.stop()
 
 
 @dataclass(frozen=True)
@@ -59,6 +100,7 @@ class BlockingRunner:
         self._name = thread_name
         self._lock = threading.Lock()
         self._loop_thread: _LoopThread | None = None
+        self._closed = False
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """``coro``'s result, or the very exception it raised.
@@ -67,6 +109,9 @@ class BlockingRunner:
         loop (a trainer stops following the stream; the run itself goes on).
         """
         with self._lock:
+            if self._closed:
+                coro.close()
+                raise RuntimeError("this blocking object is closed")
             if self._loop_thread is None:
                 self._loop_thread = _LoopThread(self._name)
                 weakref.finalize(self, _LoopThread.stop, self._loop_thread.loop)
@@ -80,3 +125,19 @@ class BlockingRunner:
         if isinstance(outcome, _Raised):
             raise outcome.error  # the very object raised (futures would copy TimeoutError)
         return outcome
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Stop the loop thread (finalizing what still runs on it); later calls raise.
+
+        Closing twice, or a runner never used, is harmless.
+        """
+        with self._lock:
+            self._closed = True
+            loop_thread, self._loop_thread = self._loop_thread, None
+        if loop_thread is not None:
+            loop_thread.close()

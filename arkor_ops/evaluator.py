@@ -21,7 +21,8 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 from arkor_ops.backends.base import Backend, TrainingJob
 from arkor_ops.blocking import BlockingRunner
@@ -62,7 +63,11 @@ class EvaluationResult:
 
 
 class AsyncEvaluator:
-    """One evaluation job. Made by :func:`create_async_evaluator`."""
+    """One evaluation job. Made by :func:`create_async_evaluator`.
+
+    An async context manager that closes the backend it resolved itself (:meth:`aclose`), as
+    :class:`~arkor_ops.trainer.AsyncTrainer` does.
+    """
 
     def __init__(
         self,
@@ -78,6 +83,7 @@ class AsyncEvaluator:
             raise ValueError(f"unknown callback {sorted(unknown)[0]}; one of {_CALLBACKS}")
         self._config = config
         self._backend = backend
+        self._owned: Backend | None = None  # the backend it resolved itself, closed by aclose()
         self._callbacks = dict(callbacks or {})
         self._idempotency_key = idempotency_key
         self._reconnect = reconnect or ReconnectPolicy()
@@ -100,8 +106,27 @@ class AsyncEvaluator:
         if self._backend is None:
             from arkor_ops.backends import resolve_backend
 
-            self._backend = resolve_backend()
+            self._backend = self._owned = resolve_backend()
         return self._backend
+
+    async def aclose(self) -> None:
+        """Close the backend if this evaluator resolved it itself (a backend given to it is the
+        giver's to close). The job is left alone; a later call resolves a new backend."""
+        owned, self._owned = self._owned, None
+        if owned is not None:
+            self._backend = None
+            await owned.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     async def start(self) -> str:
         """Submit the job once; later calls return the same job id.
@@ -216,7 +241,8 @@ class AsyncEvaluator:
 
 class Evaluator:
     """Blocking twin of :class:`AsyncEvaluator` (its coroutines run on a private loop thread,
-    as :class:`~arkor_ops.trainer.Trainer`'s do). Made by :func:`create_evaluator`."""
+    as :class:`~arkor_ops.trainer.Trainer`'s do). Made by :func:`create_evaluator`; a context
+    manager that closes it (:meth:`close`)."""
 
     def __init__(self, inner: AsyncEvaluator) -> None:
         self._inner = inner
@@ -234,6 +260,26 @@ class Evaluator:
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._runner.run(coro)
+
+    def close(self) -> None:
+        """Blocking :meth:`AsyncEvaluator.aclose`, then stop the private loop thread; later
+        calls raise ``RuntimeError``. The job is left alone. Closing twice is harmless."""
+        if not self._runner.closed:
+            try:
+                self._run(self._inner.aclose())
+            finally:
+                self._runner.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def start(self) -> str:
         """Blocking :meth:`AsyncEvaluator.start`."""

@@ -25,9 +25,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from arkor_ops.abort import AbortError
-from arkor_ops.backends import BACKEND_ENV, resolve_backend
+from arkor_ops.backends import BACKEND_ENV
 from arkor_ops.errors import ArkorOpsError, BackendError, ConfigError
 from arkor_ops.loader import EntryError, load_trainer
+from arkor_ops.trainer import Trainer
 
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
@@ -173,18 +174,27 @@ def _write_result(path: Path, result: Any) -> None:
     tmp.replace(path)
 
 
-def _load(args: argparse.Namespace, err: Console) -> Any:
+def _load(args: argparse.Namespace, err: Console) -> Trainer | None:
     if args.backend:
         # the user's trainer file may resolve its own backend: it (and its child processes)
         # sees the --backend choice as $ARKOR_BACKEND
         os.environ[BACKEND_ENV] = args.backend  # set for the trainer file, not config read here
     try:
         trainer = load_trainer(args.trainer_file)
-        if args.backend:
-            inner = getattr(trainer, "async_trainer", trainer)
-            inner._backend = resolve_backend(args.backend)
+        if not isinstance(trainer, Trainer):
+            raise EntryError(
+                f"{args.trainer_file}: `arkor-ops start` runs a trainer made with "
+                f"arkor_ops.create_trainer(...), not a {type(trainer).__name__}"
+            )
+    except (EntryError, ConfigError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return None
+    try:
+        if args.backend:  # the trainer resolves it (from the variable above) and closes it
+            trainer.async_trainer._backend = None
         _ = trainer.backend  # resolve it now: an unknown or misconfigured backend is bad input
-    except (EntryError, ConfigError, BackendError) as exc:
+    except BackendError as exc:
+        trainer.close()
         err.print(f"[red]error:[/] {exc}")
         return None
     return trainer
@@ -226,6 +236,11 @@ def run_start(args: argparse.Namespace) -> int:
     trainer = _load(args, err)
     if trainer is None:
         return EXIT_BAD_INPUT
+    with trainer:
+        return _start_and_follow(args, trainer, out, err)
+
+
+def _start_and_follow(args: argparse.Namespace, trainer: Any, out: Console, err: Console) -> int:
     started = _start(trainer, out, err)
     if isinstance(started, int):
         return started

@@ -32,7 +32,8 @@ from collections.abc import (
     Mapping,
 )
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from arkor_ops.abort import AbortScope, AbortSignal
 from arkor_ops.backends.base import Backend, TrainingJob
@@ -80,7 +81,11 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
 
 
 class AsyncTrainer:
-    """One training run, driven with coroutines. Made by :func:`create_async_trainer`."""
+    """One training run, driven with coroutines. Made by :func:`create_async_trainer`.
+
+    An async context manager: ``async with create_async_trainer(...) as trainer:`` closes, on
+    the way out, the backend it resolved itself (see :meth:`aclose`).
+    """
 
     def __init__(
         self,
@@ -94,6 +99,7 @@ class AsyncTrainer:
     ) -> None:
         self._config = config
         self._backend = backend
+        self._owned: Backend | None = None  # the backend it resolved itself, closed by aclose()
         self._callbacks: dict[str, Callback] = dict(callbacks or {})
         self._abort_signal = abort_signal
         self._idempotency_key = idempotency_key
@@ -135,8 +141,29 @@ class AsyncTrainer:
         if self._backend is None:
             from arkor_ops.backends import resolve_backend
 
-            self._backend = resolve_backend()
+            self._backend = self._owned = resolve_backend()
         return self._backend
+
+    # -- closing -------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the backend if this trainer resolved it itself (a backend given to it is the
+        giver's to close). The run is left alone; a later call resolves a new backend."""
+        owned, self._owned = self._owned, None
+        if owned is not None:
+            self._backend = None
+            await owned.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     # -- start ---------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ import contextlib
 import functools
 import inspect
 from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from types import TracebackType
+from typing import Any, ParamSpec, Self, TypeVar
 
 from arkor_ops.backends.base import Backend, TrainingJob
 from arkor_ops.blocking import BlockingRunner
@@ -34,6 +35,9 @@ class Trainer:
     script and from a thread that already runs an event loop. A ``KeyboardInterrupt`` while
     blocked in a method propagates at once; it stops following the stream but never cancels
     the run (call :meth:`cancel` for that).
+
+    A context manager: ``with create_trainer(...) as trainer:`` closes it on the way out
+    (:meth:`close`).
     """
 
     def __init__(self, inner: AsyncTrainer) -> None:
@@ -75,6 +79,26 @@ class Trainer:
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._runner.run(coro)
+
+    def close(self) -> None:
+        """Blocking :meth:`AsyncTrainer.aclose`, then stop the private loop thread; later calls
+        raise ``RuntimeError``. The run is left alone. Closing twice is harmless."""
+        if not self._runner.closed:
+            try:
+                self._run(self._inner.aclose())
+            finally:
+                self._runner.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def start(self) -> StartResult:
         """Blocking :meth:`AsyncTrainer.start`."""
