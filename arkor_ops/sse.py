@@ -6,6 +6,7 @@ server's pod proxy). It opens the stream once; the reconnect policy is the train
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 
 import httpx
@@ -52,7 +53,8 @@ async def stream_frames(
                 raise StreamError(
                     f"event stream {url}: {_error_text(response)}", status=response.status_code
                 )
-            async for sse in source.aiter_sse():
-                yield Frame(event=sse.event or "message", data=sse.data, id=sse.id or None)
+            async with contextlib.aclosing(source.aiter_sse()) as events:
+                async for sse in events:
+                    yield Frame(event=sse.event or "message", data=sse.data, id=sse.id or None)
     except httpx.TransportError as exc:
         raise StreamError(f"event stream {url}: {type(exc).__name__}: {exc}") from exc

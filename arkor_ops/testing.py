@@ -28,6 +28,7 @@ Everything a test may assert on is recorded: :attr:`requests` (with headers), :a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -291,8 +292,10 @@ class FakeBackend(Backend):
         timeout = httpx.Timeout(10.0, read=None)
         async with httpx.AsyncClient(timeout=timeout, verify=_PLAIN_HTTP) as client:
             url = f"{self.url}/v1/jobs/{job_id}/events/stream"
-            async for frame in stream_frames(client, url, last_event_id=last_event_id):
-                yield frame
+            frames = stream_frames(client, url, last_event_id=last_event_id)
+            async with contextlib.aclosing(frames):  # type: ignore[type-var]
+                async for frame in frames:
+                    yield frame
 
     async def cancel(self, job_id: str) -> None:
         """Cancel over HTTP (``POST /v1/jobs/{id}/cancel``).

@@ -267,10 +267,12 @@ class LocalBackend(Backend):
             watchdog = asyncio.create_task(run.watch_worker())
             try:
                 async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as client:
-                    async for frame in stream_frames(client, url, last_event_id=last_event_id):
-                        if frame.id is not None and not frame.is_end:
-                            last_event_id = frame.id
-                        yield frame
+                    frames = stream_frames(client, url, last_event_id=last_event_id)
+                    async with contextlib.aclosing(frames):  # type: ignore[type-var]
+                        async for frame in frames:
+                            if frame.id is not None and not frame.is_end:
+                                last_event_id = frame.id
+                            yield frame
                 return
             except StreamError as exc:
                 # Connection refused while the process lives: it is draining after its linger
@@ -281,8 +283,9 @@ class LocalBackend(Backend):
                 log.info("the sidecar of %s is gone; replaying its log", job_id)
             finally:
                 watchdog.cancel()
-        async for frame in run.replay(last_event_id):
-            yield frame
+        async with contextlib.aclosing(run.replay(last_event_id)) as replay:  # type: ignore[type-var]
+            async for frame in replay:
+                yield frame
 
     async def describe(self, job_id: str) -> JobDescription:
         """Status, step and loss of the run, read from its event log.
