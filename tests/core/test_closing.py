@@ -14,7 +14,7 @@ import pytest
 from arkor_ops import Backend, create_async_trainer, create_evaluator, create_trainer
 from arkor_ops.backends.base import JobDescription
 from arkor_ops.testing import FakeBackend, scripted_events
-from tests.core.conftest import CONFIG, JOB
+from tests.core.helpers import CONFIG, JOB
 
 REPO = Path(__file__).resolve().parents[2]
 
