@@ -88,15 +88,15 @@ def test_trainer_closes_its_loop_thread_and_the_backend_it_resolved(
 ) -> None:
     import arkor_ops.backends
 
-    before = len(_loop_threads("arkor-ops-trainer-loop"))
+    before = set(_loop_threads("arkor-ops-trainer-loop"))  # other tests' may still be ending
     with ClosingBackend(scripted_events(JOB, steps=1)) as fake:
         monkeypatch.setattr(arkor_ops.backends, "resolve_backend", lambda *a, **k: fake)
         ClosingBackend.closed = 0
         with create_trainer(CONFIG) as trainer:  # resolves its own backend: the fake
             assert trainer.wait().job.status == "completed"
-            assert len(_loop_threads("arkor-ops-trainer-loop")) == before + 1
+            [ours] = set(_loop_threads("arkor-ops-trainer-loop")) - before
         assert ClosingBackend.closed == 1
-        assert len(_loop_threads("arkor-ops-trainer-loop")) == before
+        assert not ours.is_alive()
         with pytest.raises(RuntimeError, match="closed"):
             trainer.start()
         trainer.close()  # twice is harmless
@@ -128,7 +128,7 @@ async def test_async_trainer_and_backend_are_async_context_managers(
 
 
 def test_evaluator_is_a_context_manager_too() -> None:
-    before = len(_loop_threads("arkor-ops-evaluator-loop"))
+    before = set(_loop_threads("arkor-ops-evaluator-loop"))
     fields = {
         "name": "eval-1",
         "model": "unsloth/gemma-3-270m-it",
@@ -141,8 +141,8 @@ def test_evaluator_is_a_context_manager_too() -> None:
         with create_evaluator(backend=fake, **fields) as evaluator:
             with pytest.raises(Exception, match="evaluation"):
                 evaluator.start()  # the fake runs no evaluation jobs
-            assert len(_loop_threads("arkor-ops-evaluator-loop")) == before + 1
-        assert len(_loop_threads("arkor-ops-evaluator-loop")) == before
+            [ours] = set(_loop_threads("arkor-ops-evaluator-loop")) - before
+        assert not ours.is_alive()
 
 
 async def test_the_backend_contract_has_harmless_defaults() -> None:
