@@ -41,7 +41,20 @@ from arkor_ops.storage import join_uri
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-EvaluationCallback = Callable[[Any], Awaitable[None] | None]
+#: One callback per event: each gets that event, and may return an awaitable to be awaited.
+OnEvaluationStarted = Callable[[EvaluationStarted], Awaitable[None] | None]
+OnEvaluationProgress = Callable[[EvaluationProgress], Awaitable[None] | None]
+OnEvaluationCompleted = Callable[[EvaluationCompleted], Awaitable[None] | None]
+OnEvaluationFailed = Callable[[EvaluationFailed], Awaitable[None] | None]
+OnEvaluationCancelled = Callable[[EvaluationCancelled], Awaitable[None] | None]
+#: Any of them (``callbacks=`` maps ``on_started`` … ``on_cancelled`` to these).
+EvaluationCallback = (
+    OnEvaluationStarted
+    | OnEvaluationProgress
+    | OnEvaluationCompleted
+    | OnEvaluationFailed
+    | OnEvaluationCancelled
+)
 _CALLBACKS = ("on_started", "on_progress", "on_completed", "on_failed", "on_cancelled")
 
 

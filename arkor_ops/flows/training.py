@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from uuid import UUID
 
 from prefect import State, runtime, task
@@ -42,9 +43,15 @@ from arkor_ops.errors import BackendError
 from arkor_ops.flows.jobs import job_id_for
 from arkor_ops.flows.reporting import RunReporter
 from arkor_ops.flows.settings import BackendSettings, make_backend
+from arkor_ops.results import Callback, TrainingResult
 from arkor_ops.storage import RunLayout, Storage
 
+if TYPE_CHECKING:
+    from arkor_ops.backends.base import Backend
+    from arkor_ops.trainer import AsyncTrainer
+
 logger = logging.getLogger(__name__)
+R_co = TypeVar("R_co", covariant=True)
 
 
 class TrainingFailed(Exception):  # noqa: N818 - reads as the flow run's failure reason
@@ -92,8 +99,8 @@ def make_trainer(
     config: TrainerConfig,
     settings: BackendSettings,
     idempotency_key: str,
-    callbacks: dict[str, Any] | None = None,
-) -> Any:
+    callbacks: Mapping[str, Callback] | None = None,
+) -> AsyncTrainer:
     """An async trainer for ``config`` on the backend ``settings`` names."""
     from prefect import runtime
 
@@ -108,10 +115,10 @@ def make_trainer(
     )
 
 
-async def run_storage(backend: Any, job_id: str) -> tuple[Storage, RunLayout] | None:
+async def run_storage(backend: Backend, job_id: str) -> tuple[Storage, RunLayout] | None:
     """The run's storage as this process reaches it, or None where the backend keeps none."""
     try:
-        return cast(tuple[Storage, RunLayout], await backend.run_storage(job_id))
+        return await backend.run_storage(job_id)
     except BackendError as exc:  # the fake backend; or the Job is gone and no prefix is set
         logger.debug("no run storage for %s: %s", job_id, exc)
         return None
@@ -162,7 +169,11 @@ async def wait_for_training(
     return _result_data(result)
 
 
-async def _follow_unless_cancelled(trainer: Any) -> Any:
+class _Waits(Protocol[R_co]):
+    async def wait(self) -> R_co: ...
+
+
+async def _follow_unless_cancelled(trainer: _Waits[R_co]) -> R_co | None:
     """``trainer.wait()``'s result, or None once the flow run is cancelling (see the module doc)."""
     interval = cancel_check_seconds()
     flow_run_id = runtime.flow_run.id
@@ -195,14 +206,11 @@ async def _cancel_requested(flow_run_id: UUID, interval: float) -> None:
                 return
 
 
-def _result_data(result: Any) -> dict[str, Any]:
-    def dump(obj: Any) -> Any:
-        return obj.model_dump(mode="json") if hasattr(obj, "model_dump") else obj
-
+def _result_data(result: TrainingResult) -> dict[str, Any]:
     return {
-        "job": dump(result.job),
-        "artifacts": [dump(a) for a in result.artifacts or []],
-        "metrics": dump(result.metrics),
+        "job": result.job.model_dump(mode="json"),
+        "artifacts": [a.model_dump(mode="json") for a in result.artifacts],
+        "metrics": None if result.metrics is None else result.metrics.model_dump(mode="json"),
     }
 
 

@@ -32,7 +32,7 @@ from collections.abc import (
     Mapping,
 )
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack, cast
 
 from arkor_ops.abort import AbortScope, AbortSignal
 from arkor_ops.backends.base import Backend, TrainingJob
@@ -62,6 +62,15 @@ from arkor_ops.results import (
     CompletedContext,
     FailedContext,
     LogContext,
+    Observers,
+    OnCancelled,
+    OnCheckpoint,
+    OnCompleted,
+    OnFailed,
+    OnLog,
+    OnPhase,
+    OnResumed,
+    OnStarted,
     PhaseContext,
     ResumedContext,
     StartedContext,
@@ -208,7 +217,7 @@ class AsyncTrainer:
     # -- observers -----------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def observing(self, **callbacks: Callback) -> Iterator[None]:
+    def observing(self, **callbacks: Unpack[Observers]) -> Iterator[None]:
         """Also call ``callbacks`` (``on_log=…``, the same names and contexts as the run's own)
         after the run's own, while the block runs: how a progress display follows the stream
         the run already reads, with no second connection or polling.
@@ -222,7 +231,7 @@ class AsyncTrainer:
                 raise TypeError(f"unknown callback {name!r}; expected one of: {known}")
             if not callable(fn):
                 raise TypeError(f"callback {name!r} is not callable")
-        observer = dict(callbacks)
+        observer = dict(cast(Mapping[str, Callback], callbacks))
         self._observers.append(observer)
         try:
             yield
@@ -465,14 +474,14 @@ def create_async_trainer(
     *,
     backend: Backend | None = None,
     callbacks: Mapping[str, Callback | None] | None = None,
-    on_started: Callback | None = None,
-    on_log: Callback | None = None,
-    on_checkpoint: Callback | None = None,
-    on_completed: Callback | None = None,
-    on_failed: Callback | None = None,
-    on_cancelled: Callback | None = None,
-    on_phase: Callback | None = None,
-    on_resumed: Callback | None = None,
+    on_started: OnStarted | None = None,
+    on_log: OnLog | None = None,
+    on_checkpoint: OnCheckpoint | None = None,
+    on_completed: OnCompleted | None = None,
+    on_failed: OnFailed | None = None,
+    on_cancelled: OnCancelled | None = None,
+    on_phase: OnPhase | None = None,
+    on_resumed: OnResumed | None = None,
     abort_signal: AbortSignal | None = None,
     idempotency_key: str | None = None,
     reconnect: ReconnectPolicy | None = None,
