@@ -43,6 +43,7 @@ from arkor_ops.events import (
     event_to_json,
 )
 from arkor_ops.follow import follow
+from arkor_ops.polling import Backoff
 from arkor_ops.sse import stream_frames
 from arkor_ops.storage import Storage
 
@@ -252,7 +253,7 @@ class RunStream:
                 stream broke off after frames arrived (``status=None``).
         """
         last: Diagnosis | None = None
-        delay = self.poll_seconds
+        delays = iter(Backoff(self.poll_seconds, 1.5, 2.0))
         refused_since: float | None = None
         loop = asyncio.get_running_loop()
         while True:
@@ -296,5 +297,4 @@ class RunStream:
             if diagnosis != last:
                 last = diagnosis
                 yield phase_frame(job_id, diagnosis)
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 2.0)
+            await asyncio.sleep(next(delays))
