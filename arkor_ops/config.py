@@ -32,12 +32,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from arkor_ops.errors import ConfigError
+from arkor_ops.settings import DATASET_TOKEN_ENV, DATASET_URL_ENV
 
-#: Environment variable that carries the blob dataset token into the run (never in the config).
-DATASET_TOKEN_ENV = "ARKOR_DATASET_TOKEN"
-#: Environment variable that carries a blob URL with credentials (query string, userinfo) into
-#: the run; the config itself only holds the URL without them.
-DATASET_URL_ENV = "ARKOR_DATASET_URL"
 #: Largest seed numpy (and so Hugging Face's ``set_seed``) accepts.
 MAX_SEED = 2**32 - 1
 #: More optimizer steps than any run takes; the bound keeps step counts plain integers.

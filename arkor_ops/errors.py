@@ -14,6 +14,8 @@ Every error the library raises on purpose derives from :class:`ArkorOpsError`::
     ├── RegistryError            registering an adapter in MLflow failed (the adapter stays put)
     │   └── ModelNotFoundError   no such registered model or version
     ├── ReconnectGiveUpError     wait() gave up after too many consecutive stream failures
+    ├── SettingsError            an environment variable is missing or bad, named (in
+    │                            :mod:`arkor_ops.settings`; also a ``ValueError``)
     └── AbortError               wait() stopped by its abort signal (in :mod:`arkor_ops.abort`)
 
 Callback exceptions are never wrapped: ``wait()`` re-raises exactly what a callback raised.

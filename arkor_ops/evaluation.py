@@ -37,8 +37,6 @@ from pydantic import (
 )
 
 from arkor_ops.config import (
-    DATASET_TOKEN_ENV,
-    DATASET_URL_ENV,
     AdapterRef,
     BlobDataset,
     DatasetFormat,
@@ -48,6 +46,7 @@ from arkor_ops.config import (
     _Model,
 )
 from arkor_ops.errors import ConfigError
+from arkor_ops.settings import DATASET_TOKEN_ENV, DATASET_URL_ENV
 
 #: Metrics that need no argument.
 BUILTIN_METRICS = ("loss", "json_valid", "json_schema", "exact_match")

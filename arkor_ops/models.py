@@ -22,7 +22,6 @@ No Prefect here; every MLflow failure is a :class:`~arkor_ops.errors.RegistryErr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,8 @@ from typing import Any
 
 from arkor_ops.config import split_url_credentials as _public_url
 from arkor_ops.errors import ModelNotFoundError, RegistryError
-from arkor_ops.registry import SECRET_ENV, TAG_PREFIX, RegistrySettings
+from arkor_ops.registry import TAG_PREFIX, RegistrySettings
+from arkor_ops.settings import secret_values
 
 CHAMPION = "champion"
 #: Version tags written by :func:`promote`.
@@ -322,7 +322,7 @@ def _check_by(by: str) -> None:
 
 
 def _refuse_secrets(text: str) -> None:
-    secrets = [os.environ[k] for k in SECRET_ENV if len(os.environ.get(k) or "") >= 8]
+    secrets = secret_values(8)
     if any(secret in text for secret in secrets):
         raise RegistryError("the promotion reason would carry a secret to MLflow: not promoting")
 

@@ -45,14 +45,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import ValidationError
 
 from arkor_ops.checkpoints import Manifest
 from arkor_ops.config import BlobDataset, HuggingFaceDataset, S3Dataset, TrainerConfig
 from arkor_ops.config import split_url_credentials as _public_url
 from arkor_ops.errors import RegistryError, StorageError
 from arkor_ops.events import Event, TrainingLog, TrainingResumed, TrainingStarted
+from arkor_ops.settings import MlflowRegistrySettings, secret_values
 from arkor_ops.storage import MANIFEST_NAME, Storage, join_uri, open_storage
 
 log = logging.getLogger(__name__)
@@ -64,60 +64,15 @@ STEP_METRICS = {"train_loss": "loss", "eval_loss": "eval_loss", "learning_rate":
 #: The adapter's folder among the run's artifacts (the model version's source).
 ADAPTER_PATH = "adapter"
 LOSS_IMAGE = "loss.png"
-#: Environment variables whose values must never reach MLflow.
-SECRET_ENV = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "HF_TOKEN",
-    "MLFLOW_TRACKING_PASSWORD",
-    "MLFLOW_TRACKING_TOKEN",
-)
 _BATCH = 1000  # MLflow's log_batch limit on metrics; params go 100 at a time
 
 
-class RegistrySettings(BaseSettings):
-    """Where and under which names runs are registered (see the module doc)."""
+class RegistrySettings(MlflowRegistrySettings):
+    """Where and under which names runs are registered (see the module doc).
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
-
-    tracking_uri: str | None = Field(
-        default=None,
-        validation_alias="MLFLOW_TRACKING_URI",
-        description="MLflow tracking server; unset or empty: registration is skipped.",
-    )
-    experiment_name: str = Field(
-        default="arkor-ops",
-        min_length=1,
-        validation_alias="MLFLOW_EXPERIMENT_NAME",
-        description="Experiment that holds the runs (created when missing).",
-    )
-    model_name: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=256,
-        pattern=r"^[^/:]+$",
-        validation_alias="ARKOR_REGISTRY_MODEL_NAME",
-        description="Registered model name; default: the run name made safe.",
-    )
-    retry_delays_seconds: list[float] = Field(
-        default=[10.0, 30.0, 90.0],
-        max_length=10,
-        validation_alias="ARKOR_REGISTRY_RETRY_DELAYS_SECONDS",
-        description="Seconds before each retry of a failed registration (the flow's task).",
-    )
-
-    @field_validator("tracking_uri")
-    @classmethod
-    def _empty_is_unset(cls, value: str | None) -> str | None:
-        return value.strip() or None if value is not None else None
-
-    @field_validator("retry_delays_seconds")
-    @classmethod
-    def _non_negative(cls, value: list[float]) -> list[float]:
-        if any(not 0 <= d <= 3600 for d in value):
-            raise ValueError("each delay must be between 0 and 3600 seconds")
-        return value
+    The variables are :class:`arkor_ops.settings.MlflowRegistrySettings`; this adds what the
+    registry needs to say about them.
+    """
 
     def public_uri(self) -> str:
         """The tracking URI without credentials (for messages)."""
@@ -318,7 +273,7 @@ def _download_adapter(storage: Storage, final_uri: str, manifest: Manifest, dest
 
 def _secrets(config: TrainerConfig) -> list[str]:
     values = list(config.secret_env().values())
-    values += [os.environ[k] for k in SECRET_ENV if os.environ.get(k)]
+    values += secret_values()
     return [v for v in values if len(v) >= 8]
 
 

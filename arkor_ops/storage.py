@@ -1,12 +1,8 @@
 """Run storage: ``s3://`` (any S3-compatible store) and ``file://``, behind one small interface.
 
-S3 settings come from the environment, so MinIO, moto and AWS all work unchanged:
-
-| variable | meaning |
-|---|---|
-| ``ARKOR_S3_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) | endpoint, e.g. ``http://minio:9000`` |
-| ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` | credentials (from a Secret in a pod) |
-| ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` | region, default ``us-east-1`` |
+S3 settings come from the environment (:class:`arkor_ops.settings.S3Settings`:
+``ARKOR_S3_ENDPOINT_URL``, ``AWS_REGION``; boto3 reads ``AWS_ACCESS_KEY_ID`` /
+``AWS_SECRET_ACCESS_KEY`` itself), so MinIO, moto and AWS all work unchanged.
 
 Layout of one run under the storage prefix (:class:`RunLayout`)::
 
@@ -23,7 +19,6 @@ from __future__ import annotations
 
 import builtins
 import logging
-import os
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -33,6 +28,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from arkor_ops.errors import StorageError
+from arkor_ops.settings import S3Settings, read
 
 log = logging.getLogger(__name__)
 
@@ -176,18 +172,21 @@ class FileStorage(Storage):
         return str(path.stat().st_mtime_ns) if path.exists() else None
 
 
-def s3_client_kwargs(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """boto3 ``client("s3", **kwargs)`` arguments from the environment (path-style addressing)."""
+def s3_client_kwargs(
+    env: Mapping[str, str] | S3Settings | None = None,
+) -> dict[str, Any]:
+    """boto3 ``client("s3", **kwargs)`` arguments (path-style addressing).
+
+    Args:
+        env: :class:`~arkor_ops.settings.S3Settings`, or the variables to read them from;
+            default: this process's environment.
+    """
     from botocore.config import Config
 
-    env = os.environ if env is None else env
-    endpoint = (
-        env.get("ARKOR_S3_ENDPOINT_URL")
-        or env.get("AWS_ENDPOINT_URL_S3")
-        or env.get("AWS_ENDPOINT_URL")
-    )
+    s3 = env if isinstance(env, S3Settings) else read(S3Settings, env, what="S3 settings")
+    endpoint = s3.endpoint_url
     kwargs: dict[str, Any] = {
-        "region_name": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        "region_name": s3.region_name(),
         "config": Config(
             s3={"addressing_style": "path"},
             retries={"max_attempts": 5, "mode": "standard"},

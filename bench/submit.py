@@ -33,7 +33,7 @@ import boto3
 
 from arkor_ops import create_async_trainer
 from arkor_ops.backends.kubernetes import KubernetesBackend
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
+from arkor_ops.settings import KubernetesSettings
 from tests.fixtures.s3 import S3Server, free_port, start_moto
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -47,8 +47,8 @@ def cluster() -> Iterator[tuple[Path, str, str]]:
         kubectl = os.environ.get("ARKOR_KUBECTL") or shutil.which("kubectl") or "kubectl"
         yield Path(external), os.environ.get("ARKOR_TEST_HOST_IP", ""), kubectl
         return
-    from tests.k8senv import cluster as cluster_mod
-    from tests.k8senv import netns
+    from tools.k8senv import cluster as cluster_mod
+    from tools.k8senv import netns
 
     build = cluster_mod.ensure_binaries()
     net = netns.claim_net()

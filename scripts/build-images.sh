@@ -18,7 +18,7 @@
 #
 # Everything is cached under ~/.cache/arkor-ops/images/ (the image store is
 # ~/.cache/arkor-ops/images/storage, or $ARKOR_IMAGE_STORE), so a second run is a no-op.
-# Tests run them with runc (tests/k8senv/oci.py); docs/images.md has the details and timings.
+# Tests run them with runc (tools/k8senv/oci.py); docs/images.md has the details and timings.
 # Needs root and Debian's buildah, mmdebstrap and runc (installed with apt-get when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."

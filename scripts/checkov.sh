@@ -45,24 +45,12 @@ find k8s -name kustomization.yaml -not -path '*/kind/*' | sort | while read -r k
   dir=$(dirname "$kfile")
   "$KUBECTL" kustomize "$dir" > "$out/$(echo "$dir" | tr / _).yaml"
 done
-# ...and the Job, ConfigMap and Secret of an example run, as KubernetesBackend builds them.
-if [ -x .venv/bin/python ]; then
-  .venv/bin/python - > "$out/run-job.yaml" <<'PY'
-import yaml
-from arkor_ops.config import validate_config
-from arkor_ops.backends.kubernetes.manifests import build_run
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
-
-config = validate_config({
-    "name": "checkov-example", "model": "unsloth/gemma-3-270m-it",
-    "dataset": {"type": "blob", "url": "https://example.com/d.jsonl", "token": "not-a-real-token"},
-})
-settings = KubernetesSettings(gpu_type="NVIDIA-L4", priority_class="arkor-ops-training",
-                              service_account="arkor-ops-run", s3_endpoint_url="http://minio:9000")
-objs = build_run(config, settings, name="checkov-example-0001", storage_uri="s3://arkor-ops/runs")
-docs = [objs.job, objs.config_map]
-print(yaml.safe_dump_all(docs, sort_keys=False))
-PY
+# ...and the Job and ConfigMap of an example run, as KubernetesBackend builds them.
+if [ -x .venv/bin/arkor-ops ]; then
+  ARKOR_K8S_GPU_TYPE=NVIDIA-L4 ARKOR_K8S_PRIORITY_CLASS=arkor-ops-training \
+    ARKOR_K8S_SERVICE_ACCOUNT=arkor-ops-run ARKOR_K8S_S3_ENDPOINT_URL=http://minio:9000 \
+    .venv/bin/arkor-ops render examples/render/config.yaml --name checkov-example-0001 \
+    > "$out/run-job.yaml"
 fi
 status=0
 export BC_SKIP_MAPPING=TRUE CHECKOV_RUN_SCA_PACKAGE_SCAN_V2=false LOG_LEVEL=${LOG_LEVEL:-ERROR}

@@ -5,5 +5,5 @@ pytest_plugins = [
     "tests.fixtures.models",
     "tests.fixtures.hub",
     "tests.fixtures.mlflow",
-    "tests.k8senv.fixtures",
+    "tests.fixtures.cluster",
 ]

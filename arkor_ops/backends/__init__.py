@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import importlib
-import os
 
 from arkor_ops.backends.base import Backend
 from arkor_ops.errors import BackendError
-
-#: Environment variable naming the default backend (``local`` or ``kubernetes``).
-BACKEND_ENV = "ARKOR_BACKEND"
+from arkor_ops.settings import BACKEND_ENV, default_backend
 
 _BACKENDS = {
     "local": ("arkor_ops.backends.local", "LocalBackend"),
@@ -31,7 +28,7 @@ def resolve_backend(name: str | None = None) -> Backend:
     Raises:
         BackendError: the name is unknown, or that backend is not available in this install.
     """
-    chosen = (name or os.environ.get(BACKEND_ENV) or "local").strip().lower()
+    chosen = (name or default_backend("local")).strip().lower()
     if chosen not in _BACKENDS:
         known = ", ".join(sorted(_BACKENDS))
         source = "" if name else f" (from ${BACKEND_ENV})"

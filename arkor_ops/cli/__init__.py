@@ -5,10 +5,12 @@ Each command group lives in its own module with a ``register(subparsers)`` funct
 | module | commands |
 |---|---|
 | ``validate`` | ``validate CONFIG``, ``schema`` |
+| ``render`` | ``render CONFIG`` (the Job and ConfigMap a run would create) |
 | ``start`` | ``start TRAINER_FILE`` |
 | ``ops`` | ``list``, ``status JOB``, ``logs JOB [-f]``, ``cancel JOB`` |
 | ``dev`` | ``dev`` (local Prefect server + deployments) |
 | ``models`` | ``models list``, ``models show NAME``, ``models promote NAME VERSION`` (MLflow) |
+| ``settings`` | ``settings [GROUP] [--write-docs [DIR]]`` (the environment tables) |
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 
 from arkor_ops import __version__
 
-COMMAND_MODULES = ("validate", "start", "ops", "dev", "models")
+COMMAND_MODULES = ("validate", "render", "start", "ops", "dev", "models", "settings")
 
 
 def build_parser() -> argparse.ArgumentParser:

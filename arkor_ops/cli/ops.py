@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,12 +21,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from arkor_ops.backends import BACKEND_ENV, resolve_backend
+from arkor_ops.backends import resolve_backend
 from arkor_ops.backends.base import Backend, JobDescription
 from arkor_ops.checkpoints import CheckpointInfo, list_checkpoints
-from arkor_ops.errors import ArkorOpsError, JobNotFoundError
+from arkor_ops.errors import ArkorOpsError, BackendError, JobNotFoundError
 from arkor_ops.follow import follow as follow_frames
 from arkor_ops.reconnect import ReconnectPolicy
+from arkor_ops.settings import BACKEND_ENV, KubernetesSettings, default_backend, read
 
 #: ``logs -f``: reconnect 1 s after any close or retryable failure, for as long as it takes.
 _FOLLOW_POLICY = ReconnectPolicy(base_delay_seconds=1.0, max_delay_seconds=1.0, jitter=0.0)
@@ -65,9 +65,14 @@ def register(sub: Any) -> None:
 
 def make_backend(args: argparse.Namespace) -> Backend:
     """The backend the command acts on."""
-    if getattr(args, "namespace", None):
-        os.environ["ARKOR_K8S_NAMESPACE"] = args.namespace
-    name = args.backend or os.environ.get(BACKEND_ENV) or "kubernetes"
+    name = args.backend or default_backend("kubernetes")
+    namespace = getattr(args, "namespace", None)
+    if namespace and name.strip().lower() == "kubernetes":
+        from arkor_ops.backends.kubernetes import KubernetesBackend
+
+        what = "Kubernetes settings"
+        settings = read(KubernetesSettings, namespace=namespace, error=BackendError, what=what)
+        return KubernetesBackend(settings)
     return resolve_backend(name)
 
 

@@ -175,7 +175,9 @@ def _write_result(path: Path, result: Any) -> None:
 
 def _load(args: argparse.Namespace, err: Console) -> Any:
     if args.backend:
-        os.environ[BACKEND_ENV] = args.backend  # seen by a file that resolves its own backend
+        # the user's trainer file may resolve its own backend: it (and its child processes)
+        # sees the --backend choice as $ARKOR_BACKEND
+        os.environ[BACKEND_ENV] = args.backend  # set for the trainer file, not config read here
     try:
         trainer = load_trainer(args.trainer_file)
         if args.backend:

@@ -31,18 +31,26 @@ def load_any_config(path: Path) -> TrainerConfig:
     return validate_config(load_config_data(path))
 
 
-def run_validate(args: argparse.Namespace) -> int:
-    """Validate a config; print each bad field path; exit 1 when invalid."""
+def load_or_report(path: Path) -> TrainerConfig | int:
+    """The validated config in ``path``; or, after printing why not on stderr, the exit code:
+    1 for an invalid config (each bad field path on a line), 2 for a file that cannot load."""
     try:
-        config = load_any_config(args.config)
+        return load_any_config(path)
     except ConfigError as exc:
-        print(f"{args.config}: invalid config", file=sys.stderr)
-        for path, msg in exc.problems:
-            print(f"  {path or '<root>'}: {msg}", file=sys.stderr)
+        print(f"{path}: invalid config", file=sys.stderr)
+        for field, msg in exc.problems:
+            print(f"  {field or '<root>'}: {msg}", file=sys.stderr)
         return 1
     except EntryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    """Validate a config; print each bad field path; exit 1 when invalid."""
+    config = load_or_report(args.config)
+    if isinstance(config, int):
+        return config
     print(f"{args.config}: ok ({config.name}: {config.model}, dataset {config.dataset.type})")
     return 0
 

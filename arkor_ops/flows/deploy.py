@@ -21,9 +21,7 @@ retrain runs then evaluate and promote only what is better, see :mod:`.evaluatio
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from prefect import serve
@@ -40,8 +38,7 @@ from arkor_ops.flows.reaper import reap_orphans
 from arkor_ops.flows.settings import BackendSettings
 from arkor_ops.flows.watcher import EVENT, RESOURCE_PREFIX, URI_LABEL, VERSION_LABEL, watch_datasets
 from arkor_ops.promotion import PromotionSettings
-
-DEFAULT_CRON = "0 3 * * *"
+from arkor_ops.settings import DEFAULT_CRON, FlowSettings, read
 
 
 def watched_patterns(watched: Sequence[str]) -> list[str]:
@@ -182,20 +179,21 @@ def build_deployments(
     return out
 
 
-def from_env() -> list[RunnerDeployment]:
-    """The deployments configured by the environment (see the module docstring)."""
+def from_env(suffix: str = "") -> list[RunnerDeployment]:
+    """The deployments configured by the environment (see the module docstring); ``suffix`` is
+    appended to their names."""
     from arkor_ops.loader import load_config_data
 
-    config_path = os.environ.get("ARKOR_RETRAIN_CONFIG")
-    config = validate_config(load_config_data(Path(config_path))) if config_path else None
-    gate_path = os.environ.get("ARKOR_RETRAIN_EVALUATION")
-    gate = RetrainGate.model_validate(load_config_data(Path(gate_path))) if gate_path else None
-    watched = [u.strip() for u in os.environ.get("ARKOR_WATCH_DATASETS", "").split(",")]
+    s = read(FlowSettings, what="flow settings")
+    config = validate_config(load_config_data(s.retrain_config)) if s.retrain_config else None
+    gate_data = load_config_data(s.retrain_evaluation) if s.retrain_evaluation else None
+    gate = RetrainGate.model_validate(gate_data) if gate_data is not None else None
     return build_deployments(
         retrain_config=config,
         retrain_gate=gate,
-        watched=[u for u in watched if u],
-        cron=os.environ.get("ARKOR_RETRAIN_CRON", DEFAULT_CRON),
+        watched=s.watched(),
+        cron=s.retrain_cron,
+        suffix=suffix,
     )
 
 

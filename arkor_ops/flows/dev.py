@@ -21,6 +21,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from arkor_ops.settings import KubeconfigSettings
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options (shared with ``arkor-ops dev``)."""
@@ -48,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def prepare_env(args: argparse.Namespace) -> dict[str, str]:
     """Set this process's environment for the server, the runner and the flow runs."""
     api = f"http://{args.host}:{args.port}/api"
-    backend = args.backend or ("kubernetes" if os.environ.get("KUBECONFIG") else "local")
+    backend = args.backend or ("kubernetes" if KubeconfigSettings().kubeconfig else "local")
     env = {
         "PREFECT_HOME": str(args.home),
         "PREFECT_API_URL": api,
@@ -62,13 +64,15 @@ def prepare_env(args: argparse.Namespace) -> dict[str, str]:
         env["ARKOR_WATCH_DATASETS"] = ",".join(args.watch)
     if args.cron:
         env["ARKOR_RETRAIN_CRON"] = args.cron
-    os.environ.update(env)
+    # Prefect reads its settings from this process's environment at import, and the runner and
+    # the flow runs inherit it: the environment is set for them, not read as configuration
+    os.environ.update(env)  # environment for Prefect and child processes, not configuration
     return env
 
 
 def start_server(host: str, port: int, timeout_seconds: float = 90) -> subprocess.Popen[bytes]:
     """Start ``prefect server start`` and wait until ``/api/health`` answers."""
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # child env, not config
     env.update(
         PREFECT_SERVER_API_HOST=host,
         PREFECT_SERVER_API_PORT=str(port),

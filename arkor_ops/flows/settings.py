@@ -2,16 +2,18 @@
 
 :class:`BackendSettings` is a flow parameter, so the Prefect UI renders it as a small typed form
 next to the trainer config. Everything it leaves unset comes from the environment of the process
-that runs the flow (``ARKOR_BACKEND``, ``KUBECONFIG``, ``ARKOR_STORAGE_URI``, …), exactly as for
-``create_trainer(backend=None)``.
+that runs the flow (``ARKOR_BACKEND``, ``KUBECONFIG``, ``ARKOR_STORAGE_URI``, …, all read by
+:mod:`arkor_ops.settings`), exactly as for ``create_trainer(backend=None)``.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from arkor_ops.errors import BackendError
+from arkor_ops.settings import KubernetesSettings, default_backend, read
 
 
 class BackendSettings(BaseModel):
@@ -40,7 +42,7 @@ class BackendSettings(BaseModel):
 
     def resolved_name(self) -> str:
         """The backend name after applying the environment default."""
-        return self.backend or os.environ.get("ARKOR_BACKEND") or "local"
+        return self.backend or default_backend("local")
 
 
 def make_backend(settings: BackendSettings, flow_run_id: str | None = None) -> Any:
@@ -51,14 +53,15 @@ def make_backend(settings: BackendSettings, flow_run_id: str | None = None) -> A
     name = settings.resolved_name()
     if name == "kubernetes":
         from arkor_ops.backends.kubernetes import KubernetesBackend
-        from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 
         overrides: dict[str, Any] = {}
         if settings.namespace:
             overrides["namespace"] = settings.namespace
         if settings.active_deadline_seconds:
             overrides["active_deadline_seconds"] = settings.active_deadline_seconds
-        return KubernetesBackend(KubernetesSettings(**overrides), flow_run_id=flow_run_id)
+        what = "Kubernetes settings"
+        k8s = read(KubernetesSettings, error=BackendError, what=what, **overrides)
+        return KubernetesBackend(k8s, flow_run_id=flow_run_id)
     from arkor_ops.backends import resolve_backend
 
     return resolve_backend(name)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from uuid import UUID
@@ -44,6 +43,7 @@ from arkor_ops.flows.jobs import job_id_for
 from arkor_ops.flows.reporting import RunReporter
 from arkor_ops.flows.settings import BackendSettings, make_backend
 from arkor_ops.results import Callback, TrainingResult
+from arkor_ops.settings import FlowSettings, read
 from arkor_ops.storage import RunLayout, Storage
 
 if TYPE_CHECKING:
@@ -81,18 +81,12 @@ def with_dataset(config: TrainerConfig, dataset_uri: str | None) -> TrainerConfi
 
 
 def cancel_check_seconds() -> float:
-    """Seconds between two checks of the flow run's state (``ARKOR_FLOW_CANCEL_CHECK_SECONDS``)."""
-    raw = os.environ.get("ARKOR_FLOW_CANCEL_CHECK_SECONDS", "1")
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also NaN
-        raise ValueError(
-            f"ARKOR_FLOW_CANCEL_CHECK_SECONDS={raw!r}: use a number of seconds >= 0 "
-            "(0 turns the check off)"
-        )
-    return value
+    """Seconds between two checks of the flow run's state (``ARKOR_FLOW_CANCEL_CHECK_SECONDS``).
+
+    Raises:
+        SettingsError: (a ``ValueError``) the variable is not a number of seconds >= 0.
+    """
+    return read(FlowSettings, what="flow settings").flow_cancel_check_seconds
 
 
 def make_trainer(

@@ -30,9 +30,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import ValidationError
-
-from arkor_ops.sidecar.settings import SidecarSettings
+from arkor_ops.settings import SettingsError, SidecarSettings, read
 
 log = logging.getLogger("arkor_ops.sidecar")
 
@@ -41,9 +39,9 @@ def load_settings() -> SidecarSettings:
     """The settings from the environment.
 
     Raises:
-        ValidationError: a variable is missing or invalid.
+        SettingsError: naming each missing or invalid variable.
     """
-    return SidecarSettings()  # type: ignore[call-arg]  # fields come from the environment
+    return read(SidecarSettings, what="sidecar environment")
 
 
 def _server_class() -> Any:
@@ -87,10 +85,8 @@ def main() -> int:
     )
     try:
         settings = load_settings()
-    except ValidationError as exc:
-        for err in exc.errors(include_url=False, include_input=False):
-            name = "ARKOR_" + "_".join(str(p) for p in err["loc"]).upper()
-            log.error("%s: %s", name, err["msg"])
+    except SettingsError as exc:
+        log.error("%s", exc)
         return 2
     import uvicorn
 

@@ -41,7 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from arkor_ops.events import END, PING
-from arkor_ops.sidecar.settings import SidecarSettings
+from arkor_ops.settings import SidecarSettings
 from arkor_ops.sidecar.tail import LogTail
 from arkor_ops.storage import RunLayout, open_storage
 

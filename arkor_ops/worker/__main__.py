@@ -54,19 +54,15 @@ values are scrubbed from both.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
 
+from arkor_ops.settings import read, secret_values
+from arkor_ops.settings.worker import WorkerFailureSettings
 from arkor_ops.worker.errors import EXIT_PERMANENT
-from arkor_ops.worker.settings import (
-    DEFAULT_EVENT_LOG,
-    SECRET_ENV,
-    SettingsError,
-    load_settings,
-)
+from arkor_ops.worker.settings import SettingsError, load_settings
 
 log = logging.getLogger("arkor_ops.worker")
 
@@ -87,9 +83,7 @@ class _ScrubbingFormatter(logging.Formatter):
 
 def configure_logging() -> None:
     """Human-readable lines on stderr (what ``kubectl logs`` shows), secrets scrubbed."""
-    secrets = tuple(
-        sorted({os.environ[n] for n in SECRET_ENV if len(os.environ.get(n, "")) >= 4}, key=len)
-    )[::-1]
+    secrets = tuple(secret_values(4))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_ScrubbingFormatter(secrets))
     root = logging.getLogger()
@@ -107,11 +101,12 @@ def _is_evaluation_env() -> bool:
 
     from arkor_ops.evaluation import is_evaluation
 
+    env = read(WorkerFailureSettings)
     try:
-        path = os.environ.get("ARKOR_CONFIG_FILE", "").strip()
-        raw = Path(path).read_text(encoding="utf-8") if path else os.environ["ARKOR_CONFIG_JSON"]
-        data = json.loads(raw)
-    except (OSError, KeyError, ValueError):
+        path = env.config_file
+        raw = Path(path).read_text(encoding="utf-8") if path else env.config_json
+        data = json.loads(raw or "")
+    except (OSError, ValueError):
         return False
     return isinstance(data, dict) and is_evaluation(data)
 
@@ -121,12 +116,13 @@ def _fail_settings(exc: SettingsError) -> int:
 
     message = excerpt(str(exc), MAX_ERROR_CHARS, quote=False)
     log.error("%s", message)
-    job_id = os.environ.get("ARKOR_JOB_ID", "").strip()
+    env = read(WorkerFailureSettings)
+    job_id = env.job_id
     if job_id:
         from arkor_ops.eventlog import EventLogWriter
         from arkor_ops.events import EvaluationFailed, TrainingFailed
 
-        path = Path(os.environ.get("ARKOR_EVENT_LOG", "").strip() or DEFAULT_EVENT_LOG)
+        path = Path(env.event_log)
         failed = EvaluationFailed if _is_evaluation_env() else TrainingFailed
         try:
             EventLogWriter(path, job_id).write(failed(job_id=job_id, error=message))

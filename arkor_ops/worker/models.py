@@ -224,7 +224,7 @@ def _resolve_offline(name: str, cache_dir: Path, revision: str | None) -> Resolv
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m arkor_ops.worker.models prepare-gemma [--cache DIR]``: print the folder."""
-    from arkor_ops.worker.settings import default_model_cache
+    from arkor_ops.settings.worker import model_cache_dir
 
     parser = argparse.ArgumentParser(prog="python -m arkor_ops.worker.models")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -232,8 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--cache", type=Path, default=None, help="default: $ARKOR_MODEL_CACHE")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    env_cache = os.environ.get("ARKOR_MODEL_CACHE")
-    cache = args.cache or (Path(env_cache) if env_cache else default_model_cache())
+    cache = args.cache or model_cache_dir()
     sys.stdout.write(f"{prepare_gemma(cache)}\n")
     return 0
 

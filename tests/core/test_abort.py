@@ -20,7 +20,7 @@ from arkor_ops import (
     create_trainer,
 )
 from arkor_ops.testing import Connection, scripted_events
-from tests.core.conftest import CONFIG, JOB
+from tests.core.helpers import CONFIG, JOB
 
 ROOT = Path(__file__).resolve().parents[2]
 

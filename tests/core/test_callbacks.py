@@ -16,7 +16,7 @@ from arkor_ops import (
 )
 from arkor_ops.events import JobPhase
 from arkor_ops.testing import Connection, scripted_events
-from tests.core.conftest import CONFIG, JOB
+from tests.core.helpers import CONFIG, JOB
 
 
 def test_callbacks_mapping_accepts_arkor_camel_case_names(fake_factory):

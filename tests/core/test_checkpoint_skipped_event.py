@@ -15,7 +15,7 @@ from arkor_ops.events import (
     TrainingStarted,
     event_to_json,
 )
-from tests.core.conftest import CONFIG, JOB
+from tests.core.helpers import CONFIG, JOB
 
 
 def test_checkpoint_skipped_parses_with_its_step_and_is_not_terminal() -> None:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from arkor_ops import ConfigError, TrainerConfig, create_trainer, validate_config
-from tests.core.conftest import CONFIG
+from tests.core.helpers import CONFIG
 
 
 def test_a_config_from_the_arkor_docs_validates_unchanged():

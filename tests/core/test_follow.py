@@ -17,7 +17,7 @@ from arkor_ops.errors import StreamError
 from arkor_ops.events import Frame, ping_frame
 from arkor_ops.follow import follow
 from arkor_ops.testing import Connection, scripted_events
-from tests.core.conftest import JOB, Sleeps
+from tests.core.helpers import JOB, Sleeps
 
 
 async def _read(fake: Any, **kwargs: Any) -> list[Frame]:

@@ -8,7 +8,7 @@ import pytest
 
 from arkor_ops import ReconnectPolicy
 from arkor_ops.polling import Backoff, poll, retry, retry_sync
-from tests.core.conftest import Sleeps
+from tests.core.helpers import Sleeps
 
 
 def test_backoff_grows_by_its_factor_up_to_its_cap():

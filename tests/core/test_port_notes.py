@@ -24,7 +24,7 @@ from arkor_ops import (
 )
 from arkor_ops.events import TrainingLog, TrainingStarted, encode_frame, ping_frame
 from arkor_ops.testing import Connection, Fault, scripted_events
-from tests.core.conftest import CONFIG, JOB
+from tests.core.helpers import CONFIG, JOB
 
 
 def _walk(value: Any) -> list[tuple[str, Any]]:

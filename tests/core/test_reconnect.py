@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from arkor_ops import ReconnectGiveUpError, ReconnectPolicy, create_async_trainer
 from arkor_ops.events import encode_frame
 from arkor_ops.testing import MALFORMED_FRAME, Connection, FakeBackend, scripted_events
-from tests.core.conftest import CONFIG, JOB, Sleeps
+from tests.core.helpers import CONFIG, JOB, Sleeps
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from arkor_ops.events import (
     TrainingResumed,
     TrainingStarted,
 )
-from tests.core.conftest import CONFIG, JOB
+from tests.core.helpers import CONFIG, JOB
 
 
 def _resumed_stream(second_start: bool) -> list[Any]:

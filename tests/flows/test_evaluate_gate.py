@@ -21,7 +21,7 @@ import pytest
 
 from tests.flows.helpers import tiny_config
 from tests.flows.test_local_backend import local_env  # noqa: F401 - fixture
-from tests.local.conftest import REPO
+from tests.local.helpers import REPO
 
 pytestmark = [
     pytest.mark.prefect,

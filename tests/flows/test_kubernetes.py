@@ -19,6 +19,7 @@ import pytest
 
 from arkor_ops.backends.kubernetes.manifests import FLOW_RUN_LABEL
 from arkor_ops.backends.kubernetes.manifests import SELECTOR as MANAGED
+from tests.fixtures.cluster import K8sCluster
 from tests.fixtures.s3 import S3Server
 from tests.flows.helpers import (
     by_key,
@@ -32,8 +33,7 @@ from tests.flows.helpers import (
     tiny_config,
     wait_final,
 )
-from tests.k8senv.fixtures import K8sCluster
-from tests.kube.conftest import S3_SECRET, s3_secret_yaml
+from tests.kubernetes.helpers import S3_SECRET, s3_secret_yaml
 
 pytestmark = [
     pytest.mark.prefect,
@@ -271,9 +271,9 @@ async def test_reaper_leaves_jobs_of_flow_runs_it_does_not_know_alone(
     """A flow-run id this Prefect server does not know is another server's run (two servers
     sharing a namespace), or a label set by hand: never an orphan."""
     from arkor_ops.backends.kubernetes import KubernetesBackend
-    from arkor_ops.backends.kubernetes.settings import KubernetesSettings
     from arkor_ops.config import validate_config
     from arkor_ops.flows.reaper import reap_orphans
+    from arkor_ops.settings import KubernetesSettings
 
     settings = KubernetesSettings().model_copy(
         update={"node_selector": {"arkor-ops.dev/pool": "nowhere"}}  # its pod stays Pending
@@ -305,9 +305,9 @@ async def test_reaper_deletes_the_secret_of_a_run_that_ended_unfollowed(
     from pydantic import SecretStr
 
     from arkor_ops.backends.kubernetes import KubernetesBackend
-    from arkor_ops.backends.kubernetes.settings import KubernetesSettings
     from arkor_ops.config import validate_config
     from arkor_ops.flows.reaper import reap_orphans
+    from arkor_ops.settings import KubernetesSettings
 
     settings = KubernetesSettings().model_copy(
         update={

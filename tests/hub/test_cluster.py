@@ -19,14 +19,14 @@ import pytest
 from arkor_ops import create_async_trainer
 from arkor_ops.backends.kubernetes import KubernetesBackend
 from arkor_ops.backends.kubernetes.diagnostics import current_pod
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 from arkor_ops.eventlog import iter_log_lines
+from arkor_ops.settings import KubernetesSettings
 from arkor_ops.storage import MANIFEST_NAME, RunLayout, join_uri
+from tests.fixtures.cluster import K8sCluster
 from tests.fixtures.hub import DATASET_ID, HubTarget
 from tests.fixtures.s3 import S3Server
 from tests.hub.test_local import ARKOR_MINIMAL
-from tests.k8senv.fixtures import K8sCluster
-from tests.kube.conftest import make_settings, s3_secret_yaml
+from tests.kubernetes.helpers import make_settings, s3_secret_yaml
 
 pytestmark = [
     pytest.mark.cluster,
@@ -54,7 +54,7 @@ def _pod_endpoint(hub: HubTarget, k8s_cluster: K8sCluster) -> str | None:
         return hub.server.endpoint(k8s_cluster.host_ip)
     if k8s_cluster.local is not None:
         pytest.skip(
-            "the local cluster's pods reach nothing beyond this machine (tests/k8senv/netns.py): "
+            "the local cluster's pods reach nothing beyond this machine (tools/k8senv/netns.py): "
             "the real-Hub leg on a cluster needs ARKOR_TEST_KUBECONFIG"
         )
     return None

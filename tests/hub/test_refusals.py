@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.hub import HubTarget, TokenKind
-from tests.worker.conftest import RunDir, start_worker
+from tests.worker.helpers import RunDir, start_worker
 
 pytestmark = [pytest.mark.hub, pytest.mark.train, pytest.mark.timeout(300)]
 

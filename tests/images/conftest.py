@@ -6,87 +6,12 @@ The images must be built from this checkout (``make test`` builds them before py
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
-
 import pytest
 
-from arkor_ops.backends.kubernetes.manifests import RunObjects
-from tests.k8senv import oci
-from tests.k8senv.pod_setup import PodContext, container_env, materialize_volumes
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def built_image(name: str) -> str:
-    """The tag of this checkout's ``name`` image; fails the test when it is not built."""
-    proc = subprocess.run(
-        [str(REPO / "scripts" / "build-images.sh"), "--tag", name],
-        capture_output=True, text=True, check=False, cwd=REPO,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        pytest.fail(
-            f"the {name} image of this checkout is not built: run scripts/build-images.sh "
-            f"(make test does) {proc.stderr.strip()}"
-        )
-    return proc.stdout.strip()
+from tests.images.helpers import built_image
 
 
 @pytest.fixture(scope="session")
 def trainer_image() -> str:
     """Tag of the trainer image built from this checkout."""
     return built_image("trainer")
-
-
-class StaticResolver:
-    """Secrets and ConfigMaps of a run, from the objects themselves (no API server)."""
-
-    def __init__(self, objects: dict[tuple[str, str], dict[str, str]]) -> None:
-        """Args: ``(kind, name)`` ("secret"/"configmap") to key → value."""
-        self.objects = objects
-
-    def data(self, kind: str, namespace: str, name: str, optional: bool) -> dict[str, bytes]:
-        """Key to bytes, as the node agent's resolver returns them."""
-        values = self.objects.get((kind, name))
-        if values is None:
-            if optional:
-                return {}
-            raise KeyError(f"{kind} {name} not found")
-        return {k: v.encode() for k, v in values.items()}
-
-
-@contextmanager
-def job_container(
-    objs: RunObjects, name: str, secrets: dict[str, dict[str, str]], pod_dir: Path
-) -> Iterator[tuple[oci.Container, dict[str, Path]]]:
-    """Container ``name`` of the run's Job, as kubelet would run it: its env (Secret and
-    ConfigMap references resolved), its volumes on disk, its security context and limits.
-
-    Yields:
-        The container (not started) and the volume directories by name.
-    """
-    template: dict[str, Any] = objs.job["spec"]["template"]
-    pod = {
-        "metadata": {"name": f"{objs.job['metadata']['name']}-pod", "namespace": "default",
-                     "uid": "0", **template["metadata"]},
-        "spec": template["spec"],
-    }  # fmt: skip
-    resolver = StaticResolver(
-        {("configmap", objs.config_map["metadata"]["name"]): objs.config_map["data"]}
-        | {("secret", k): v for k, v in secrets.items()}
-    )
-    ctx = PodContext(pod, "node", "127.0.0.1", "127.0.0.1", 6443, pod_dir)
-    volumes = materialize_volumes(ctx, resolver)  # type: ignore[arg-type]
-    spec_containers = [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]
-    container = next(c for c in spec_containers if c["name"] == name)
-    env = container_env(ctx, container, resolver)  # type: ignore[arg-type]
-    declared = {e["name"] for e in container.get("env") or []}
-    for key in ("PATH", "HOME"):  # the node agent's process defaults; the image sets these
-        if key not in declared:
-            env.pop(key, None)
-    spec = oci.spec_from_pod(pod["spec"], container, env, volumes, hostname=pod["metadata"]["name"])
-    with oci.Container(spec, pod_dir / "containers") as ctr:
-        yield ctr, volumes

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from arkor_ops.backends.kubernetes.manifests import RunObjects, build_run
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 from arkor_ops.config import validate_config
 from arkor_ops.eventlog import read_events
+from arkor_ops.settings import KubernetesSettings
 from arkor_ops.storage import open_storage
 from tests.fixtures.s3 import S3Server
-from tests.images.conftest import job_container
-from tests.k8senv import oci
+from tests.images.helpers import job_container
+from tools.k8senv import oci
 
 pytestmark = [pytest.mark.images, pytest.mark.s3, pytest.mark.train]
 

@@ -1,0 +1,1 @@
+"""The local backend: worker and sidecar as local processes."""

@@ -19,7 +19,7 @@ from arkor_ops.config import validate_config
 from arkor_ops.errors import JobNotFoundError, StreamError
 from arkor_ops.events import Frame
 from arkor_ops.storage import RunLayout, open_storage
-from tests.local.conftest import config_fields, make_backend
+from tests.local.helpers import config_fields, make_backend
 
 pytestmark = pytest.mark.timeout(90)
 

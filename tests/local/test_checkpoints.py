@@ -16,7 +16,7 @@ from arkor_ops import create_async_trainer
 from arkor_ops.backends.local import LocalBackend, LocalSettings
 from arkor_ops.errors import CheckpointError
 from arkor_ops.storage import RunLayout, open_storage
-from tests.local.conftest import REPO
+from tests.local.helpers import REPO
 
 pytestmark = [pytest.mark.train, pytest.mark.timeout(420)]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.local.conftest import FAKE_WORKER, REPO, make_backend
+from tests.local.helpers import FAKE_WORKER, REPO, make_backend
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -21,7 +21,7 @@ from arkor_ops import (
     create_async_trainer,
 )
 from arkor_ops.backends.local import LocalBackend, LocalSettings
-from tests.local.conftest import REPO
+from tests.local.helpers import REPO
 
 pytestmark = [pytest.mark.train, pytest.mark.timeout(600)]
 

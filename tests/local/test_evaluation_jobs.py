@@ -15,7 +15,7 @@ import pytest
 
 from arkor_ops import create_async_evaluator
 from arkor_ops.evaluation import validate_evaluation_config
-from tests.local.conftest import make_backend
+from tests.local.helpers import make_backend
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from arkor_ops.loader import load_trainer
-from tests.local.conftest import REPO
+from tests.local.helpers import REPO
 
 EXAMPLE = REPO / "examples" / "triage"
 KEYS = {"category", "urgency", "summary", "nextAction"}

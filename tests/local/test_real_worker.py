@@ -15,7 +15,7 @@ import pytest
 from arkor_ops.backends.local import LocalBackend, LocalSettings
 from arkor_ops.config import validate_config
 from arkor_ops.storage import RunLayout, open_storage
-from tests.local.conftest import REPO
+from tests.local.helpers import REPO
 
 pytestmark = [pytest.mark.train, pytest.mark.timeout(300)]
 

@@ -18,7 +18,7 @@ import pytest
 from arkor_ops.config import validate_config
 from arkor_ops.eventlog import iter_log_lines
 from arkor_ops.events import TERMINAL_TYPES, Frame
-from tests.local.conftest import config_fields, make_backend
+from tests.local.helpers import config_fields, make_backend
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,0 +1,1 @@
+"""The sidecar: its SSE endpoint, access control, replay, browsers."""

@@ -1,5 +1,5 @@
 """What anyone who can reach the sidecar's port can do: read the run's events (bounded), never
-write. A cancel travels as a pod annotation instead (see tests/kube/test_cancel.py)."""
+write. A cancel travels as a pod annotation instead (see tests/kubernetes/test_cancel.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.sidecar.conftest import JOB_ID, Sidecars
+from tests.sidecar.helpers import JOB_ID, Sidecars
 
 pytestmark = [pytest.mark.timeout(60)]
 

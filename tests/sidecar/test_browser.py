@@ -12,7 +12,7 @@ import pytest
 from arkor_ops.eventlog import EventLogWriter
 from arkor_ops.events import TrainingCompleted, TrainingStarted
 from tests.sidecar.browser import Browser
-from tests.sidecar.conftest import JOB_ID, Sidecars, write_logs
+from tests.sidecar.helpers import JOB_ID, Sidecars, write_logs
 
 pytestmark = [
     pytest.mark.browser,

@@ -10,7 +10,7 @@ import pytest
 
 from arkor_ops.eventlog import EventLogWriter
 from arkor_ops.events import TrainingCompleted, TrainingStarted
-from tests.sidecar.conftest import JOB_ID, Sidecars, collect, ids, write_logs
+from tests.sidecar.helpers import JOB_ID, Sidecars, collect, ids, write_logs
 
 pytestmark = pytest.mark.timeout(90)
 

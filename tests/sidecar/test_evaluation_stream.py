@@ -16,7 +16,7 @@ from arkor_ops.events import (
     parse_event,
 )
 from arkor_ops.storage import RunLayout, open_storage
-from tests.sidecar.conftest import JOB_ID, Sidecars, collect, ids
+from tests.sidecar.helpers import JOB_ID, Sidecars, collect, ids
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -16,7 +16,7 @@ import pytest
 
 from arkor_ops.events import TrainingCompleted, TrainingLog, event_to_json
 from arkor_ops.storage import RunLayout, open_storage
-from tests.sidecar.conftest import JOB_ID, SidecarProc, Sidecars
+from tests.sidecar.helpers import JOB_ID, SidecarProc, Sidecars
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -13,7 +13,7 @@ import pytest
 from arkor_ops.eventlog import EventLogWriter, iter_log_lines
 from arkor_ops.events import TrainingFailed, TrainingStarted
 from arkor_ops.storage import RunLayout, open_storage
-from tests.sidecar.conftest import JOB_ID, Sidecars, collect, ids, write_logs, write_run
+from tests.sidecar.helpers import JOB_ID, Sidecars, collect, ids, write_logs, write_run
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.s3]
 

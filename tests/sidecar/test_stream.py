@@ -12,7 +12,7 @@ import pytest
 from arkor_ops.eventlog import EventLogWriter
 from arkor_ops.events import TrainingCompleted, TrainingStarted
 from arkor_ops.storage import RunLayout, open_storage
-from tests.sidecar.conftest import JOB_ID, Sidecars, collect, ids, write_logs, write_run
+from tests.sidecar.helpers import JOB_ID, Sidecars, collect, ids, write_logs, write_run
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from arkor_ops.worker.settings import default_model_cache
-from tests.worker.conftest import (
+from tests.worker.helpers import (
     REPO,
     ROWS,
     RunDir,

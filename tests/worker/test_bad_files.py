@@ -12,7 +12,7 @@ import pytest
 
 from arkor_ops.worker.data import read_file
 from arkor_ops.worker.errors import DatasetError
-from tests.worker.conftest import ROWS, RunDir, base_config, run_inprocess
+from tests.worker.helpers import ROWS, RunDir, base_config, run_inprocess
 
 #: What a user may expect an error about one bad row to stay under.
 MESSAGE_BOUND = 2_000

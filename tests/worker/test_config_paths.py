@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.worker.conftest import (
+from tests.worker.helpers import (
     ROWS,
     RunDir,
     assert_completed,

@@ -16,7 +16,7 @@ from arkor_ops.checkpoints import describe_checkpoints
 from arkor_ops.config import validate_config
 from arkor_ops.errors import ConfigError
 from arkor_ops.storage import open_storage
-from tests.worker.conftest import ROWS, RunDir, base_config, of_type, run_inprocess, write_rows
+from tests.worker.helpers import ROWS, RunDir, base_config, of_type, run_inprocess, write_rows
 
 pytestmark = [pytest.mark.s3, pytest.mark.train, pytest.mark.timeout(300)]
 

@@ -19,7 +19,7 @@ import pytest
 
 from arkor_ops.storage import MANIFEST_NAME, join_uri, open_storage
 from arkor_ops.worker.errors import EXIT_OK, EXIT_PERMANENT
-from tests.worker.conftest import (
+from tests.worker.helpers import (
     GRACE_SECONDS,
     RunDir,
     base_config,

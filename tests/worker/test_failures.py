@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.worker.conftest import (
+from tests.worker.helpers import (
     ROWS,
     RunDir,
     base_config,

@@ -9,7 +9,7 @@ import pytest
 
 from arkor_ops.storage import join_uri, open_storage
 from arkor_ops.worker.idle import CAUSES
-from tests.worker.conftest import ROWS, RunDir, base_config, of_type, start_worker, write_rows
+from tests.worker.helpers import ROWS, RunDir, base_config, of_type, start_worker, write_rows
 
 pytestmark = [pytest.mark.s3, pytest.mark.train, pytest.mark.timeout(300)]
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from arkor_ops.worker.errors import EXIT_OK, EXIT_PERMANENT
-from tests.worker.conftest import ROWS, RunDir, base_config, of_type, run_inprocess, write_rows
+from tests.worker.helpers import ROWS, RunDir, base_config, of_type, run_inprocess, write_rows
 
 pytestmark = [pytest.mark.s3, pytest.mark.train, pytest.mark.timeout(600)]
 

@@ -15,7 +15,7 @@ import pytest
 
 from arkor_ops.storage import MANIFEST_NAME, join_uri, open_storage
 from arkor_ops.worker.checkpoints import committed_steps
-from tests.worker.conftest import (
+from tests.worker.helpers import (
     GRACE_SECONDS,
     ROWS,
     RunDir,

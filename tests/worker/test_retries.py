@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from arkor_ops.storage import open_storage
-from tests.worker.conftest import ROWS, RunDir, base_config, run_inprocess, write_rows
+from tests.worker.helpers import ROWS, RunDir, base_config, run_inprocess, write_rows
 
 pytestmark = [pytest.mark.s3]
 

@@ -17,7 +17,7 @@ import pytest
 
 from arkor_ops.config import BlobDataset
 from arkor_ops.worker.data import fetch_blob, read_file
-from tests.worker.conftest import ROWS, RunDir, base_config, run_inprocess
+from tests.worker.helpers import ROWS, RunDir, base_config, run_inprocess
 
 pytestmark = [pytest.mark.s3]
 

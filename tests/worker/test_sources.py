@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.s3 import S3Server
-from tests.worker.conftest import (
+from tests.worker.helpers import (
     ROWS,
     RunDir,
     assert_completed,

@@ -15,7 +15,7 @@ import pytest
 from arkor_ops.events import CheckpointSkipped
 from arkor_ops.storage import open_storage
 from arkor_ops.worker.checkpoints import MAX_BACKLOG, committed_steps
-from tests.worker.conftest import (
+from tests.worker.helpers import (
     ROWS,
     RunDir,
     base_config,

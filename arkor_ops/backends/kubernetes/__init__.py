@@ -3,7 +3,6 @@
 | module | owns |
 |---|---|
 | ``backend`` | :class:`KubernetesBackend`: the :class:`~arkor_ops.backends.Backend` on a cluster |
-| ``settings`` | :class:`KubernetesSettings` (``ARKOR_K8S_*`` environment) |
 | ``manifests`` | pure builder: trainer config + settings → Job, Secret, ConfigMap |
 | ``diagnostics`` | pure function: Job + Pods + Events → why the run is waiting or failed |
 | ``errors`` | ``ApiException`` → :mod:`arkor_ops.errors`, with hints |
@@ -13,6 +12,7 @@
 | ``run_secret`` | the run's Secret ends with the run (terminal event, cancel, or a sweep) |
 | ``adoption`` | whether a Job found by idempotency key may be adopted, and what it still needs |
 
+Its settings (``ARKOR_K8S_*``) are :class:`arkor_ops.settings.KubernetesSettings`.
 The backend is imported on first use, so the worker and the sidecar can read ``manifests`` and
 ``images`` (the Job's shape) without loading the Kubernetes client.
 """

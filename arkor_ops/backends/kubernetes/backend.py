@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -42,13 +41,13 @@ from arkor_ops.backends.kubernetes.diagnostics import (
     sidecar_ready,
     trainer_exit_code,
 )
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 from arkor_ops.backends.kubernetes.stream import RunStream
 from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import BackendError, JobNotFoundError, StorageError
 from arkor_ops.evaluation import EvaluationConfig
 from arkor_ops.eventlog import iter_log_lines
 from arkor_ops.events import TERMINAL_STATUS, TERMINAL_TYPES, Frame
+from arkor_ops.settings import FlowRunSettings, KubernetesSettings, S3Settings
 from arkor_ops.storage import FileStorage, RunLayout, S3Storage, Storage, s3_client_kwargs
 
 log = logging.getLogger(__name__)
@@ -109,11 +108,11 @@ class KubernetesBackend(Backend):
             else:
                 import boto3
 
-                env = dict(os.environ)
-                if self.settings.s3_client_endpoint_url:
-                    env["ARKOR_S3_ENDPOINT_URL"] = self.settings.s3_client_endpoint_url
-                env.setdefault("AWS_REGION", self.settings.s3_region)
-                self._storage = S3Storage(boto3.client("s3", **s3_client_kwargs(env)))
+                s3 = S3Settings()
+                endpoint = self.settings.s3_client_endpoint_url or s3.endpoint_url
+                region = s3.region or self.settings.s3_region
+                s3 = s3.model_copy(update={"endpoint_url": endpoint, "region": region})
+                self._storage = S3Storage(boto3.client("s3", **s3_client_kwargs(s3)))
         return self._storage
 
     async def run_storage(self, job_id: str) -> tuple[Storage, RunLayout]:
@@ -211,7 +210,7 @@ class KubernetesBackend(Backend):
             name=name,
             storage_uri=self.settings.storage_uri,
             idempotency_key=idempotency_key,
-            flow_run_id=flow_run_id or self.flow_run_id or os.environ.get("PREFECT__FLOW_RUN_ID"),
+            flow_run_id=flow_run_id or self.flow_run_id or FlowRunSettings().flow_run_id,
         )
         try:
             job = await self.api.create("jobs", objs.job)

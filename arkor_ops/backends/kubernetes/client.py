@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +19,8 @@ from typing import Any
 import httpx
 
 from arkor_ops.backends.kubernetes.errors import map_api_error, map_transport_error
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 from arkor_ops.errors import BackendError
+from arkor_ops.settings import KubeconfigSettings, KubernetesSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ def load_configuration(settings: KubernetesSettings) -> Any:
     from kubernetes import client, config
 
     cfg = client.Configuration()
-    path = settings.kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+    path = settings.kubeconfig or KubeconfigSettings().first_path()
     default = Path.home() / ".kube" / "config"
     try:
         if path or default.exists():

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from arkor_ops.backends.kubernetes import images
-from arkor_ops.backends.kubernetes.settings import KubernetesSettings
 from arkor_ops.config import TrainerConfig
 from arkor_ops.evaluation import EvaluationConfig
+from arkor_ops.settings import CANCEL_ANNOTATION as CANCEL_ANNOTATION  # noqa: PLC0414 - re-export
+from arkor_ops.settings import KubernetesSettings
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 APP_NAME = "app.kubernetes.io/name"
@@ -37,7 +38,6 @@ STAGE_LABEL = "arkor-ops.dev/stage"
 JobConfig = TrainerConfig | EvaluationConfig
 FLOW_RUN_LABEL = "arkor-ops.dev/flow-run-id"
 IDEMPOTENCY_LABEL = "arkor-ops.dev/idempotency-key"
-CANCEL_ANNOTATION = "arkor-ops.dev/cancel-requested"
 CONFIG_HASH_ANNOTATION = "arkor-ops.dev/config-hash"
 #: Set on the Job once its run's Secret is deleted (see :mod:`.run_secret`).
 SECRET_DELETED_ANNOTATION = "arkor-ops.dev/secret-deleted"

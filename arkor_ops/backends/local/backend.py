@@ -9,7 +9,7 @@ Checkpoints, the final adapter and the persisted log go to the storage URI (``fi
 ``s3://``), as on Kubernetes. Both processes run in their own session (process group), so a
 Ctrl-C in the terminal that started them reaches neither.
 
-Settings (environment, prefix ``ARKOR_``): see :class:`LocalSettings`.
+Settings (environment, prefix ``ARKOR_``): see :class:`arkor_ops.settings.LocalSettings`.
 """
 
 from __future__ import annotations
@@ -26,56 +26,23 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from arkor_ops.backends.base import Backend, JobDescription, TrainingJob
 from arkor_ops.backends.local import run as runs
-from arkor_ops.config import DATASET_TOKEN_ENV, DATASET_URL_ENV, TrainerConfig
+from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import BackendError, JobNotFoundError, StreamError
 from arkor_ops.evaluation import EvaluationConfig
 from arkor_ops.events import EvaluationCancelled, Frame, TrainingCancelled, utc_now
 from arkor_ops.polling import Backoff, poll
+from arkor_ops.settings import DATASET_TOKEN_ENV, DATASET_URL_ENV, LocalSettings, read
 from arkor_ops.sse import stream_frames
 from arkor_ops.storage import RunLayout, Storage, open_storage
 
 log = logging.getLogger(__name__)
-
-
-class LocalSettings(BaseSettings):
-    """Where local runs live and how their processes start (``ARKOR_*`` variables)."""
-
-    model_config = SettingsConfigDict(env_prefix="ARKOR_", extra="ignore", frozen=True)
-
-    runs_dir: Path = Field(
-        default_factory=lambda: Path.home() / ".cache" / "arkor-ops" / "runs",
-        description="One folder per run: config, state, event log, process logs.",
-    )
-    storage_uri: str | None = Field(
-        default=None,
-        pattern=r"^(s3|file)://",
-        description="Run storage; default `file://{runs_dir}/storage`.",
-    )
-    python: str = Field(default=sys.executable, description="Python that runs worker and sidecar.")
-    worker_module: str = Field(
-        default="arkor_ops.worker",
-        description="Module run as the worker (`python -m`); tests swap in a scripted one.",
-    )
-    cancel_timeout_seconds: float = Field(
-        default=60, gt=0, description="How long cancel() waits for `training.cancelled`."
-    )
-    sidecar_linger_seconds: float = Field(
-        default=30, ge=0, description="The sidecar exits this long after the run ends."
-    )
-    start_timeout_seconds: float = Field(
-        default=30, gt=0, description="How long submit() waits for the sidecar to answer."
-    )
 
 
 def job_id_for(name: str, idempotency_key: str | None = None) -> str:
@@ -114,14 +81,7 @@ class LocalBackend(Backend):
         Raises:
             BackendError: a variable holds an invalid value (named in the message).
         """
-        try:
-            return cls(LocalSettings())
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"ARKOR_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-                for err in exc.errors(include_url=False, include_input=False)
-            )
-            raise BackendError(f"invalid local backend settings: {problems}") from None
+        return cls(read(LocalSettings, error=BackendError, what="local backend settings"))
 
     def _run(self, job_id: str) -> runs.LocalRun:
         return runs.LocalRun(self.runs_dir / job_id, job_id, self.storage_uri, self._children)
@@ -189,9 +149,8 @@ class LocalBackend(Backend):
         layout = RunLayout(self.storage_uri, run.job_id)
         storage = open_storage(self.storage_uri)
         await asyncio.to_thread(storage.put_bytes, layout.config, json.dumps(wire).encode())
-        base = {
-            k: v for k, v in os.environ.items() if k not in (DATASET_TOKEN_ENV, DATASET_URL_ENV)
-        }
+        inherited = os.environ.items()  # environment passed to a child process, not configuration
+        base = {k: v for k, v in inherited if k not in (DATASET_TOKEN_ENV, DATASET_URL_ENV)}
         base.update(
             ARKOR_JOB_ID=run.job_id,
             ARKOR_STORAGE_URI=self.storage_uri,

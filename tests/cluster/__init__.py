@@ -1,1 +1,0 @@
-"""Tests against a real Kubernetes control plane (local by default, see tests/k8senv)."""

@@ -1,0 +1,171 @@
+"""Helpers of the tests in tests/kubernetes/ (their fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from arkor_ops.settings import KubernetesSettings
+from tests.fixtures.cluster import K8sCluster
+from tests.fixtures.s3 import S3Server
+
+HF_TOKEN = "hf_kube_test_secret_value_0123456789"
+
+
+S3_SECRET = "arkor-ops-s3"
+
+
+K8S = Path(__file__).resolve().parents[2] / "k8s"
+
+
+BASE_NAMESPACE = "arkor-ops"
+
+
+def s3_secret_yaml(namespace: str, s3: S3Server) -> str:
+    """The Secret with S3 keys that run pods reference (an operator creates it once)."""
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": S3_SECRET, "namespace": namespace},
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": s3.access_key,
+                "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+            },
+        }
+    )
+
+
+def make_settings(
+    cluster: K8sCluster, namespace: str, s3: S3Server, storage_uri: str, **overrides: Any
+) -> KubernetesSettings:
+    """Settings for runs on the local cluster (small requests; the GPU pool by default)."""
+    fields: dict[str, Any] = {
+        "namespace": namespace,
+        "kubeconfig": str(cluster.kubeconfig),
+        "storage_uri": storage_uri,
+        "s3_endpoint_url": s3.endpoint(cluster.host_ip),
+        "s3_client_endpoint_url": s3.endpoint(),
+        "s3_secret_name": S3_SECRET,
+        "cpu_request": "100m",
+        "memory_request": "256Mi",
+        "memory_limit": None,
+        "cancel_grace_seconds": 10,
+        "cancel_timeout_seconds": 90,
+        "hf_token": HF_TOKEN,
+        "env": {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1",
+        },
+    }
+    fields.update(overrides)
+    return KubernetesSettings(**fields)
+
+
+_PROBE_POD = {
+    "metadata": {"name": "arkor-ops-policy-probe", "labels": {"app": "probe"}},
+    "spec": {
+        "nodeSelector": {"arkor-ops.dev/pool": "nowhere"},
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "c",
+                "image": "busybox",
+                "command": ["true"],
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }
+        ],
+    },
+}
+
+
+def wait_until_policies_enforced(cluster: K8sCluster, timeout: float = 120.0) -> None:
+    """Return once each of k8s/base's admission policies refuses the client ServiceAccount.
+
+    kube-apiserver loads ValidatingAdmissionPolicies, their bindings and their parameter
+    ConfigMap through informers, so `kubectl apply` returns before they are enforced (a second
+    or so; longer on a loaded machine, where a CI run once saw six refusals admitted). Each
+    policy is probed with a dry-run request it must refuse; the first refusal of each counts.
+    """
+    import time
+
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    admin = client.CoreV1Api(cluster.api_client())
+    admin.create_namespaced_pod(BASE_NAMESPACE, _PROBE_POD)
+    bad_job = {
+        "metadata": {"name": "arkor-ops-policy-probe"},
+        "spec": {"template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "busybox", "command": ["true"]}],
+        }}},
+    }  # fmt: skip
+    try:
+        with client.ApiClient(service_account_configuration(cluster)) as api:
+            core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+            probes: dict[str, Callable[[], Any]] = {
+                "jobs": lambda: batch.create_namespaced_job(BASE_NAMESPACE, bad_job, dry_run="All"),
+                "objects": lambda: core.delete_namespaced_secret(
+                    S3_SECRET, BASE_NAMESPACE, dry_run="All"
+                ),
+                "pods": lambda: core.patch_namespaced_pod(
+                    "arkor-ops-policy-probe",
+                    BASE_NAMESPACE,
+                    {"metadata": {"labels": {"app": "changed"}}},
+                    dry_run="All",
+                ),
+            }
+            deadline = time.monotonic() + timeout
+            while probes:
+                for name, probe in list(probes.items()):
+                    try:
+                        probe()
+                    except ApiException as e:
+                        # the jobs policy's message names the image only once its parameters
+                        # are loaded too (without them it denies every Job)
+                        want = "image not allowed" if name == "jobs" else "ValidatingAdmission"
+                        if want in str(e.body):
+                            del probes[name]
+                if probes and time.monotonic() > deadline:
+                    raise AssertionError(f"admission policies not enforced: {sorted(probes)}")
+                if probes:
+                    time.sleep(0.5)
+    finally:
+        admin.delete_namespaced_pod(
+            "arkor-ops-policy-probe", BASE_NAMESPACE, grace_period_seconds=0
+        )
+
+
+def service_account_configuration(cluster: K8sCluster) -> Any:
+    """The admin kubeconfig's server and CA, with the client ServiceAccount's token."""
+    from kubernetes import client
+
+    token = cluster.kubectl(
+        "create", "token", "arkor-ops-client", "-n", BASE_NAMESPACE
+    ).stdout.strip()
+    admin = cluster.configuration()
+    cfg = client.Configuration()
+    cfg.host = admin.host
+    cfg.ssl_ca_cert = admin.ssl_ca_cert
+    cfg.verify_ssl = admin.verify_ssl
+    cfg.api_key = {"BearerToken": token}
+    cfg.api_key_prefix = {"BearerToken": "Bearer"}
+    return cfg
+
+
+def job_yaml(cluster: K8sCluster, namespace: str, *args: str) -> str:
+    """``kubectl get … -o yaml`` output."""
+    return cluster.kubectl("get", "-n", namespace, *args, "-o", "yaml").stdout

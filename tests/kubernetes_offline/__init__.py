@@ -1,0 +1,2 @@
+"""The Kubernetes backend's parts that need no cluster: manifests, diagnostics, API-error
+mapping, settings, the client."""
