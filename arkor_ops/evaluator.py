@@ -27,7 +27,7 @@ from typing import Any, Self, TypeVar
 from arkor_ops.backends.base import Backend, TrainingJob
 from arkor_ops.blocking import BlockingRunner
 from arkor_ops.checkpoints import check_adapter_ref
-from arkor_ops.errors import ReconnectGiveUpError, StreamError
+from arkor_ops.errors import StreamError
 from arkor_ops.evaluation import EvaluationConfig, validate_evaluation_config
 from arkor_ops.events import (
     EvaluationCancelled,
@@ -37,12 +37,26 @@ from arkor_ops.events import (
     EvaluationStarted,
     parse_event,
 )
+from arkor_ops.follow import follow
 from arkor_ops.reconnect import ReconnectPolicy
 from arkor_ops.storage import join_uri
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-EvaluationCallback = Callable[[Any], Awaitable[None] | None]
+#: One callback per event: each gets that event, and may return an awaitable to be awaited.
+OnEvaluationStarted = Callable[[EvaluationStarted], Awaitable[None] | None]
+OnEvaluationProgress = Callable[[EvaluationProgress], Awaitable[None] | None]
+OnEvaluationCompleted = Callable[[EvaluationCompleted], Awaitable[None] | None]
+OnEvaluationFailed = Callable[[EvaluationFailed], Awaitable[None] | None]
+OnEvaluationCancelled = Callable[[EvaluationCancelled], Awaitable[None] | None]
+#: Any of them (``callbacks=`` maps ``on_started`` … ``on_cancelled`` to these).
+EvaluationCallback = (
+    OnEvaluationStarted
+    | OnEvaluationProgress
+    | OnEvaluationCompleted
+    | OnEvaluationFailed
+    | OnEvaluationCancelled
+)
 _CALLBACKS = ("on_started", "on_progress", "on_completed", "on_failed", "on_cancelled")
 
 
@@ -163,33 +177,19 @@ class AsyncEvaluator:
             Exception: whatever a callback raised, unchanged.
         """
         job_id = await self.start()
-        policy, attempt, last_id = self._reconnect, 0, None
-        while True:
-            error: BaseException
-            try:
-                async with contextlib.aclosing(self.backend.events(job_id, last_id)) as frames:  # type: ignore[type-var]
-                    async for frame in frames:
-                        if frame.id is not None and not frame.is_end:
-                            last_id = frame.id
-                        if frame.is_ping or frame.is_end or not frame.data:
-                            continue
-                        attempt = 0
-                        result = await self._dispatch(frame.data)
-                        if result is not None:
-                            return result
-                error = StreamError("event stream closed before the evaluation ended")
-            except StreamError as exc:
-                if not exc.retryable:
-                    raise
-                error = exc
-            if policy.max_attempts is not None and attempt >= policy.max_attempts:
-                raise ReconnectGiveUpError(
-                    f"evaluation stream failed {attempt + 1} consecutive times; giving up"
-                ) from error
-            delay = policy.delay(attempt)
-            attempt += 1
-            logger.info("event stream failed (%s); reconnecting in %.1fs", error, delay)
-            await policy.sleep(delay)
+        frames = follow(
+            lambda after: self.backend.events(job_id, after),
+            policy=self._reconnect,
+            name="evaluation stream",
+        )
+        async with contextlib.aclosing(frames):
+            async for frame in frames:
+                if frame.is_end or not frame.data:
+                    continue
+                result = await self._dispatch(frame.data)
+                if result is not None:
+                    return result
+        raise StreamError(f"the event stream of {job_id} ended before the evaluation did")
 
     async def _call(self, name: str, event: Any) -> None:
         callback = self._callbacks.get(name)

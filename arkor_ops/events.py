@@ -255,6 +255,26 @@ class EvaluationCancelled(_Event):
     done: int | None = Field(default=None, description="Samples scored when it stopped.")
 
 
+#: The phases this version knows (a backend's diagnosis, or the trainer's ``retrying``).
+Phase = Literal[
+    "queued",
+    "pending",
+    "create-failed",
+    "unschedulable",
+    "pulling",
+    "image-pull-error",
+    "config-error",
+    "starting",
+    "crash-loop",
+    "oom-killed",
+    "retrying",
+    "running",
+    "cancelling",
+    "completed",
+    "failed",
+]
+
+
 class JobPhase(_Event):
     """Why a run is not training yet (or any more). Never terminal.
 
@@ -263,7 +283,8 @@ class JobPhase(_Event):
     """
 
     type: Literal["job.phase"] = "job.phase"
-    phase: str = Field(
+    # A phase this version does not know (from a newer server) still parses, as a plain str.
+    phase: Phase | str = Field(
         description="Short state, e.g. `queued`, `unschedulable`, `pulling`, `running`."
     )
     reason: str | None = Field(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random as _random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,3 +50,11 @@ class ReconnectPolicy:
         exp = min(self.base_delay_seconds * 2.0 ** min(attempt, 64), self.max_delay_seconds)
         jittered = exp * (1 + self.jitter * (2 * self.random() - 1))
         return max(0.0, min(jittered, self.max_delay_seconds))
+
+    def delays(self) -> Iterator[float]:
+        """``delay(0)``, ``delay(1)``, …: the backoff as an endless sequence (for
+        :mod:`arkor_ops.polling`)."""
+        attempt = 0
+        while True:
+            yield self.delay(attempt)
+            attempt += 1

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias, TypedDict
 
 from arkor_ops.backends.base import TrainingJob
-from arkor_ops.events import Artifact, Metrics
+from arkor_ops.events import Artifact, Metrics, Phase
 
 
 @dataclass(frozen=True)
@@ -106,16 +106,48 @@ class CancelledContext:
 
 @dataclass(frozen=True)
 class PhaseContext:
-    """``on_phase``: the backend explains why the run is not training (yet)."""
+    """``on_phase``: the backend explains why the run is not training (yet).
+
+    ``phase`` is one of :data:`~arkor_ops.events.Phase`, or a newer server's phase as a str.
+    """
 
     job: TrainingJob
-    phase: str
+    phase: Phase | str
     reason: str | None = None
     message: str | None = None
     hint: str | None = None
 
 
-Callback = Callable[[Any], Any]
+#: What a callback returns: nothing, or an awaitable that ``wait()`` awaits before reading on.
+CallbackResult: TypeAlias = Awaitable[None] | None
+
+OnStarted: TypeAlias = Callable[[StartedContext], CallbackResult]
+OnLog: TypeAlias = Callable[[LogContext], CallbackResult]
+OnCheckpoint: TypeAlias = Callable[[CheckpointContext], CallbackResult]
+OnCompleted: TypeAlias = Callable[[CompletedContext], CallbackResult]
+OnFailed: TypeAlias = Callable[[FailedContext], CallbackResult]
+OnCancelled: TypeAlias = Callable[[CancelledContext], CallbackResult]
+OnPhase: TypeAlias = Callable[[PhaseContext], CallbackResult]
+OnResumed: TypeAlias = Callable[[ResumedContext], CallbackResult]
+
+#: Any one of the callbacks above (a mapping of callbacks by name holds these).
+Callback: TypeAlias = (
+    OnStarted | OnLog | OnCheckpoint | OnCompleted | OnFailed | OnCancelled | OnPhase | OnResumed
+)
+
+
+class Observers(TypedDict, total=False):
+    """The callbacks ``observing()`` takes, by name (each optional)."""
+
+    on_started: OnStarted
+    on_log: OnLog
+    on_checkpoint: OnCheckpoint
+    on_completed: OnCompleted
+    on_failed: OnFailed
+    on_cancelled: OnCancelled
+    on_phase: OnPhase
+    on_resumed: OnResumed
+
 
 #: Callback names, snake_case → Arkor's camelCase.
 CALLBACK_NAMES: dict[str, str] = {

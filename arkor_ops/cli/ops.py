@@ -24,8 +24,13 @@ from rich.table import Table
 from arkor_ops.backends import resolve_backend
 from arkor_ops.backends.base import Backend, JobDescription
 from arkor_ops.checkpoints import CheckpointInfo, list_checkpoints
-from arkor_ops.errors import ArkorOpsError, JobNotFoundError, StreamError
+from arkor_ops.errors import ArkorOpsError, JobNotFoundError
+from arkor_ops.follow import follow as follow_frames
+from arkor_ops.reconnect import ReconnectPolicy
 from arkor_ops.settings import BACKEND_ENV, default_backend
+
+#: ``logs -f``: reconnect 1 s after any close or retryable failure, for as long as it takes.
+_FOLLOW_POLICY = ReconnectPolicy(base_delay_seconds=1.0, max_delay_seconds=1.0, jitter=0.0)
 
 
 def register(sub: Any) -> None:
@@ -255,39 +260,24 @@ async def follow(
     Returns:
         0, or 1 when the run failed.
     """
-    last_id: str | None = None
     status = 0
-    seen = False
-    upto = None if follow else await _last_event_id(backend, job_id)
-    while True:
-        frames = backend.events(job_id, last_id).__aiter__()
-        try:
-            while True:
-                # Not following: wait for the first frame, then stop once the stream is idle.
-                timeout = None if follow else (idle_seconds if seen else first_seconds)
-                frame = await asyncio.wait_for(anext(frames), timeout=timeout)
-                last_id = frame.id or last_id
-                seen = True
-                if frame.is_end:
-                    return status
-                if frame.is_ping or not frame.data:
-                    continue
-                with contextlib.suppress(ValueError):
-                    data = json.loads(frame.data)
-                    status = 1 if data.get("type") == "training.failed" else status
-                    out.print(render(data), markup=False, highlight=False)
-                if upto is not None and _event_id(frame.id) >= upto:
-                    return status
-        except (StopAsyncIteration, TimeoutError):
-            if not follow:
-                return status
-        except StreamError as exc:
-            if not follow or not exc.retryable:
-                raise
-        finally:
-            with contextlib.suppress(Exception):
-                await frames.aclose()  # type: ignore[attr-defined]
-        await asyncio.sleep(1.0)
+    frames = follow_frames(
+        lambda after: backend.events(job_id, after),
+        upto=None if follow else await _last_event_id(backend, job_id),
+        # Not following: wait for the first frame, then stop once the stream is idle.
+        first_frame_seconds=None if follow else first_seconds,
+        idle_seconds=None if follow else idle_seconds,
+        policy=_FOLLOW_POLICY if follow else None,
+    )
+    async with contextlib.aclosing(frames):
+        async for frame in frames:
+            if frame.is_end or not frame.data:
+                continue
+            with contextlib.suppress(ValueError):
+                data = json.loads(frame.data)
+                status = 1 if data.get("type") == "training.failed" else status
+                out.print(render(data), markup=False, highlight=False)
+    return status
 
 
 async def _last_event_id(backend: Backend, job_id: str) -> int | None:
@@ -296,13 +286,6 @@ async def _last_event_id(backend: Backend, job_id: str) -> int | None:
         return (await backend.describe(job_id)).last_event_id
     except JobNotFoundError:
         return None  # the stream says so in its own words
-
-
-def _event_id(raw: str | None) -> int:
-    try:
-        return int(raw or 0)
-    except ValueError:
-        return 0
 
 
 def run_logs(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import RegistryError, StreamError
 from arkor_ops.events import Event, parse_event
 from arkor_ops.flows.settings import BackendSettings
+from arkor_ops.follow import follow
 from arkor_ops.models import find_trained
 from arkor_ops.reconnect import ReconnectPolicy
 from arkor_ops.registry import RegistrySettings, register_run, registered_name
@@ -40,35 +41,30 @@ async def run_events(
 
     The backend replays the run's log (the sidecar while it lingers, storage once it is gone);
     a stream that breaks off (the sidecar exiting meanwhile) is resumed after the last event
-    read, with ``wait()``'s backoff, ``policy.max_attempts`` times in a row at most.
+    read, with ``wait()``'s backoff and reconnect rules (:func:`arkor_ops.follow.follow`),
+    ``policy.max_attempts`` times in a row at most.
 
     Raises:
-        StreamError: the stream failed fatally, or once too often.
+        StreamError: the stream failed fatally.
+        ReconnectGiveUpError: it failed ``policy.max_attempts`` times in a row.
     """
     events: list[Event] = []
-    last_id: str | None = None
-    failures = 0
     async with resolve_backend(settings.backend, **settings.overrides()) as backend:
-        while True:
-            try:
-                async with contextlib.aclosing(backend.events(job_id, last_id)) as frames:  # type: ignore[type-var]
-                    async for frame in frames:
-                        if frame.is_end:
-                            return events
-                        if frame.id is not None:
-                            last_id = frame.id
-                        event = None if frame.is_ping else parse_event(frame.data)
-                        if event is not None:
-                            events.append(event)
-                            failures = 0
-                            if event.terminal:
-                                return events
-                raise StreamError(f"the event stream of {job_id} closed before its end")
-            except StreamError as exc:
-                if not exc.retryable or failures >= (policy.max_attempts or 0):
-                    raise
-                await policy.sleep(policy.delay(failures))
-                failures += 1
+        frames = follow(
+            lambda after: backend.events(job_id, after),
+            policy=policy,
+            name=f"event stream of {job_id}",
+        )
+        async with contextlib.aclosing(frames):
+            async for frame in frames:
+                if frame.is_end:
+                    return events
+                event = parse_event(frame.data)
+                if event is not None:
+                    events.append(event)
+                    if event.terminal:
+                        return events
+        raise StreamError(f"the event stream of {job_id} closed before its end")
 
 
 def final_adapter(result: dict[str, Any]) -> str:

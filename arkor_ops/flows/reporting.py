@@ -41,6 +41,15 @@ from prefect.logging import get_run_logger
 
 from arkor_ops.errors import ArkorOpsError
 from arkor_ops.flows.loss_curve import render_loss_png
+from arkor_ops.results import (
+    Callback,
+    CheckpointContext,
+    LogContext,
+    PhaseContext,
+    ResumedContext,
+    StartedContext,
+    TrainingResult,
+)
 from arkor_ops.storage import RunLayout, Storage
 
 logger = logging.getLogger(__name__)
@@ -101,7 +110,7 @@ class RunReporter:
             description="No checkpoint committed yet",
         )
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> dict[str, Callback]:
         """The callbacks to hand to ``create_async_trainer``."""
         return {
             "on_started": self.on_started,
@@ -113,24 +122,24 @@ class RunReporter:
 
     # -- events ---------------------------------------------------------------------------------
 
-    async def on_started(self, ctx: Any) -> None:
+    async def on_started(self, ctx: StartedContext) -> None:
         """``training.started``: log the run's metadata."""
         self.log.info("Training %s started", self.job_id)
 
-    async def on_phase(self, ctx: Any) -> None:
+    async def on_phase(self, ctx: PhaseContext) -> None:
         """``job.phase``: explain a wait (queued, unschedulable, pulling the image, …)."""
-        parts = [getattr(ctx, k, None) for k in ("phase", "reason", "message", "hint")]
+        parts = [ctx.phase, ctx.reason, ctx.message, ctx.hint]
         self.log.info("Job %s: %s", self.job_id, " · ".join(str(p) for p in parts if p))
 
-    async def on_resumed(self, ctx: Any) -> None:
+    async def on_resumed(self, ctx: ResumedContext) -> None:
         """``training.resumed``: say so, and drop the rows of the steps that will be re-done."""
-        step = int(getattr(ctx, "step", 0) or 0)
+        step = ctx.step
         self.log.warning(
             "Training %s resumed from step %s (attempt %s): %s",
             self.job_id,
             step,
-            getattr(ctx, "attempt", "?"),
-            getattr(ctx, "reason", ""),
+            ctx.attempt,
+            ctx.reason,
         )
         self._drop_rows_after(step)
 
@@ -140,13 +149,19 @@ class RunReporter:
             self.rows = kept
             self._table_dirty = True
 
-    async def on_log(self, ctx: Any) -> None:
+    async def on_log(self, ctx: LogContext) -> None:
         """``training.log``: log the step, set its table row, advance the progress bar.
 
         A step that is logged again (re-done after a resume) replaces its row and the rows
         after it; an evaluation logged at the same step fills in that step's row.
         """
-        row = {column: getattr(ctx, column, None) for column in LOSS_COLUMNS}
+        row: dict[str, Any] = {
+            "step": ctx.step,
+            "loss": ctx.loss,
+            "eval_loss": ctx.eval_loss,
+            "learning_rate": ctx.learning_rate,
+            "epoch": ctx.epoch,
+        }
         step, loss = row["step"], row["loss"]
         if loss is None and row["eval_loss"] is not None:
             self.log.info("step %s eval loss %s", step, _fmt(row["eval_loss"]))
@@ -165,17 +180,17 @@ class RunReporter:
         if time.monotonic() - self._table_at >= TABLE_INTERVAL_SECONDS:
             await self.flush_table()
 
-    async def on_checkpoint(self, ctx: Any) -> None:
+    async def on_checkpoint(self, ctx: CheckpointContext) -> None:
         """``checkpoint.saved``: log it and add its row to the checkpoints table."""
-        step = int(getattr(ctx, "step", 0) or 0)
-        for artifact in getattr(ctx, "artifacts", None) or []:
-            uri = getattr(artifact, "uri", str(artifact))
+        step = ctx.step
+        for artifact in ctx.artifacts:
+            uri = artifact.uri
             self.checkpoints[step] = uri
             self.log.info("Checkpoint at step %s committed: %s", step, uri)
         await self._publish_checkpoints()
 
     async def finish(
-        self, result: Any, run_storage: tuple[Storage, RunLayout] | None = None
+        self, result: TrainingResult, run_storage: tuple[Storage, RunLayout] | None = None
     ) -> None:
         """The run ended: save the curve beside the final adapter, update all three artifacts.
 
@@ -184,8 +199,8 @@ class RunReporter:
             run_storage: the run's storage as this process reaches it
                 (``Backend.run_storage``); ``None``: the curve is only shown in the flow run.
         """
-        for artifact in getattr(result, "artifacts", None) or []:
-            if getattr(artifact, "kind", None) == "final":
+        for artifact in result.artifacts:
+            if artifact.kind == "final":
                 self.final_uri = artifact.uri
         png = await self._render() if self.rows else None
         if png is not None and self.final_uri and run_storage is not None:
@@ -193,7 +208,7 @@ class RunReporter:
             await self._save_curve(storage, layout.loss_curve, png)
         await self._publish_loss(png)
         await self._publish_checkpoints()
-        status = getattr(getattr(result, "job", None), "status", None)
+        status = result.job.status
         line = self._progress_line(f"{(status or 'ended').capitalize()} at step")
         if status == "completed":
             await self._progress(100.0, line)

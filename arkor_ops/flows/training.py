@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from uuid import UUID
 
 from prefect import State, runtime, task
@@ -42,11 +43,17 @@ from arkor_ops.config import (
 from arkor_ops.errors import BackendError
 from arkor_ops.flows.reporting import RunReporter
 from arkor_ops.flows.settings import BackendSettings
+from arkor_ops.results import Callback, TrainingResult
 from arkor_ops.settings import FlowSettings, read
 from arkor_ops.storage import RunLayout, Storage
 from arkor_ops.trainer import AsyncTrainer
 
+if TYPE_CHECKING:
+    from arkor_ops.backends.base import Backend
+    from arkor_ops.trainer import AsyncTrainer
+
 logger = logging.getLogger(__name__)
+R_co = TypeVar("R_co", covariant=True)
 
 
 class TrainingFailed(Exception):  # noqa: N818 - reads as the flow run's failure reason
@@ -93,7 +100,7 @@ def make_trainer(
     config: TrainerConfig,
     backend: Backend,
     idempotency_key: str,
-    callbacks: dict[str, Any] | None = None,
+    callbacks: Mapping[str, Callback] | None = None,
 ) -> AsyncTrainer:
     """An async trainer for ``config`` on ``backend`` (the caller closes the backend)."""
     from arkor_ops import create_async_trainer
@@ -158,7 +165,11 @@ async def wait_for_training(
     return _result_data(result)
 
 
-async def _follow_unless_cancelled(trainer: Any) -> Any:
+class _Waits(Protocol[R_co]):
+    async def wait(self) -> R_co: ...
+
+
+async def _follow_unless_cancelled(trainer: _Waits[R_co]) -> R_co | None:
     """``trainer.wait()``'s result, or None once the flow run is cancelling (see the module doc)."""
     interval = cancel_check_seconds()
     flow_run_id = runtime.flow_run.id
@@ -191,14 +202,11 @@ async def _cancel_requested(flow_run_id: UUID, interval: float) -> None:
                 return
 
 
-def _result_data(result: Any) -> dict[str, Any]:
-    def dump(obj: Any) -> Any:
-        return obj.model_dump(mode="json") if hasattr(obj, "model_dump") else obj
-
+def _result_data(result: TrainingResult) -> dict[str, Any]:
     return {
-        "job": dump(result.job),
-        "artifacts": [dump(a) for a in result.artifacts or []],
-        "metrics": dump(result.metrics),
+        "job": result.job.model_dump(mode="json"),
+        "artifacts": [a.model_dump(mode="json") for a in result.artifacts],
+        "metrics": None if result.metrics is None else result.metrics.model_dump(mode="json"),
     }
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from arkor_ops.events import TERMINAL_TYPES
+from arkor_ops.polling import Backoff, retry
 
 log = logging.getLogger(__name__)
 
@@ -383,19 +384,25 @@ class LogTail:
         async with self._persist_lock:
             if self._offset in (self._persisted_offset, 0):
                 return True
-            offset = self._offset
-            for attempt in range(1, PERSIST_ATTEMPTS + 1):
-                try:
-                    await asyncio.to_thread(self._persist, self.path)
-                except Exception as exc:  # storage errors, network errors: retry, then give up
-                    log.warning("persisting the event log failed (try %d): %s", attempt, exc)
-                    await asyncio.sleep(0.2 * 2**attempt)
-                    continue
-                self._persisted_offset = offset
-                log.info("persisted %d bytes of the event log (last id %d)", offset, self.last_id)
-                return True
-            log.error("gave up persisting the event log after %d tries", PERSIST_ATTEMPTS)
-            return False
+            offset, persist = self._offset, self._persist
+
+            def failed(attempt: int, exc: BaseException, _delay: float) -> None:
+                log.warning("persisting the event log failed (try %d): %s", attempt, exc)
+
+            try:  # storage errors, network errors: retry, then give up
+                await retry(
+                    lambda: asyncio.to_thread(persist, self.path),
+                    Backoff(0.4, 2.0),
+                    attempts=PERSIST_ATTEMPTS,
+                    before_sleep=failed,
+                )
+            except Exception as exc:
+                failed(PERSIST_ATTEMPTS, exc, 0.0)
+                log.error("gave up persisting the event log after %d tries", PERSIST_ATTEMPTS)
+                return False
+            self._persisted_offset = offset
+            log.info("persisted %d bytes of the event log (last id %d)", offset, self.last_id)
+            return True
 
     async def close(self) -> None:
         """Read what is left, persist it and wake every client so it drains and closes."""

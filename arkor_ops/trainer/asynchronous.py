@@ -12,9 +12,10 @@ Semantics (Arkor's, see the port notes in ``docs``):
   and returns a :class:`TrainingResult` on ``training.completed`` / ``failed`` / ``cancelled`` or an
   ``end`` frame. A failed run *returns*; a raising callback makes ``wait()`` raise that same
   exception (never retried); an aborted signal makes it raise at once without cancelling the run.
-- Reconnects follow :class:`ReconnectPolicy`: resume with ``Last-Event-ID``; a clean close after
-  progress reconnects after exactly ``base_delay_seconds`` without counting; other failures wait
-  ``delay(attempt)``; 401/403/410/426 are fatal.
+- Reconnects follow :class:`ReconnectPolicy` (:func:`arkor_ops.follow.follow` reads the stream):
+  resume with ``Last-Event-ID``; a clean close after progress reconnects after exactly
+  ``base_delay_seconds`` without counting; other failures wait ``delay(attempt)``;
+  401/403/410/426 are fatal.
 - ``cancel()`` does nothing before a job exists; otherwise it asks the backend to stop the run.
 """
 
@@ -25,25 +26,18 @@ import contextlib
 import inspect
 import json
 import logging
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterator,
-    Iterator,
-    Mapping,
-)
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, Unpack, cast
 
 from arkor_ops.abort import AbortScope, AbortSignal
 from arkor_ops.backends.base import Backend, TrainingJob
 from arkor_ops.checkpoints import CheckpointInfo, check_init_adapter, list_checkpoints
 from arkor_ops.config import TrainerConfig, validate_config
-from arkor_ops.errors import ReconnectGiveUpError, StreamError
 from arkor_ops.events import (
     CheckpointSaved,
     Event,
-    Frame,
     JobPhase,
     TrainingCancelled,
     TrainingCompleted,
@@ -53,6 +47,7 @@ from arkor_ops.events import (
     TrainingStarted,
     parse_event,
 )
+from arkor_ops.follow import follow
 from arkor_ops.reconnect import ReconnectPolicy
 from arkor_ops.results import (
     CALLBACK_NAMES,
@@ -63,6 +58,15 @@ from arkor_ops.results import (
     CompletedContext,
     FailedContext,
     LogContext,
+    Observers,
+    OnCancelled,
+    OnCheckpoint,
+    OnCompleted,
+    OnFailed,
+    OnLog,
+    OnPhase,
+    OnResumed,
+    OnStarted,
     PhaseContext,
     ResumedContext,
     StartedContext,
@@ -235,7 +239,7 @@ class AsyncTrainer:
     # -- observers -----------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def observing(self, **callbacks: Callback) -> Iterator[None]:
+    def observing(self, **callbacks: Unpack[Observers]) -> Iterator[None]:
         """Also call ``callbacks`` (``on_log=…``, the same names and contexts as the run's own)
         after the run's own, while the block runs: how a progress display follows the stream
         the run already reads, with no second connection or polling.
@@ -249,7 +253,7 @@ class AsyncTrainer:
                 raise TypeError(f"unknown callback {name!r}; expected one of: {known}")
             if not callable(fn):
                 raise TypeError(f"callback {name!r} is not callable")
-        observer = dict(callbacks)
+        observer = dict(cast(Mapping[str, Callback], callbacks))
         self._observers.append(observer)
         try:
             yield
@@ -277,58 +281,23 @@ class AsyncTrainer:
             return await self._follow(scope)
 
     async def _follow(self, scope: AbortScope) -> TrainingResult:
-        policy = self._reconnect
-        cursor = _Cursor()
-        while True:
-            cursor.progressed = False
-            error: BaseException
-            try:
-                result = await self._follow_once(scope, cursor)
-            except StreamError as exc:
-                if not exc.retryable:
-                    raise
-                error = exc
-            else:
-                if result is not None:
-                    return result
-                if cursor.progressed:
-                    logger.debug("event stream closed after progress; reconnecting")
-                    with scope.interruptible():
-                        await policy.sleep(policy.base_delay_seconds)
-                    continue
-                error = StreamError("event stream closed before any event arrived")
-            if policy.max_attempts is not None and cursor.attempt >= policy.max_attempts:
-                raise ReconnectGiveUpError(
-                    f"Trainer SSE stream failed {cursor.attempt + 1} consecutive times; giving up."
-                ) from error
-            delay = policy.delay(cursor.attempt)
-            cursor.attempt += 1
-            logger.info("event stream failed (%s); reconnecting in %.1fs", error, delay)
-            with scope.interruptible():
-                await policy.sleep(delay)
-
-    async def _follow_once(self, scope: AbortScope, cursor: _Cursor) -> TrainingResult | None:
-        """Read one connection; a result on a terminal event or ``end``, None on a clean close."""
         job_id = self._snapshot().id
-        source = self.backend.events(job_id, cursor.last_event_id)
-        async with contextlib.aclosing(_aiter(source)) as frames:
+        cursor = _Cursor()
+        frames = follow(
+            lambda after: self.backend.events(job_id, after),
+            policy=self._reconnect,
+            name="Trainer SSE stream",
+        )
+        async with contextlib.aclosing(frames):
             while True:
-                with scope.interruptible():
+                with scope.interruptible():  # reading and the reconnect delays
                     frame = await anext(frames, None)
-                if frame is None:
-                    return None
-                if frame.id is not None:
-                    cursor.last_event_id = frame.id
-                if frame.is_ping:
-                    continue
-                if frame.is_end:
+                if frame is None or frame.is_end:  # with a policy, follow() ends only at `end`
                     return TrainingResult(job=self._snapshot())
                 payload = _json_object(frame.data)
                 if payload is None:
                     logger.debug("skipping a malformed frame: %.200r", frame.data)
                     continue
-                cursor.progressed = True
-                cursor.attempt = 0
                 result = await self._dispatch(payload, cursor)
                 if result is not None:
                     return result
@@ -420,23 +389,9 @@ class AsyncTrainer:
 
 @dataclass
 class _Cursor:
-    """Where ``wait()`` is in the stream: resume point and consecutive failures."""
+    """What ``wait()`` remembers across connections."""
 
-    last_event_id: str | None = None
-    attempt: int = 0
-    progressed: bool = False
     started: bool = False
-
-
-async def _aiter(source: AsyncIterator[Frame]) -> AsyncGenerator[Frame, None]:
-    """Wrap any async iterator in an async generator (so it can be closed)."""
-    try:
-        async for item in source:
-            yield item
-    finally:
-        aclose = getattr(source, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 def _json_object(data: str) -> dict[str, Any] | None:
@@ -492,14 +447,14 @@ def create_async_trainer(
     *,
     backend: Backend | None = None,
     callbacks: Mapping[str, Callback | None] | None = None,
-    on_started: Callback | None = None,
-    on_log: Callback | None = None,
-    on_checkpoint: Callback | None = None,
-    on_completed: Callback | None = None,
-    on_failed: Callback | None = None,
-    on_cancelled: Callback | None = None,
-    on_phase: Callback | None = None,
-    on_resumed: Callback | None = None,
+    on_started: OnStarted | None = None,
+    on_log: OnLog | None = None,
+    on_checkpoint: OnCheckpoint | None = None,
+    on_completed: OnCompleted | None = None,
+    on_failed: OnFailed | None = None,
+    on_cancelled: OnCancelled | None = None,
+    on_phase: OnPhase | None = None,
+    on_resumed: OnResumed | None = None,
     abort_signal: AbortSignal | None = None,
     idempotency_key: str | None = None,
     reconnect: ReconnectPolicy | None = None,

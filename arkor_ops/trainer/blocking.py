@@ -13,13 +13,13 @@ import functools
 import inspect
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import Any, ParamSpec, Self, TypeVar, Unpack
 
 from arkor_ops.backends.base import Backend, TrainingJob
 from arkor_ops.blocking import BlockingRunner
 from arkor_ops.checkpoints import CheckpointInfo
 from arkor_ops.config import TrainerConfig
-from arkor_ops.results import Callback, StartResult, TrainingResult
+from arkor_ops.results import Observers, StartResult, TrainingResult
 from arkor_ops.trainer.asynchronous import AsyncTrainer, create_async_trainer
 
 T = TypeVar("T")
@@ -116,7 +116,7 @@ class Trainer:
         """Blocking :meth:`AsyncTrainer.checkpoints`."""
         return self._run(self._inner.checkpoints())
 
-    def observing(self, **callbacks: Callback) -> contextlib.AbstractContextManager[None]:
+    def observing(self, **callbacks: Unpack[Observers]) -> contextlib.AbstractContextManager[None]:
         """:meth:`AsyncTrainer.observing` (the callbacks run on the trainer's own loop thread)."""
         return self._inner.observing(**callbacks)
 

@@ -19,12 +19,12 @@ parallel downloads), so ``HF_ENDPOINT`` (a mirror or a private hub), ``HF_TOKEN`
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from arkor_ops.polling import retry_sync
 from arkor_ops.reconnect import ReconnectPolicy
 from arkor_ops.worker.errors import HubAccessError
 
@@ -147,7 +147,8 @@ def call_hub(
         HubAccessError: the Hub refused (never retried).
         RuntimeError: still failing after ``attempts`` tries (retryable by the Job).
     """
-    for attempt in range(attempts):
+
+    def once() -> T:
         try:
             return fn()
         except HubAccessError:
@@ -158,22 +159,33 @@ def call_hub(
             refused = access_error(ref, exc)
             if refused is not None:
                 raise refused from None
-            if attempt + 1 >= attempts:
-                raise RuntimeError(
-                    f"{what} {ref.repo_id} from {ref.endpoint} failed {attempts} times: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from None
-            delay = _BACKOFF.delay(attempt)
-            log.warning(
-                "%s %s failed (%s: %s); retrying in %.1f s",
-                what,
-                ref.repo_id,
-                type(exc).__name__,
-                exc,
-                delay,
-            )
-            time.sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
+            raise _Transient(exc) from exc
+
+    def failed(_attempt: int, error: BaseException, delay: float) -> None:
+        exc = error.__cause__
+        log.warning(
+            "%s %s failed (%s: %s); retrying in %.1f s",
+            what,
+            ref.repo_id,
+            type(exc).__name__,
+            exc,
+            delay,
+        )
+
+    try:
+        return retry_sync(
+            once, _BACKOFF.delays(), attempts=attempts, retry_on=_Transient, before_sleep=failed
+        )
+    except _Transient as error:
+        exc = error.__cause__
+        raise RuntimeError(
+            f"{what} {ref.repo_id} from {ref.endpoint} failed {attempts} times: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+
+
+class _Transient(Exception):  # noqa: N818 - a wrapper, never seen outside call_hub
+    """A network error or 5xx from the Hub (its ``__cause__``): retried by :func:`call_hub`."""
 
 
 def resolve_commit(ref: HubRef) -> str:

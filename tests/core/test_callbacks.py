@@ -102,6 +102,14 @@ async def test_phase_events_reach_on_phase_without_changing_the_outcome(fake_fac
     assert result.job.status == "completed"
 
 
+async def test_a_phase_this_version_does_not_know_still_reaches_on_phase(fake_factory):
+    newer = {"type": "job.phase", "jobId": JOB, "phase": "hibernating", "message": "from v9"}
+    fake = fake_factory([newer, *scripted_events(JOB, steps=1)])
+    seen: list[PhaseContext] = []
+    await create_async_trainer(CONFIG, backend=fake, on_phase=seen.append).wait()
+    assert [(p.phase, p.message) for p in seen] == [("hibernating", "from v9")]
+
+
 async def test_sync_trainer_works_inside_a_running_event_loop(fake_factory):
     """A plain Trainer called from a coroutine (a thread that runs a loop) still works."""
     fake = fake_factory(scripted_events(JOB, steps=1))

@@ -33,6 +33,7 @@ from arkor_ops.backends.kubernetes import manifests as m
 from arkor_ops.backends.kubernetes.client import KubeApi
 from arkor_ops.errors import BackendError, JobNotFoundError, StorageError
 from arkor_ops.events import TERMINAL_TYPES
+from arkor_ops.polling import Backoff, poll
 from arkor_ops.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -112,23 +113,23 @@ async def wait_gone(api: KubeApi, job_id: str, timeout_seconds: float) -> None:
     Raises:
         BackendError: pods were still there after ``timeout_seconds``.
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_seconds
-    delay = 0.2
-    while True:
+    pods: list[dict[str, Any]] = []
+
+    async def gone() -> bool | None:
+        nonlocal pods
         try:
             await api.get_job(job_id)
             job_left = True
         except JobNotFoundError:
             job_left = False
         pods = await api.job_pods(job_id)
-        if not job_left and not pods:
-            return
-        if loop.time() > deadline:
-            raise BackendError(
-                f"cancel of {api.namespace}/{job_id}: {len(pods)} pod(s) still terminating "
-                f"after {timeout_seconds:.0f}s; see `kubectl get pods "
-                f"-l batch.kubernetes.io/job-name={job_id}`"
-            )
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, 1.0)
+        return True if not job_left and not pods else None
+
+    try:
+        await poll(gone, Backoff(0.2, 1.5, 1.0), timeout_seconds=timeout_seconds)
+    except TimeoutError:
+        raise BackendError(
+            f"cancel of {api.namespace}/{job_id}: {len(pods)} pod(s) still terminating "
+            f"after {timeout_seconds:.0f}s; see `kubectl get pods "
+            f"-l batch.kubernetes.io/job-name={job_id}`"
+        ) from None

@@ -22,6 +22,7 @@ from arkor_ops.backends.kubernetes.manifests import (
     SIDECAR,
     TRAINER,
 )
+from arkor_ops.events import Phase
 
 _IMAGE_ERRORS = frozenset(
     {
@@ -49,7 +50,7 @@ class Diagnosis:
         terminal: the Job has finished (completed or failed) and will not run again.
     """
 
-    phase: str
+    phase: Phase
     reason: str | None = None
     message: str | None = None
     hint: str | None = None

@@ -42,6 +42,8 @@ from arkor_ops.events import (
     TrainingFailed,
     event_to_json,
 )
+from arkor_ops.follow import follow
+from arkor_ops.polling import Backoff
 from arkor_ops.sse import stream_frames
 from arkor_ops.storage import Storage
 
@@ -225,23 +227,22 @@ class RunStream:
         if upto == 0:
             return []  # nothing written yet
         out: list[dict[str, Any]] = []
-        frames = self.frames(job_id, str(after) if after else None)
-        timeout = first_frame_seconds
+        frames = follow(
+            lambda last: self.frames(job_id, last),
+            after=str(after) if after else None,
+            upto=upto,
+            first_frame_seconds=first_frame_seconds,
+            idle_seconds=idle_seconds,
+        )
         try:
-            while True:
-                frame = await asyncio.wait_for(anext(frames), timeout=timeout)
-                timeout = idle_seconds
-                with contextlib.suppress(ValueError):
-                    data = json.loads(frame.data) if frame.data else None
-                    if isinstance(data, dict) and frame.id is not None:
-                        out.append(data)
-                        if upto is not None and int(frame.id) >= upto:
-                            break
-        except (TimeoutError, StopAsyncIteration, BackendError):
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                await frames.aclose()
+            async with contextlib.aclosing(frames):
+                async for frame in frames:
+                    with contextlib.suppress(ValueError):
+                        data = json.loads(frame.data) if frame.data else None
+                        if isinstance(data, dict) and frame.id is not None:
+                            out.append(data)
+        except BackendError:
+            pass  # what was read so far
         return out
 
     async def frames(self, job_id: str, last_event_id: str | None) -> AsyncGenerator[Frame, None]:
@@ -252,7 +253,7 @@ class RunStream:
                 stream broke off after frames arrived (``status=None``).
         """
         last: Diagnosis | None = None
-        delay = self.poll_seconds
+        delays = iter(Backoff(self.poll_seconds, 1.5, 2.0))
         refused_since: float | None = None
         loop = asyncio.get_running_loop()
         while True:
@@ -296,5 +297,4 @@ class RunStream:
             if diagnosis != last:
                 last = diagnosis
                 yield phase_frame(job_id, diagnosis)
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 2.0)
+            await asyncio.sleep(next(delays))

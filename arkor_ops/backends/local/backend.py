@@ -26,7 +26,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from typing import Any, Self
 
@@ -38,6 +37,7 @@ from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import BackendError, JobNotFoundError, StreamError
 from arkor_ops.evaluation import EvaluationConfig
 from arkor_ops.events import EvaluationCancelled, Frame, TrainingCancelled, utc_now
+from arkor_ops.polling import Backoff, poll
 from arkor_ops.settings import DATASET_TOKEN_ENV, DATASET_URL_ENV, LocalSettings, read
 from arkor_ops.sse import stream_frames
 from arkor_ops.storage import RunLayout, Storage, open_storage
@@ -148,11 +148,13 @@ class LocalBackend(Backend):
         return run.describe().job
 
     async def _adopt(self, run: runs.LocalRun) -> JobDescription:
-        for _ in range(100):  # a concurrent submit may still be writing the state
-            if run.state_path.exists():
-                return run.describe()
-            await asyncio.sleep(0.05)
-        raise BackendError(f"run {run.job_id} exists but has no state file")
+        async def described() -> JobDescription | None:
+            return run.describe() if run.state_path.exists() else None
+
+        try:  # a concurrent submit may still be writing the state
+            return await poll(described, Backoff(0.05), timeout_seconds=5.0)
+        except TimeoutError:
+            raise BackendError(f"run {run.job_id} exists but has no state file") from None
 
     async def _launch(self, run: runs.LocalRun, config: TrainerConfig | EvaluationConfig) -> None:
         s = self.settings
@@ -204,9 +206,9 @@ class LocalBackend(Backend):
     async def _wait_healthy(
         self, run: runs.LocalRun, port: int, proc: subprocess.Popen[bytes]
     ) -> None:
-        deadline = time.monotonic() + self.settings.start_timeout_seconds
         async with httpx.AsyncClient(timeout=2) as client:
-            while time.monotonic() < deadline:
+
+            async def healthy() -> bool | None:
                 if proc.poll() is not None:
                     raise BackendError(
                         f"the sidecar exited with code {proc.returncode}: "
@@ -214,11 +216,14 @@ class LocalBackend(Backend):
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                        return
-                await asyncio.sleep(0.05)
-        raise BackendError(
-            f"the sidecar did not answer within {self.settings.start_timeout_seconds} s"
-        )
+                        return True
+                return None
+
+            timeout = self.settings.start_timeout_seconds
+            try:
+                await poll(healthy, Backoff(0.05), timeout_seconds=timeout)
+            except TimeoutError:
+                raise BackendError(f"the sidecar did not answer within {timeout} s") from None
 
     def job_id_for(self, config: TrainerConfig, idempotency_key: str) -> str | None:
         """The keyed run's id: derived from the run name and the key (:func:`job_id_for`)."""
@@ -325,15 +330,18 @@ class LocalBackend(Backend):
             raise JobNotFoundError(f"no local run {job_id!r} in {self.runs_dir}")
         if run.terminal_event() is None and run.alive("worker"):
             run.signal("worker", signal.SIGTERM)
-            deadline = time.monotonic() + self.settings.cancel_timeout_seconds
-            while time.monotonic() < deadline and run.alive("worker"):
-                if run.terminal_event() is not None:
-                    break
-                await asyncio.sleep(0.1)
-            for _ in range(50):  # it wrote its terminal event; give it a moment to exit
-                if not run.alive("worker"):
-                    break
-                await asyncio.sleep(0.1)
+
+            async def stopped() -> bool | None:
+                return True if run.terminal_event() is not None or not run.alive("worker") else None
+
+            async def exited() -> bool | None:
+                return None if run.alive("worker") else True
+
+            timeout = self.settings.cancel_timeout_seconds
+            with contextlib.suppress(TimeoutError):
+                await poll(stopped, Backoff(0.1), timeout_seconds=timeout)
+            with contextlib.suppress(TimeoutError):  # it wrote its terminal event: let it exit
+                await poll(exited, Backoff(0.1), timeout_seconds=5.0)
             if run.alive("worker"):
                 log.warning("worker of %s did not stop in time: killing it", job_id)
                 run.signal("worker", signal.SIGKILL)

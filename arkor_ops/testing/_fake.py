@@ -1,9 +1,9 @@
-"""A fake backend for tests: a scripted run served over real HTTP and SSE on loopback.
+"""The fake backend: its one job's script, served by Starlette on uvicorn (:mod:`._server`).
 
-:class:`FakeBackend` runs a small HTTP/1.1 server on ``127.0.0.1`` in a background thread and
-implements :class:`~arkor_ops.backends.base.Backend` against it with httpx, so a trainer's
-submit, event stream (through :func:`arkor_ops.sse.stream_frames`) and cancel all cross a real
-socket. Routes (shaped like Arkor's cloud API)::
+:class:`FakeBackend` implements :class:`~arkor_ops.backends.base.Backend` with httpx against
+its own server on ``127.0.0.1``, so a trainer's submit, event stream (through
+:func:`arkor_ops.sse.stream_frames`) and cancel all cross a real socket. Routes (shaped like
+Arkor's cloud API)::
 
     POST /v1/jobs                         {name, config, idempotencyKey?} -> 201 {job}
     GET  /v1/jobs/{id}                    -> {job}
@@ -12,17 +12,9 @@ socket. Routes (shaped like Arkor's cloud API)::
 
 Each stream connection follows the next :class:`Connection` in ``connections`` (then the
 default: stream until the terminal event, then ``end``), which is how tests inject status codes,
-drops, clean closes, delays, pings and malformed frames::
-
-    with FakeBackend(scripted_events("fake-1", steps=3), connections=[
-        Connection(status=503, error="warming up"),
-        Connection(frames=2, then="drop"),
-    ]) as fake:
-        result = create_trainer(..., backend=fake).wait()
-    assert fake.last_event_ids == [None, None, "2"]
-
-Everything a test may assert on is recorded: :attr:`requests` (with headers), :attr:`submits`,
-:attr:`cancels`.
+drops, clean closes, delays, pings and malformed frames. Everything a test may assert on is
+recorded: :attr:`~FakeBackend.requests` (with headers), :attr:`~FakeBackend.submits`,
+:attr:`~FakeBackend.cancels`.
 """
 
 from __future__ import annotations
@@ -30,14 +22,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Self
-from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from arkor_ops.backends.base import Backend, JobDescription, TrainingJob
 from arkor_ops.config import TrainerConfig
@@ -60,8 +54,7 @@ from arkor_ops.events import (
     utc_now,
 )
 from arkor_ops.sse import _error_text, stream_frames
-
-__all__ = ["Connection", "FakeBackend", "Fault", "RecordedRequest", "scripted_events"]
+from arkor_ops.testing._server import DropConnection, ServerThread
 
 Then = Literal["end", "close", "drop", "hang"]
 
@@ -195,15 +188,9 @@ class FakeBackend(Backend):
         self.job: TrainingJob | None = None
         self._events: list[dict[str, Any]] = []
         self._keys: dict[str, TrainingJob] = {}
-        self._changed: asyncio.Condition | None = None
-        self._loop = asyncio.new_event_loop()
-        self._server: asyncio.Server | None = None
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._serve, args=(ready,), name="fake-backend", daemon=True
-        )
-        self._thread.start()
-        ready.wait()
+        self._changed = asyncio.Condition()
+        self._stopping = False
+        self._server = ServerThread(self._app(), name="fake-backend")
         for event in events:
             self._append(event)
 
@@ -212,9 +199,7 @@ class FakeBackend(Backend):
     @property
     def url(self) -> str:
         """Base URL of the fake server, e.g. ``http://127.0.0.1:54321``."""
-        assert self._server is not None
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return f"http://{host}:{port}"
+        return self._server.url
 
     @property
     def stream_requests(self) -> list[RecordedRequest]:
@@ -232,15 +217,11 @@ class FakeBackend(Backend):
         Args:
             event: a typed event or its dict; numbered after the last one unless it has an id.
         """
-        fut = asyncio.run_coroutine_threadsafe(self._emit(event), self._loop)
-        fut.result(timeout=5)
+        self._server.call(self._emit(event))
 
     def close(self) -> None:
-        """Stop the server and its thread."""
-        if self._loop.is_closed():
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        """End the open streams, stop the server and its thread."""
+        self._server.stop(self._stop)
 
     def __enter__(self) -> FakeBackend:
         return self
@@ -325,22 +306,14 @@ class FakeBackend(Backend):
 
     # -- the server (runs in its own thread) ----------------------------------------------
 
-    def _serve(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._changed = asyncio.Condition()
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", 0)
-        )
-        ready.set()
-        try:
-            self._loop.run_forever()
-        finally:
-            self._server.close()
-            tasks = asyncio.all_tasks(self._loop)
-            for task in tasks:
-                task.cancel()
-            self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            self._loop.close()
+    def _app(self) -> Starlette:
+        methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+        return Starlette(routes=[Route("/{path:path}", self._handle, methods=methods)])
+
+    async def _stop(self) -> None:
+        async with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
 
     def _append(self, event: BaseModel | Mapping[str, Any]) -> None:
         data = event_to_dict(event) if isinstance(event, BaseModel) else dict(event)
@@ -349,7 +322,6 @@ class FakeBackend(Backend):
         self._events.append(data)
 
     async def _emit(self, event: BaseModel | Mapping[str, Any]) -> None:
-        assert self._changed is not None
         async with self._changed:
             self._append(event)
             self._changed.notify_all()
@@ -357,61 +329,37 @@ class FakeBackend(Backend):
     def _terminal(self) -> bool:
         return any(e.get("type") in TERMINAL_TYPES for e in self._events)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            request_line, *header_lines = head.decode("latin-1").split("\r\n")
-            method, target, _ = request_line.split(" ", 2)
-            headers = {}
-            for line in header_lines:
-                if ":" in line:
-                    key, value = line.split(":", 1)
-                    headers[key.strip().lower()] = value.strip()
-            length = int(headers.get("content-length", "0"))
-            raw = await reader.readexactly(length) if length else b""
-            body = json.loads(raw) if raw else None
-            path = urlsplit(target).path
-            self.requests.append(RecordedRequest(method, path, headers, body))
-            await self._route(method, path, headers, body, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            pass  # the server is shutting down: end this connection quietly
-        finally:
-            writer.close()
+    async def _handle(self, request: Request) -> Response:
+        raw = await request.body()
+        body = json.loads(raw) if raw else None
+        headers = dict(request.headers)
+        path = request.url.path
+        self.requests.append(RecordedRequest(request.method, path, headers, body))
+        return await self._route(request.method, path, headers, body)
 
-    async def _route(
-        self,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        body: Any,
-        writer: asyncio.StreamWriter,
-    ) -> None:
+    async def _route(self, method: str, path: str, headers: dict[str, str], body: Any) -> Response:
         parts = path.strip("/").split("/")
         if method == "POST" and parts == ["v1", "jobs"]:
-            await self._on_submit(body or {}, writer)
-        elif len(parts) < 3 or parts[:2] != ["v1", "jobs"] or parts[2] != self.job_id:
-            await _respond(writer, 404, {"error": f"job not found: {path}"})
-        elif method == "GET" and parts[3:] == ["events", "stream"]:
-            await self._on_stream(headers.get("last-event-id"), writer)
-        elif method == "POST" and parts[3:] == ["cancel"]:
-            await self._on_cancel(writer)
-        elif method == "GET" and len(parts) == 3:
-            await _respond(writer, 200, {"job": self._job_json()})
-        else:
-            await _respond(writer, 404, {"error": f"no route {method} {path}"})
+            return self._on_submit(body or {})
+        if len(parts) < 3 or parts[:2] != ["v1", "jobs"] or parts[2] != self.job_id:
+            return _respond(404, {"error": f"job not found: {path}"})
+        if method == "GET" and parts[3:] == ["events", "stream"]:
+            return await self._on_stream(headers.get("last-event-id"))
+        if method == "POST" and parts[3:] == ["cancel"]:
+            return await self._on_cancel()
+        if method == "GET" and len(parts) == 3:
+            return _respond(200, {"job": self._job_json()})
+        return _respond(404, {"error": f"no route {method} {path}"})
 
     def _job_json(self) -> dict[str, Any]:
         assert self.job is not None
         return self.job.model_dump(mode="json", by_alias=True)
 
-    async def _on_submit(self, body: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+    def _on_submit(self, body: dict[str, Any]) -> Response:
         self.submits.append(body)
         if self.submit_faults:
             fault = self.submit_faults.pop(0)
-            await _fail(writer, fault.status, fault.error, fault.body)
-            return
+            return _fail(fault.status, fault.error, fault.body)
         key = body.get("idempotencyKey")
         if self.job is None or key is None or key not in self._keys:
             self.job = TrainingJob(
@@ -423,54 +371,68 @@ class FakeBackend(Backend):
             )
             if key is not None:
                 self._keys[key] = self.job
-        await _respond(writer, 201, {"job": self._job_json()})
+        return _respond(201, {"job": self._job_json()})
 
-    async def _on_cancel(self, writer: asyncio.StreamWriter) -> None:
+    async def _on_cancel(self) -> Response:
         self.cancels.append(self.job_id)
         if self.cancel_faults:
             fault = self.cancel_faults.pop(0)
-            await _fail(writer, fault.status, fault.error, fault.body)
-            return
+            return _fail(fault.status, fault.error, fault.body)
         if not self._terminal():
             steps = [e["step"] for e in self._events if e.get("type") == "training.log"]
             await self._emit(TrainingCancelled(job_id=self.job_id, step=max(steps, default=None)))
         if self.job is not None:
             self.job = self.job.model_copy(update={"status": "cancelled"})
-        await _respond(writer, 200, {"job": self._job_json() if self.job else None})
+        return _respond(200, {"job": self._job_json() if self.job else None})
 
-    async def _on_stream(self, last_event_id: str | None, writer: asyncio.StreamWriter) -> None:
+    async def _on_stream(self, last_event_id: str | None) -> Response:
         conn = self.connections.pop(0) if self.connections else Connection()
         if conn.delay_seconds:
             await asyncio.sleep(conn.delay_seconds)
         if conn.status != 200:
-            await _fail(writer, conn.status, conn.error, conn.body)
-            return
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            return _fail(conn.status, conn.error, conn.body)
+        return StreamingResponse(
+            self._stream(conn, last_event_id),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
         )
+
+    async def _stream(self, conn: Connection, last_event_id: str | None) -> AsyncIterator[bytes]:
         for chunk in conn.before:
-            await _chunk(writer, chunk)
+            yield chunk
         pos = self._position_after(last_event_id)
         sent = 0
-        assert self._changed is not None
-        while conn.frames is None or sent < conn.frames:
+        while (conn.frames is None or sent < conn.frames) and not self._stopping:
             if pos < len(self._events):
                 data = self._events[pos]
                 pos += 1
                 sent += 1
                 payload = json.dumps(data, separators=(",", ":"))
-                await _chunk(writer, encode_frame(data["type"], payload, data["id"]))
+                yield encode_frame(data["type"], payload, data["id"])
                 if data["type"] in TERMINAL_TYPES:
                     break
                 continue
+            if not await self._changed_within(pos, conn.ping_seconds):
+                yield ping_frame()
+        if self._stopping:
+            return
+        if conn.then == "end":
+            yield end_frame()
+        elif conn.then == "drop":
+            raise DropConnection
+        elif conn.then == "hang":  # until the server stops
             async with self._changed:
-                if pos >= len(self._events):
-                    try:
-                        await asyncio.wait_for(self._changed.wait(), conn.ping_seconds)
-                    except TimeoutError:
-                        await _chunk(writer, ping_frame())
-        await _finish(conn.then, writer)
+                await self._changed.wait_for(lambda: self._stopping)
+
+    async def _changed_within(self, pos: int, seconds: float | None) -> bool:
+        """Wait for an event past ``pos`` (or the server stopping); False after ``seconds``."""
+        async with self._changed:
+            if pos >= len(self._events) and not self._stopping:
+                try:
+                    await asyncio.wait_for(self._changed.wait(), seconds)
+                except TimeoutError:
+                    return False
+        return True
 
     def _position_after(self, last_event_id: str | None) -> int:
         try:
@@ -482,43 +444,12 @@ class FakeBackend(Backend):
         )
 
 
-async def _finish(then: Then, writer: asyncio.StreamWriter) -> None:
-    if then == "end":
-        await _chunk(writer, end_frame())
-    if then in ("end", "close"):
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
-    elif then == "drop":
-        writer.transport.abort()
-    else:  # hang until the server stops
-        await asyncio.Event().wait()
-
-
-async def _chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
-    writer.write(b"%x\r\n%s\r\n" % (len(data), data))
-    await writer.drain()
-
-
-async def _fail(
-    writer: asyncio.StreamWriter, status: int, error: str | None, text: str | None
-) -> None:
+def _fail(status: int, error: str | None, text: str | None) -> Response:
     if text is not None:
-        await _respond(writer, status, text.encode(), "text/plain")
-    else:
-        await _respond(writer, status, b"" if error is None else {"error": error})
+        return _respond(status, text.encode(), "text/plain")
+    return _respond(status, b"" if error is None else {"error": error})
 
 
-async def _respond(
-    writer: asyncio.StreamWriter, status: int, body: Any, content_type: str = "application/json"
-) -> None:
+def _respond(status: int, body: Any, content_type: str = "application/json") -> Response:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    writer.write(
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
-        f"Content-Type: {content_type}\r\nContent-Length: {len(data)}\r\n"
-        "Connection: close\r\n\r\n".encode()
-        + data
-    )
-    await writer.drain()
-
-
-_REASONS = {200: "OK", 201: "Created", 404: "Not Found", 500: "Internal Server Error"}
+    return Response(data, status_code=status, media_type=content_type)
