@@ -15,9 +15,12 @@ import threading
 import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
+
+from arkor_ops.closing import AsyncClosing, Closing
 
 T = TypeVar("T")
+A = TypeVar("A", bound=AsyncClosing)
 
 _DRAINING: set[asyncio.Task[None]] = set()
 
@@ -141,3 +144,24 @@ class BlockingRunner:
             loop_thread, self._loop_thread = self._loop_thread, None
         if loop_thread is not None:
             loop_thread.close()
+
+
+class BlockingTwin(Closing, Generic[A]):
+    """What ``Trainer`` and ``Evaluator`` share: an async object (``AsyncTrainer``,
+    ``AsyncEvaluator``) whose coroutines run on a private :class:`BlockingRunner`."""
+
+    def __init__(self, inner: A, thread_name: str) -> None:
+        self._inner = inner
+        self._runner = BlockingRunner(thread_name)
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._runner.run(coro)
+
+    def close(self) -> None:
+        """The async object's ``aclose()``, then stop the private loop thread; later calls
+        raise ``RuntimeError``. The run or job itself is left alone. Closing twice is harmless."""
+        if not self._runner.closed:
+            try:
+                self._run(self._inner.aclose())
+            finally:
+                self._runner.close()

@@ -19,14 +19,15 @@ import contextlib
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
+from arkor_ops.backends import BackendSlot
 from arkor_ops.backends.base import Backend, TrainingJob
-from arkor_ops.blocking import BlockingRunner
+from arkor_ops.blocking import BlockingTwin
 from arkor_ops.checkpoints import check_adapter_ref
+from arkor_ops.closing import AsyncClosing
 from arkor_ops.errors import StreamError
 from arkor_ops.evaluation import EvaluationConfig, validate_evaluation_config
 from arkor_ops.events import (
@@ -76,7 +77,7 @@ class EvaluationResult:
         return self.job.status
 
 
-class AsyncEvaluator:
+class AsyncEvaluator(AsyncClosing):
     """One evaluation job. Made by :func:`create_async_evaluator`.
 
     An async context manager that closes the backend it resolved itself (:meth:`aclose`), as
@@ -96,8 +97,7 @@ class AsyncEvaluator:
         if unknown:
             raise ValueError(f"unknown callback {sorted(unknown)[0]}; one of {_CALLBACKS}")
         self._config = config
-        self._backend = backend
-        self._owned: Backend | None = None  # the backend it resolved itself, closed by aclose()
+        self._backend = BackendSlot(backend)
         self._callbacks = dict(callbacks or {})
         self._idempotency_key = idempotency_key
         self._reconnect = reconnect or ReconnectPolicy()
@@ -117,30 +117,12 @@ class AsyncEvaluator:
     @property
     def backend(self) -> Backend:
         """The backend, resolved on first use from ``$ARKOR_BACKEND`` when none was given."""
-        if self._backend is None:
-            from arkor_ops.backends import resolve_backend
-
-            self._backend = self._owned = resolve_backend()
-        return self._backend
+        return self._backend.get()
 
     async def aclose(self) -> None:
         """Close the backend if this evaluator resolved it itself (a backend given to it is the
         giver's to close). The job is left alone; a later call resolves a new backend."""
-        owned, self._owned = self._owned, None
-        if owned is not None:
-            self._backend = None
-            await owned.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+        await self._backend.aclose()
 
     async def start(self) -> str:
         """Submit the job once; later calls return the same job id.
@@ -239,14 +221,13 @@ class AsyncEvaluator:
         return [json.loads(line) for line in blob.decode("utf-8").splitlines() if line]
 
 
-class Evaluator:
+class Evaluator(BlockingTwin[AsyncEvaluator]):
     """Blocking twin of :class:`AsyncEvaluator` (its coroutines run on a private loop thread,
     as :class:`~arkor_ops.trainer.Trainer`'s do). Made by :func:`create_evaluator`; a context
     manager that closes it (:meth:`close`)."""
 
     def __init__(self, inner: AsyncEvaluator) -> None:
-        self._inner = inner
-        self._runner = BlockingRunner("arkor-ops-evaluator-loop")
+        super().__init__(inner, "arkor-ops-evaluator-loop")
 
     @property
     def job_id(self) -> str | None:
@@ -257,29 +238,6 @@ class Evaluator:
     def async_evaluator(self) -> AsyncEvaluator:
         """The :class:`AsyncEvaluator` this object drives."""
         return self._inner
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._runner.run(coro)
-
-    def close(self) -> None:
-        """Blocking :meth:`AsyncEvaluator.aclose`, then stop the private loop thread; later
-        calls raise ``RuntimeError``. The job is left alone. Closing twice is harmless."""
-        if not self._runner.closed:
-            try:
-                self._run(self._inner.aclose())
-            finally:
-                self._runner.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def start(self) -> str:
         """Blocking :meth:`AsyncEvaluator.start`."""

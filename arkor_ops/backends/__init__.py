@@ -14,7 +14,7 @@ _BACKENDS = {
     "kubernetes": ("arkor_ops.backends.kubernetes", "KubernetesBackend"),
 }
 
-__all__ = ["BACKEND_ENV", "Backend", "resolve_backend"]
+__all__ = ["BACKEND_ENV", "Backend", "BackendSlot", "resolve_backend"]
 
 
 def resolve_backend(name: str | None = None, **overrides: Any) -> Backend:
@@ -49,3 +49,30 @@ def resolve_backend(name: str | None = None, **overrides: Any) -> Backend:
         ) from exc
     cls: type[Backend] = getattr(module, class_name)
     return cls.from_env(**overrides)
+
+
+class BackendSlot:
+    """A client's backend (the trainer's, the evaluator's): the one it was given, which the giver
+    closes, or one resolved on first use from ``$ARKOR_BACKEND``, which the slot owns and closes
+    in :meth:`aclose`."""
+
+    def __init__(self, backend: Backend | None = None) -> None:
+        self._backend = backend
+        self._owned: Backend | None = None
+
+    def get(self) -> Backend:
+        """The backend, resolving it now when none was given.
+
+        Raises:
+            BackendError: the configured backend is unknown or unavailable.
+        """
+        if self._backend is None:
+            self._backend = self._owned = resolve_backend()
+        return self._backend
+
+    async def aclose(self) -> None:
+        """Close the backend if the slot resolved it; a later :meth:`get` resolves a new one."""
+        owned, self._owned = self._owned, None
+        if owned is not None:
+            self._backend = None
+            await owned.aclose()

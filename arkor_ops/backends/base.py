@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from arkor_ops.closing import AsyncClosing
 from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import BackendError
 from arkor_ops.evaluation import EvaluationConfig
@@ -64,7 +64,7 @@ class JobDescription(BaseModel):
     )
 
 
-class Backend(ABC):
+class Backend(AsyncClosing, ABC):
     """Runs training jobs and serves their events.
 
     A backend is an async context manager: ``async with resolve_backend() as backend:`` closes
@@ -180,16 +180,5 @@ class Backend(ABC):
         of flow runs it never heard of. Empty by default (no run records one)."""
         return {}
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+    async def aclose(self) -> None:
         """Release connections and processes held by the backend object itself."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

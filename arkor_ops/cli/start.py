@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from arkor_ops.abort import AbortError
-from arkor_ops.backends import BACKEND_ENV
+from arkor_ops.backends import BACKEND_ENV, BackendSlot
 from arkor_ops.errors import ArkorOpsError, BackendError, ConfigError
 from arkor_ops.loader import EntryError, load_trainer
 from arkor_ops.trainer import Trainer
@@ -191,7 +191,7 @@ def _load(args: argparse.Namespace, err: Console) -> Trainer | None:
         return None
     try:
         if args.backend:  # the trainer resolves it (from the variable above) and closes it
-            trainer.async_trainer._backend = None
+            trainer.async_trainer._backend = BackendSlot()
         _ = trainer.backend  # resolve it now: an unknown or misconfigured backend is bad input
     except BackendError as exc:
         trainer.close()

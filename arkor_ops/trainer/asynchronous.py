@@ -28,12 +28,13 @@ import json
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self, Unpack, cast
+from typing import Any, Unpack, cast
 
 from arkor_ops.abort import AbortScope, AbortSignal
+from arkor_ops.backends import BackendSlot
 from arkor_ops.backends.base import Backend, TrainingJob
 from arkor_ops.checkpoints import CheckpointInfo, check_init_adapter, list_checkpoints
+from arkor_ops.closing import AsyncClosing
 from arkor_ops.config import TrainerConfig, validate_config
 from arkor_ops.events import (
     CheckpointSaved,
@@ -84,7 +85,7 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()  # mark as retrieved; the caller that awaited it got it
 
 
-class AsyncTrainer:
+class AsyncTrainer(AsyncClosing):
     """One training run, driven with coroutines. Made by :func:`create_async_trainer`.
 
     An async context manager: ``async with create_async_trainer(...) as trainer:`` closes, on
@@ -102,8 +103,7 @@ class AsyncTrainer:
         reconnect: ReconnectPolicy | None = None,
     ) -> None:
         self._config = config
-        self._backend = backend
-        self._owned: Backend | None = None  # the backend it resolved itself, closed by aclose()
+        self._backend = BackendSlot(backend)
         self._callbacks: dict[str, Callback] = dict(callbacks or {})
         self._abort_signal = abort_signal
         self._idempotency_key = idempotency_key
@@ -142,32 +142,14 @@ class AsyncTrainer:
         Raises:
             BackendError: the configured backend is unknown or unavailable.
         """
-        if self._backend is None:
-            from arkor_ops.backends import resolve_backend
-
-            self._backend = self._owned = resolve_backend()
-        return self._backend
+        return self._backend.get()
 
     # -- closing -------------------------------------------------------------------------
 
     async def aclose(self) -> None:
         """Close the backend if this trainer resolved it itself (a backend given to it is the
         giver's to close). The run is left alone; a later call resolves a new backend."""
-        owned, self._owned = self._owned, None
-        if owned is not None:
-            self._backend = None
-            await owned.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+        await self._backend.aclose()
 
     # -- start ---------------------------------------------------------------------------
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-from collections.abc import Callable, Coroutine
-from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar, Unpack
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar, Unpack
 
 from arkor_ops.backends.base import Backend, TrainingJob
-from arkor_ops.blocking import BlockingRunner
+from arkor_ops.blocking import BlockingTwin
 from arkor_ops.checkpoints import CheckpointInfo
 from arkor_ops.config import TrainerConfig
 from arkor_ops.results import Observers, StartResult, TrainingResult
@@ -28,7 +27,7 @@ P = ParamSpec("P")
 __all__ = ["Trainer", "create_trainer"]
 
 
-class Trainer:
+class Trainer(BlockingTwin[AsyncTrainer]):
     """Blocking twin of :class:`AsyncTrainer`. Made by :func:`create_trainer`.
 
     Its coroutines run on a private event loop in a daemon thread, so it works from a plain
@@ -41,8 +40,7 @@ class Trainer:
     """
 
     def __init__(self, inner: AsyncTrainer) -> None:
-        self._inner = inner
-        self._runner = BlockingRunner("arkor-ops-trainer-loop")
+        super().__init__(inner, "arkor-ops-trainer-loop")
 
     def __repr__(self) -> str:
         return f"Trainer(name={self.name!r}, job_id={self.job_id!r})"
@@ -76,29 +74,6 @@ class Trainer:
     def async_trainer(self) -> AsyncTrainer:
         """The :class:`AsyncTrainer` this object drives."""
         return self._inner
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._runner.run(coro)
-
-    def close(self) -> None:
-        """Blocking :meth:`AsyncTrainer.aclose`, then stop the private loop thread; later calls
-        raise ``RuntimeError``. The run is left alone. Closing twice is harmless."""
-        if not self._runner.closed:
-            try:
-                self._run(self._inner.aclose())
-            finally:
-                self._runner.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def start(self) -> StartResult:
         """Blocking :meth:`AsyncTrainer.start`."""
