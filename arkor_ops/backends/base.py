@@ -22,7 +22,7 @@ from arkor_ops.closing import AsyncClosing
 from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import BackendError
 from arkor_ops.evaluation import EvaluationConfig
-from arkor_ops.events import Frame
+from arkor_ops.events import Frame, Phase
 from arkor_ops.storage import RunLayout, Storage
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
@@ -56,7 +56,9 @@ class JobDescription(BaseModel):
     job: TrainingJob
     step: int | None = Field(default=None, description="Last step seen in the event log.")
     loss: float | None = Field(default=None, description="Last training loss seen.")
-    phase: str | None = Field(default=None, description="Backend phase, e.g. `unschedulable`.")
+    phase: Phase | str | None = Field(
+        default=None, description="Backend phase, e.g. `unschedulable` (a newer one as text)."
+    )
     message: str | None = Field(default=None, description="Why it is in that phase.")
     last_event_id: int | None = Field(
         default=None,
