@@ -114,6 +114,32 @@ class Totals:
         return out
 
 
+def stop_tokens(tok: Any, eos: int | list[int] | None) -> list[int]:
+    """Where an answer ends: the model's end-of-sequence ids, and the token that closes an
+    assistant turn in the tokenizer's chat template (Gemma's ``<end_of_turn>``, ChatML's
+    ``<|im_end|>``) when that is a special token. A base model's generation config often names
+    only ``<eos>``; without the end of turn, a model trained on chats answers, closes its turn
+    and writes on, and the answer is scored with that text after it (as chat servers stop there).
+    """
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    if tok.eos_token_id is not None and tok.eos_token_id not in ids:
+        ids.append(tok.eos_token_id)
+    mark = "ARKOR-END-OF-ANSWER"
+    try:
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": "?"}, {"role": "assistant", "content": mark}],
+            tokenize=False,
+        )
+    except (ValueError, TypeError, KeyError):  # no chat template (plain-text datasets)
+        return ids
+    tail = str(text).partition(mark)[2]
+    after = tok(tail, add_special_tokens=False)["input_ids"] if tail else []
+    added = tok.added_tokens_decoder.get(after[0]) if after else None
+    if added is not None and added.special and after[0] not in ids:
+        ids.append(after[0])
+    return ids
+
+
 class _Model:
     """The base model (with the adapter, if any) and its tokenizer, scoring one sample."""
 
@@ -132,8 +158,8 @@ class _Model:
             model = PeftModel.from_pretrained(model, str(adapter))
         self.model = model.to(self.device).eval()
         gen = config.evaluation.generation
-        eos = model.generation_config.eos_token_id
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else eos
+        eos = stop_tokens(self.tok, model.generation_config.eos_token_id)
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else eos[0]
         sampling = {"temperature": gen.temperature, "top_p": gen.top_p} if gen.do_sample else {}
         self.generation = GenerationConfig(  # type: ignore[no-untyped-call]
             max_new_tokens=gen.max_new_tokens,

@@ -210,3 +210,22 @@ def test_bad_settings_and_a_bad_config_end_the_log_as_an_evaluation(
     (failed,) = other.events()
     assert failed.type == "evaluation.failed"
     assert "evaluation.metrics[0]" in failed.error and "unknown metric 'accuracy'" in failed.error
+
+
+def test_answers_stop_where_the_chat_template_ends_an_assistant_turn(tiny_model_dir: Path) -> None:
+    # A base model's generation config names only <eos>; a model trained on chats closes its
+    # answer with <end_of_turn> and, without stopping there, writes on: the demo's adapter gave
+    # the right triage JSON and then more text, so json_valid and field_match scored it 0.
+    from transformers import AutoTokenizer
+
+    from arkor_ops.evaluation import validate_evaluation_config
+    from arkor_ops.worker.evaluate import _Model
+
+    rows = write_rows(tiny_model_dir.parent / "stop-rows.jsonl", json_rows(2))
+    config = validate_evaluation_config(eval_config(tiny_model_dir, rows))
+    model = _Model(tiny_model_dir, None, config)
+    end_of_turn = AutoTokenizer.from_pretrained(tiny_model_dir).convert_tokens_to_ids(
+        "<end_of_turn>"
+    )
+    assert end_of_turn in model.generation.eos_token_id
+    assert model.tok.eos_token_id in model.generation.eos_token_id
