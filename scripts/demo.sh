@@ -57,6 +57,6 @@ if [ "$code" != 0 ]; then
 fi
 
 step "evaluating base model and adapter on the held-out tickets (test.jsonl)"
-$PY examples/triage/evaluate.py "$result" --backend local
+ARKOR_BACKEND=local $PY examples/triage/evaluate.py "$result"
 
 step "done"

@@ -1,6 +1,6 @@
 """Score the base model and the trained adapter on the held-out tickets, side by side.
 
-    python examples/triage/evaluate.py JOB_ID|RESULT.json [--samples 8] [--backend local]
+    python examples/triage/evaluate.py JOB_ID|RESULT.json [--samples 8]
 
 Runs two evaluation jobs through the evaluation stage (:func:`arkor_ops.create_evaluator`, the
 same job, events and metrics the retrain flows' promotion gate uses): the base model alone, then
@@ -9,7 +9,8 @@ the run's final adapter on it, each on the first ``--samples`` tickets of ``test
 answers that are JSON, exact match of each triage field against the reference, and the held-out
 loss; then the first ticket's two answers. Every answer is kept beside the metrics
 (``samples.jsonl`` under the printed prefix, in the run's storage).
-``ARKOR_DEMO_EVAL_SAMPLES`` changes the default number of tickets.
+``ARKOR_DEMO_EVAL_SAMPLES`` changes the default number of tickets; the jobs run on
+``$ARKOR_BACKEND`` (``local`` by default), where the training ran.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from arkor_ops import create_evaluator
-from arkor_ops.backends import resolve_backend
 from arkor_ops.evaluator import EvaluationResult
 from arkor_ops.loader import load_trainer
 
@@ -41,8 +41,7 @@ def evaluate(
     exits when it does not complete."""
     model = load_trainer(HERE / "trainer.py").config.model
     task = progress.add_task(label, total=None)
-    evaluator = create_evaluator(
-        backend=resolve_backend(args.backend),
+    with create_evaluator(  # the backend: $ARKOR_BACKEND (local by default), closed at the end
         name=f"triage-eval-{label}",
         model=model,
         adapter=adapter,
@@ -56,12 +55,12 @@ def evaluate(
         callbacks={
             "on_progress": lambda e: progress.update(task, completed=e.done, total=e.total),
         },
-    )
-    result = evaluator.wait()
-    if result.status != "completed":
-        raise SystemExit(f"the {label} evaluation {result.status}: {result.error or ''}")
-    progress.update(task, completed=result.samples, total=result.samples)
-    return result, evaluator.samples()
+    ) as evaluator:
+        result = evaluator.wait()
+        if result.status != "completed":
+            raise SystemExit(f"the {label} evaluation {result.status}: {result.error or ''}")
+        progress.update(task, completed=result.samples, total=result.samples)
+        return result, evaluator.samples()
 
 
 def cell(value: float | None, metric: str) -> str:
@@ -89,7 +88,6 @@ def main() -> int:
         "--samples", type=int, default=int(os.environ.get("ARKOR_DEMO_EVAL_SAMPLES", "8"))
     )
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--backend", default="local")
     args = parser.parse_args()
     if Path(args.job_id).is_file():  # job ids have no "/": a path is a result file
         args.job_id = json.loads(Path(args.job_id).read_text())["job"]["id"]
