@@ -19,7 +19,7 @@ from arkor_ops import (
     create_async_trainer,
     create_trainer,
 )
-from arkor_ops.testing import Connection, scripted_events
+from arkor_ops.testing import Connection, FakeBackend, scripted_events
 from tests.core.helpers import CONFIG, JOB
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +27,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _abort_soon(controller: AbortController, reason: object = None) -> None:
     threading.Timer(0.05, controller.abort, args=(reason,)).start()
+
+
+def _abort_after_first_request(fake: FakeBackend, controller: AbortController, reason: str) -> None:
+    for _ in range(2000):  # up to 20 s; the test's own timeout is the real bound
+        if fake.stream_requests:
+            break
+        threading.Event().wait(0.01)
+    controller.abort(reason)
 
 
 @pytest.mark.timeout(30)
@@ -63,7 +71,11 @@ async def test_abort_during_backoff_does_not_wait_for_the_delay(fake_factory):
     trainer = create_async_trainer(
         CONFIG, backend=fake, abort_signal=controller.signal, reconnect=policy
     )
-    _abort_soon(controller, "user pressed stop")
+    # abort once the 503 was served, so the abort lands in (or just before) the backoff,
+    # however slowly this machine reaches it
+    threading.Thread(
+        target=_abort_after_first_request, args=(fake, controller, "user pressed stop")
+    ).start()
     with pytest.raises(AbortError, match="user pressed stop") as info:
         await trainer.wait()
     assert info.value.reason == "user pressed stop"
