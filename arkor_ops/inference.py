@@ -35,7 +35,9 @@ HELD_CHECKPOINTS = 3
 NOT_HELD = "checkpoint_not_held"
 RUN_ENDED = "run_ended"
 
-_STRICT = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+#: The top level speaks Arkor's camelCase; what it nests keeps OpenAI's keys (``json_schema``).
+_CAMEL = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+_STRICT = ConfigDict(populate_by_name=True, extra="forbid")
 
 
 class JsonSchemaFormat(BaseModel):
@@ -155,7 +157,7 @@ class ChatMessage(BaseModel):
 class InferRequest(BaseModel):
     """What ``ctx.infer()`` takes: Arkor's ``InferArgs`` (snake_case or camelCase)."""
 
-    model_config = _STRICT
+    model_config = _CAMEL
 
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation so far.")
     temperature: float | None = Field(
