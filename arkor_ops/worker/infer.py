@@ -274,11 +274,10 @@ class _Engine:
         self.model = model
         self.tok = tokenizer
         vocab = tokenizer.get_vocab()
-        self.stops = sorted(
-            {tokenizer.eos_token_id}
-            | {vocab[t] for t in ("<end_of_turn>", "<|im_end|>", "<|eot_id|>") if t in vocab}
-            - {None}
-        )
+        ends = {vocab[t] for t in ("<end_of_turn>", "<|im_end|>", "<|eot_id|>") if t in vocab}
+        if tokenizer.eos_token_id is not None:
+            ends.add(int(tokenizer.eos_token_id))
+        self.stops = sorted(ends)
         self._compiler: Any = None
 
     def _grammar_processor(self, request: InferRequest) -> tuple[Any, bool]:

@@ -1,5 +1,6 @@
 """`ctx.infer()` from `on_checkpoint` on the local backend: the real worker (tiny model) answers
-through its sidecar with the weights of the checkpoint that fired the callback."""
+through its sidecar with the weights of the checkpoint that fired the callback, refuses a
+checkpoint it no longer holds, and after the run a call says the run ended."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from arkor_ops import create_async_trainer
 from arkor_ops.backends.local import LocalBackend, LocalSettings
 from arkor_ops.errors import CheckpointUnavailableError
+from arkor_ops.inference import HELD_CHECKPOINTS
 from arkor_ops.results import CheckpointContext
 from tests.local.helpers import REPO
 
@@ -77,9 +79,18 @@ async def test_on_checkpoint_infer_answers_from_that_checkpoint_with_the_schema(
     seen: list[CheckpointContext] = []
     replies: list[Any] = []
     streamed: list[Any] = []
+    evicted: list[CheckpointUnavailableError] = []
+    late: list[int] = []
 
     async def on_checkpoint(ctx: CheckpointContext) -> None:
         if seen:
+            if not late and ctx.step >= seen[0].step + 2 * HELD_CHECKPOINTS:  # step 2 replaced
+                late.append(ctx.step)
+                try:
+                    await seen[0].ainfer(messages=TICKET, stream=False)
+                except CheckpointUnavailableError as exc:
+                    evicted.append(exc)
+                await trainer.cancel()
             return
         seen.append(ctx)
         reply = await ctx.ainfer(
@@ -96,7 +107,6 @@ async def test_on_checkpoint_infer_answers_from_that_checkpoint_with_the_schema(
         # the blocking twin, from inside an async callback: a stream of chunks
         with ctx.infer(messages=TICKET, max_tokens=8) as stream:
             streamed.append((list(stream), stream))
-        await trainer.cancel()
 
     trainer = create_async_trainer(
         name="tiny-infer",
@@ -130,6 +140,11 @@ async def test_on_checkpoint_infer_answers_from_that_checkpoint_with_the_schema(
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 8
+
+    # the worker holds only its newest checkpoints: step 2, asked later, is refused by name
+    (gone,) = evicted
+    assert (gone.reason, gone.step, gone.job_id) == ("checkpoint_not_held", ctx.step, ctx.job.id)
+    assert f"no longer holds checkpoint step {ctx.step}" in str(gone)
 
     with pytest.raises(CheckpointUnavailableError, match=rf"{ctx.job.id}.*step {ctx.step}") as err:
         await ctx.ainfer(messages=TICKET, stream=False)
