@@ -12,13 +12,17 @@ from typing import Any
 from arkor_ops.abort import AbortController, AbortError, AbortSignal
 from arkor_ops.backends import resolve_backend
 from arkor_ops.backends.base import Backend, JobDescription, TrainingJob
+from arkor_ops.chat import AsyncChatStream, ChatStream
 from arkor_ops.checkpoints import CheckpointInfo
 from arkor_ops.config import TrainerConfig, config_json_schema, validate_config
 from arkor_ops.errors import (
     ArkorOpsError,
     BackendError,
     CheckpointError,
+    CheckpointUnavailableError,
     ConfigError,
+    InferenceError,
+    InferRequestError,
     JobNotFoundError,
     PermissionDeniedError,
     QuotaExceededError,
@@ -54,6 +58,7 @@ from arkor_ops.events import (
     TrainingStarted,
     parse_event,
 )
+from arkor_ops.inference import ChatCompletion, ChatCompletionChunk
 from arkor_ops.trainer import (
     AsyncTrainer,
     CancelledContext,
@@ -85,16 +90,21 @@ __all__ = [
     "AbortSignal",
     "ArkorOpsError",
     "Artifact",
+    "AsyncChatStream",
     "AsyncEvaluator",
     "AsyncTrainer",
     "Backend",
     "BackendError",
     "CancelledContext",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatStream",
     "CheckpointContext",
     "CheckpointError",
     "CheckpointInfo",
     "CheckpointSaved",
     "CheckpointSkipped",
+    "CheckpointUnavailableError",
     "CompletedContext",
     "ConfigError",
     "EvaluationCancelled",
@@ -107,6 +117,8 @@ __all__ = [
     "Evaluator",
     "Event",
     "FailedContext",
+    "InferRequestError",
+    "InferenceError",
     "JobDescription",
     "JobNotFoundError",
     "JobPhase",

@@ -4,11 +4,16 @@ Every error the library raises on purpose derives from :class:`ArkorOpsError`::
 
     ArkorOpsError
     ├── ConfigError              a trainer config is invalid (names each bad field path)
+    ├── InferRequestError        ``ctx.infer()``'s arguments are invalid (names each field;
+    │                            also a ``ValueError``)
     ├── BackendError             a backend could not do what was asked
     │   ├── JobNotFoundError     the run does not exist (404)
     │   ├── PermissionDeniedError  the credentials may not do this (401/403)
     │   ├── QuotaExceededError   a quota or limit refused the request
-    │   └── StreamError          the event stream could not be opened or broke off
+    │   ├── StreamError          the event stream could not be opened or broke off
+    │   └── InferenceError       ``ctx.infer()`` got no answer (the sidecar or worker failed)
+    │       └── CheckpointUnavailableError  the worker no longer holds that checkpoint, or
+    │                            the run ended (names the job and step, and what to do)
     ├── StorageError             reading or writing s3:// or file:// storage failed
     ├── CheckpointError          a checkpoint is missing, uncommitted or does not match the run
     ├── RegistryError            registering an adapter in MLflow failed (the adapter stays put)
@@ -42,6 +47,19 @@ class ConfigError(ArkorOpsError, ValueError):
         self.problems = list(problems)
         lines = [f"  {path or '<root>'}: {msg}" for path, msg in self.problems]
         super().__init__("invalid trainer config:\n" + "\n".join(lines))
+
+
+class InferRequestError(ArkorOpsError, ValueError):
+    """``ctx.infer()``'s arguments failed validation (nothing was sent).
+
+    Attributes:
+        problems: ``(field path, message)`` pairs, e.g. ``("response_format.type", ...)``.
+    """
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        self.problems = list(problems)
+        lines = [f"  {path or '<root>'}: {msg}" for path, msg in self.problems]
+        super().__init__("invalid infer() arguments:\n" + "\n".join(lines))
 
 
 class BackendError(ArkorOpsError):
@@ -81,6 +99,39 @@ class StreamError(BackendError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message, status=status)
         self.retryable = status not in self.FATAL_STATUSES
+
+
+class InferenceError(BackendError):
+    """``ctx.infer()`` got no answer: the sidecar or the worker refused or failed."""
+
+
+class CheckpointUnavailableError(InferenceError):
+    """The worker cannot answer for this checkpoint: the run ended (the worker that held the
+    model is gone) or the worker no longer holds that step's weights (it keeps the last few).
+
+    Attributes:
+        job_id: the run.
+        step: the checkpoint asked for.
+        reason: ``run_ended`` or ``checkpoint_not_held``.
+    """
+
+    def __init__(
+        self, job_id: str, step: int, reason: str, detail: str = "", *, status: int | None = None
+    ) -> None:
+        self.job_id = job_id
+        self.step = step
+        self.reason = reason
+        if reason == "run_ended":
+            what = f"run {job_id} has ended, so no worker holds checkpoint step {step} any more"
+        else:
+            what = f"the worker of run {job_id} no longer holds checkpoint step {step}"
+        todo = (
+            "infer() answers only while the run trains, for its newest checkpoints; to query "
+            "this one later, evaluate its committed adapter (create_evaluator) or start a run "
+            "from it (init_adapter)"
+        )
+        message = f"{what}: {todo}" + (f" ({detail})" if detail else "")
+        super().__init__(message, status=status)
 
 
 class StorageError(ArkorOpsError):

@@ -20,9 +20,10 @@ from pydantic.alias_generators import to_camel
 
 from arkor_ops.closing import AsyncClosing
 from arkor_ops.config import TrainerConfig
-from arkor_ops.errors import BackendError
+from arkor_ops.errors import BackendError, InferenceError
 from arkor_ops.evaluation import EvaluationConfig
 from arkor_ops.events import Frame, Phase
+from arkor_ops.inference import InferRequest
 from arkor_ops.storage import RunLayout, Storage
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
@@ -141,6 +142,20 @@ class Backend(AsyncClosing, ABC):
             JobNotFoundError: there is no such job.
         """
 
+    def infer(self, job_id: str, step: int, request: InferRequest) -> AsyncIterator[dict[str, Any]]:
+        """Ask checkpoint ``step`` of the running job (``ctx.infer()``): the worker that holds
+        the model answers between two optimizer steps, through the run's sidecar
+        (``POST /v1/jobs/{job_id}/checkpoints/{step}/chat/completions``).
+
+        Yields each ``chat.completion.chunk`` (as JSON) until ``[DONE]`` when
+        ``request.stream``, else the one ``chat.completion``.
+
+        Raises:
+            CheckpointUnavailableError: the run ended, or the worker no longer holds ``step``.
+            InferenceError: the answer failed, or this backend answers no ``infer()``.
+        """
+        return _refuse(f"{type(self).__name__} does not answer infer() (job {job_id})")
+
     async def run_storage(self, job_id: str) -> tuple[Storage, RunLayout]:
         """Where the run's files (config, log, checkpoints, final adapter) are, as this client
         reaches them: what ``trainer.checkpoints()`` reads.
@@ -184,3 +199,8 @@ class Backend(AsyncClosing, ABC):
 
     async def aclose(self) -> None:
         """Release connections and processes held by the backend object itself."""
+
+
+async def _refuse(message: str) -> AsyncIterator[dict[str, Any]]:
+    raise InferenceError(message)
+    yield {}  # an async generator that raises when first read

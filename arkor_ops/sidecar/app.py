@@ -13,19 +13,33 @@ Routes:
   ``Retry-After`` (the client's reconnect policy retries it), so no one can exhaust the sidecar.
 - ``GET /healthz``: ``{"status": "ok", "jobId", "lastEventId", "terminal", "clients"}``.
 
-Errors are JSON ``{"error": "..."}``: 404 for another job id or an unknown path, 400 for a
-``Last-Event-ID`` that is not an integer.
+- ``POST /v1/jobs/{job_id}/checkpoints/{step}/chat/completions``: ``ctx.infer()``. The body is
+  :class:`~arkor_ops.inference.InferRequest` (camelCase); the answer is OpenAI's: SSE
+  ``data: {chat.completion.chunk}`` frames ending with ``data: [DONE]`` (``stream``, the
+  default), or one ``chat.completion``. The sidecar hands the request to the worker over a Unix
+  socket beside the event log (``infer.sock`` in the shared ``emptyDir``: the two containers
+  share that folder, not a port, and a socket needs no polling or clean-up of answer files); the
+  worker answers between two optimizer steps with that checkpoint's weights. Refusals: 400 (bad
+  body, field named), 404 (another job), 409 ``checkpoint_not_held`` (the worker keeps only the
+  newest few), 410 ``run_ended`` (training is over), 429 (too many queued), 503 (the worker is
+  not answering yet).
 
-There is no write route: a cancel reaches the trainer as an annotation on its pod (read through
-a ``downwardAPI`` file), which only principals allowed to patch pods can set. The routes are
-read-only and unauthenticated; the NetworkPolicy in ``k8s/base`` limits who may connect
-(see docs/security.md).
+Errors are JSON ``{"error": "..."}`` (plus ``code`` for infer refusals): 404 for another job id
+or an unknown path, 400 for a ``Last-Event-ID`` that is not an integer.
+
+The one POST route changes no run state: it reads the model and pauses training while it
+answers. A cancel reaches the trainer as an annotation on its pod (read through a
+``downwardAPI`` file), which only principals allowed to patch pods can set. The routes are
+unauthenticated; on Kubernetes a client reaches them through the API server's pod proxy, so
+only principals allowed ``pods/proxy`` in the namespace can, and the NetworkPolicy in
+``k8s/base`` limits who may connect directly (see docs/security.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -33,14 +47,22 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from arkor_ops.events import END, PING
+from arkor_ops.inference import (
+    RUN_ENDED,
+    SOCKET_NAME,
+    InferRequest,
+    completion_from_chunks,
+    socket_address,
+)
 from arkor_ops.settings import SidecarSettings
 from arkor_ops.sidecar.tail import LogTail
 from arkor_ops.storage import RunLayout, open_storage
@@ -71,7 +93,7 @@ class Sidecar:
         if self.settings.sidecar_linger_seconds is not None:
             self._tasks.append(asyncio.create_task(self._linger(), name="linger"))
 
-    def _run_gone(self) -> bool:
+    def run_gone(self) -> bool:
         """Whether the worker being watched has exited, or the run's folder was removed."""
         if not self.settings.event_log.parent.exists():
             return True
@@ -88,7 +110,7 @@ class Sidecar:
 
     async def _linger(self) -> None:
         while not self.tail.persisted_terminal.is_set():
-            if self._run_gone():
+            if self.run_gone():
                 log.info("the worker is gone without a terminal event")
                 break
             with contextlib.suppress(TimeoutError):
@@ -157,8 +179,103 @@ async def stream_events(tail: LogTail, after: int) -> AsyncIterator[bytes]:
         await tail.wait(pos)
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, code: str | None = None) -> JSONResponse:
+    body = {"error": message} if code is None else {"error": message, "code": code}
+    return JSONResponse(body, status_code=status)
+
+
+async def _infer_request(request: Request, job_id: str) -> tuple[int, InferRequest] | JSONResponse:
+    """The step and the request of an infer POST, or the error response."""
+    if request.path_params["job_id"] != job_id:
+        return _error(
+            404, f"job {request.path_params['job_id']!r} not found (this sidecar serves one run)"
+        )
+    raw_step = request.path_params["step"]
+    if not raw_step.isdigit():
+        return _error(404, f"checkpoint step must be an integer, got {raw_step[:20]!r}")
+    try:
+        body = await request.json()
+        infer = InferRequest.model_validate(body)
+    except ValueError as exc:  # not JSON, or a ValidationError
+        detail = (
+            "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            if isinstance(exc, ValidationError)
+            else "the body is not JSON"
+        )
+        return _error(400, f"invalid infer request: {detail}", "invalid_request")
+    return int(raw_step), infer
+
+
+#: How long the worker may take to accept a request (it answers later, between steps).
+ACCEPT_SECONDS = 30.0
+
+
+async def _worker_answer(
+    sidecar: Sidecar, step: int, wire: dict[str, Any]
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, dict[str, Any]] | JSONResponse:
+    """Hand the request to the worker; its socket and the first line of its answer, or the
+    error response when it refuses or is not there."""
+    path = sidecar.settings.event_log.parent / SOCKET_NAME
+    try:
+        with socket_address(path) as address:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(address, limit=2**22), ACCEPT_SECONDS
+            )
+    except (FileNotFoundError, ConnectionRefusedError, TimeoutError, OSError) as exc:
+        if sidecar.tail.terminal.is_set() or sidecar.run_gone():
+            return _error(410, "the run has ended; its worker no longer answers", RUN_ENDED)
+        log.info("infer: the worker is not answering: %s", type(exc).__name__)
+        return _error(503, "the worker is not answering infer() (yet)", "unavailable")
+    writer.write(json.dumps({"step": step, "request": wire}).encode() + b"\n")
+    await writer.drain()
+    line = await reader.readline()  # the first piece: this waits for a step boundary
+    first = _line(line)
+    if "error" in first or "chunk" not in first:
+        writer.close()
+        message = str(first.get("error") or "the worker ended the answer without a reply")
+        return _error(int(first.get("status") or 502), message, first.get("code"))
+    return reader, writer, first
+
+
+def _line(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        return {"error": "the worker closed the connection (it may have exited)", "status": 502}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {"error": "the worker sent a malformed line", "status": 502}
+    return data if isinstance(data, dict) else {"error": "malformed line", "status": 502}
+
+
+async def _chunks(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: dict[str, Any]
+) -> AsyncIterator[dict[str, Any]]:
+    """The worker's chunks, the first one included; raises on an error line."""
+    try:
+        line = first
+        while True:
+            if "chunk" in line:
+                yield line["chunk"]
+            elif line.get("done"):
+                return
+            else:
+                raise RuntimeError(str(line.get("error") or "the worker's answer broke off"))
+            line = _line(await reader.readline())
+    finally:
+        writer.close()
+
+
+async def _sse_chunks(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+    except RuntimeError as exc:
+        yield b"event: error\ndata: " + json.dumps({"error": str(exc)}).encode() + b"\n\n"
+        return
+    yield b"data: [DONE]\n\n"
 
 
 class _Admitted(EventSourceResponse):  # type: ignore[misc]
@@ -223,6 +340,27 @@ def create_app(sidecar: Sidecar) -> Starlette:
         finally:
             sidecar.clients -= 1
 
+    async def chat_completions(request: Request) -> Response:
+        parsed = await _infer_request(request, settings.job_id)
+        if isinstance(parsed, JSONResponse):
+            return parsed
+        step, infer = parsed
+        answer = await _worker_answer(sidecar, step, infer.to_wire())
+        if isinstance(answer, JSONResponse):
+            return answer
+        chunks = _chunks(*answer)
+        if infer.stream:
+            return StreamingResponse(
+                _sse_chunks(chunks),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        try:
+            collected = [chunk async for chunk in chunks]
+        except RuntimeError as exc:
+            return _error(502, str(exc))
+        return JSONResponse(completion_from_chunks(collected))
+
     async def healthz(request: Request) -> Response:
         tail = sidecar.tail
         return JSONResponse(
@@ -250,6 +388,11 @@ def create_app(sidecar: Sidecar) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/jobs/{job_id}/events/stream", stream, methods=["GET"]),
+            Route(
+                "/v1/jobs/{job_id}/checkpoints/{step}/chat/completions",
+                chat_completions,
+                methods=["POST"],
+            ),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error},

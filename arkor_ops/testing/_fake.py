@@ -9,6 +9,10 @@ Arkor's cloud API)::
     GET  /v1/jobs/{id}                    -> {job}
     GET  /v1/jobs/{id}/events/stream      SSE; honours Last-Event-ID
     POST /v1/jobs/{id}/cancel             -> {job}; appends training.cancelled if still running
+    POST /v1/jobs/{id}/checkpoints/{step}/chat/completions
+                                          infer(): ``infer_text`` as chunks ending [DONE] (or
+                                          one completion); 409 for a step the script never
+                                          saved, 410 once the script has a terminal event
 
 Each stream connection follows the next :class:`Connection` in ``connections`` (then the
 default: stream until the terminal event, then ``end``), which is how tests inject status codes,
@@ -33,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from arkor_ops import completions
 from arkor_ops.backends.base import Backend, JobDescription, TrainingJob
 from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import BackendError, JobNotFoundError, PermissionDeniedError
@@ -53,6 +58,7 @@ from arkor_ops.events import (
     ping_frame,
     utc_now,
 )
+from arkor_ops.inference import NOT_HELD, RUN_ENDED, InferRequest, completion_from_chunks
 from arkor_ops.sse import _error_text, stream_frames
 from arkor_ops.testing._server import DropConnection, ServerThread
 
@@ -162,6 +168,7 @@ class FakeBackend(Backend):
         submit_faults: answers for the first submits (then 201).
         cancel_faults: answers for the first cancels (then 200).
         flow_run_id: the flow run its job belongs to (:meth:`jobs_by_flow_run`).
+        infer_text: what every ``infer()`` answers (streamed in two pieces).
 
     The server runs until :meth:`close` (or the end of a ``with`` block); :meth:`aclose`, which
     code under test calls when it is done with a backend, leaves it running for the test.
@@ -176,8 +183,10 @@ class FakeBackend(Backend):
         submit_faults: Iterable[Fault] = (),
         cancel_faults: Iterable[Fault] = (),
         flow_run_id: str | None = None,
+        infer_text: str = '{"answer": "fake"}',
     ) -> None:
         self.job_id = job_id
+        self.infer_text = infer_text
         self.flow_run_id = flow_run_id
         self.connections = list(connections)
         self.submit_faults = list(submit_faults)
@@ -286,6 +295,21 @@ class FakeBackend(Backend):
         """
         await self._request("POST", f"/v1/jobs/{job_id}/cancel")
 
+    async def infer(
+        self, job_id: str, step: int, request: InferRequest
+    ) -> AsyncIterator[dict[str, Any]]:
+        """``infer()`` over HTTP (the sidecar's route), read by :func:`arkor_ops.completions.post`.
+
+        Raises:
+            CheckpointUnavailableError: a step the script never saved, or a finished script.
+        """
+        url = f"{self.url}/{completions.route(job_id, step)}"
+        async with httpx.AsyncClient(timeout=completions.timeout(), verify=_PLAIN_HTTP) as client:
+            answer = completions.post(client, url, job_id, step, request.to_wire())
+            async with contextlib.aclosing(answer):  # type: ignore[type-var]
+                async for item in answer:
+                    yield item
+
     async def describe(self, job_id: str) -> JobDescription:
         """The job over HTTP (``GET /v1/jobs/{id}``).
 
@@ -347,6 +371,11 @@ class FakeBackend(Backend):
             return await self._on_stream(headers.get("last-event-id"))
         if method == "POST" and parts[3:] == ["cancel"]:
             return await self._on_cancel()
+        return self._route_more(method, path, parts, body)
+
+    def _route_more(self, method: str, path: str, parts: list[str], body: Any) -> Response:
+        if method == "POST" and len(parts) == 7 and parts[3] == "checkpoints":
+            return self._on_infer(parts[4], body or {})
         if method == "GET" and len(parts) == 3:
             return _respond(200, {"job": self._job_json()})
         return _respond(404, {"error": f"no route {method} {path}"})
@@ -384,6 +413,34 @@ class FakeBackend(Backend):
         if self.job is not None:
             self.job = self.job.model_copy(update={"status": "cancelled"})
         return _respond(200, {"job": self._job_json() if self.job else None})
+
+    def _on_infer(self, raw_step: str, body: dict[str, Any]) -> Response:
+        saved = {e.get("step") for e in self._events if e.get("type") == "checkpoint.saved"}
+        if self._terminal():
+            return _respond(410, {"error": "the run has ended", "code": RUN_ENDED})
+        if not raw_step.isdigit() or int(raw_step) not in saved:
+            return _respond(409, {"error": "no such checkpoint in the script", "code": NOT_HELD})
+        half = len(self.infer_text) // 2
+        base = {"id": "chatcmpl-fake", "created": 0, "model": f"{self.job_id}@step-{raw_step}"}
+        usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+        pieces = [{"role": "assistant", "content": ""}, {"content": self.infer_text[:half]}]
+        pieces.append({"content": self.infer_text[half:]})
+        last = len(pieces) - 1
+        chunks: list[dict[str, Any]] = [
+            {
+                **base,
+                "object": "chat.completion.chunk",
+                "choices": [
+                    {"index": 0, "delta": d, "finish_reason": "stop" if i == last else None}
+                ],
+                **({"usage": {**usage, "training_pause_seconds": 0.0}} if i == last else {}),
+            }
+            for i, d in enumerate(pieces)
+        ]
+        if not body.get("stream", True):
+            return _respond(200, completion_from_chunks(chunks))
+        frames = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
+        return Response(b"".join(frames), media_type="text/event-stream")
 
     async def _on_stream(self, last_event_id: str | None) -> Response:
         conn = self.connections.pop(0) if self.connections else Connection()

@@ -33,6 +33,7 @@ from typing import Any, Unpack, cast
 from arkor_ops.abort import AbortScope, AbortSignal
 from arkor_ops.backends import BackendSlot
 from arkor_ops.backends.base import Backend, TrainingJob
+from arkor_ops.chat import CheckpointChat
 from arkor_ops.checkpoints import CheckpointInfo, check_init_adapter, list_checkpoints
 from arkor_ops.closing import AsyncClosing
 from arkor_ops.config import TrainerConfig, validate_config
@@ -334,7 +335,11 @@ class AsyncTrainer(AsyncClosing):
             job = self._snapshot()
             adapter = {"kind": "checkpoint", "jobId": job.id, "step": event.step}
             ckpt = CheckpointContext(
-                job=job, step=event.step, artifacts=list(event.artifacts), adapter=adapter
+                job=job,
+                step=event.step,
+                artifacts=list(event.artifacts),
+                adapter=adapter,
+                _chat=CheckpointChat(self.backend, job.id, event.step),
             )
             await self._call("on_checkpoint", ckpt)
         elif isinstance(event, JobPhase):

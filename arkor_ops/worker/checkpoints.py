@@ -134,9 +134,11 @@ _CHILD: dict[str, Storage] = {}
 
 
 def _child_init(storage_uri: str) -> None:
-    """Set up the upload process: lower priority, no SIGINT, die with the worker (Linux), and
-    the storage client that every checkpoint of the run reuses."""
+    """Set up the upload process: lower priority, no SIGINT or SIGTERM (a local cancel signals
+    the worker's whole process group; the worker decides when its uploads stop), die with the
+    worker (Linux), and the storage client that every checkpoint of the run reuses."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(UPLOAD_NICE)
     with contextlib.suppress(OSError, AttributeError):

@@ -36,6 +36,7 @@ from arkor_ops.events import (
     TrainingResumed,
     TrainingStarted,
 )
+from arkor_ops.inference import SOCKET_NAME
 from arkor_ops.storage import RunLayout, Storage, open_storage
 from arkor_ops.worker.attempts import Attempt, begin
 from arkor_ops.worker.early_stop import EarlyStop
@@ -47,6 +48,7 @@ from arkor_ops.worker.errors import (
     excerpt,
     exit_code_for,
 )
+from arkor_ops.worker.infer import InferServer
 from arkor_ops.worker.init_adapter import InitAdapter
 from arkor_ops.worker.settings import WorkerSettings
 from arkor_ops.worker.train import RunState
@@ -84,6 +86,7 @@ class Run:
         self.uploader: Any = None
         self.attempt: Attempt | None = None
         self.seeded_started = False
+        self.infer = InferServer(settings.event_log.parent / SOCKET_NAME, settings.job_id)
 
     # -- events --------------------------------------------------------------------------------
 
@@ -150,6 +153,18 @@ class Run:
 
     def execute(self) -> int:
         """Run to a terminal event; returns the exit code."""
+        try:
+            self.infer.start()
+        except OSError as exc:
+            log.warning(
+                "infer() is unavailable in this run: cannot listen on %s: %s", self.infer.path, exc
+            )
+        try:
+            return self._execute_logged()
+        finally:
+            self.infer.close()
+
+    def _execute_logged(self) -> int:
         try:
             return self._execute()
         except BaseException as exc:
@@ -372,7 +387,13 @@ class Run:
             init_adapter=init,
             idle=state.idle,
             callback_factory=lambda samples: make_callback(
-                state, self._write_log, self.uploader.submit, self._health, samples
+                state,
+                self._write_log,
+                self.uploader.submit,
+                self._health,
+                samples,
+                infer=self.infer,
+                backend=backend,
             ),
         )
         metadata = {
@@ -406,7 +427,10 @@ class Run:
             state.early = EarlyStop(patience=stop.patience, min_delta=stop.min_delta)
         self.training = True
         start = time.perf_counter()
-        trainer.train(resume_from_checkpoint=str(resume[1]) if resume else None)
+        try:
+            trainer.train(resume_from_checkpoint=str(resume[1]) if resume else None)
+        finally:
+            self.infer.finish()  # a later infer() is told the run ended, at once
         total = time.perf_counter() - start
         state.step = trainer.state.global_step
         if state.cancel.is_set():

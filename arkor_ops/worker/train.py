@@ -30,6 +30,7 @@ from arkor_ops.worker.data import PreparedDataset
 from arkor_ops.worker.early_stop import EarlyStop
 from arkor_ops.worker.errors import ModelError
 from arkor_ops.worker.idle import IdleClock
+from arkor_ops.worker.infer import InferServer
 from arkor_ops.worker.init_adapter import InitAdapter
 from arkor_ops.worker.settings import BackendChoice
 
@@ -312,9 +313,13 @@ def make_callback(
     on_checkpoint: Callable[[int, Path], None],
     check_health: Callable[[], None],
     samples_per_step: int,
+    *,
+    infer: InferServer | None = None,
+    backend: str = "trl",
 ) -> Any:
-    """A ``TrainerCallback`` that writes ``training.log``, queues checkpoint uploads and stops
-    at the next step boundary once cancellation is requested."""
+    """A ``TrainerCallback`` that writes ``training.log``, queues checkpoint uploads, stops
+    at the next step boundary once cancellation is requested, and (with ``infer``) holds each
+    saved checkpoint's weights and answers queued ``infer()`` requests between steps."""
     from transformers import TrainerCallback
 
     class EventCallback(TrainerCallback):  # type: ignore[misc]
@@ -329,6 +334,8 @@ def make_callback(
             run_state.step = state.global_step
             run_state.idle.step()
             check_health()
+            if infer is not None and kw.get("model") is not None:
+                infer.serve(kw["model"], kw.get("processing_class"), backend)
             if run_state.cancel.is_set():
                 control.should_training_stop = True
                 if (
@@ -385,6 +392,8 @@ def make_callback(
         def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
+                if infer is not None and kw.get("model") is not None:
+                    infer.snapshot(state.global_step, kw["model"])  # before it can be committed
                 on_checkpoint(state.global_step, folder)
 
     return EventCallback()

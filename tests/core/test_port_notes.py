@@ -311,8 +311,9 @@ async def test_note11_cancel_before_start_is_a_noop_after_start_posts_and_errors
 
 
 async def test_note12_checkpoint_context_binds_the_adapter_to_that_checkpoint(fake_factory):
-    """Arkor's on_checkpoint gets `infer()` bound to the checkpoint; our port has no inference
-    endpoint, so the context carries the same binding as data: `adapter` =
+    """Arkor's on_checkpoint gets `infer()` bound to the checkpoint; ours too (`ctx.infer()` /
+    `ctx.ainfer()`, asked of that step: tests/core/test_infer.py, and the real worker in
+    tests/local/test_infer.py). The context also carries the binding as data: `adapter` =
     {"kind": "checkpoint", "jobId", "step"} of that checkpoint, plus its artifacts as sent."""
     fake = fake_factory(scripted_events(JOB, steps=4, checkpoint_every=2))
     seen: list[Any] = []

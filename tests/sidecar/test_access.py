@@ -1,5 +1,6 @@
-"""What anyone who can reach the sidecar's port can do: read the run's events (bounded), never
-write. A cancel travels as a pod annotation instead (see tests/kubernetes/test_cancel.py)."""
+"""What anyone who can reach the sidecar's port can do: read the run's events (bounded) and ask
+a checkpoint (`infer()`, tests/sidecar/test_infer_route.py), never change the run. A cancel
+travels as a pod annotation instead (see tests/kubernetes/test_cancel.py)."""
 
 from __future__ import annotations
 

@@ -29,11 +29,17 @@ from typing import Any, Self
 
 import httpx
 
-from arkor_ops.backends.base import Backend, JobDescription, TrainingJob
+from arkor_ops import completions
+from arkor_ops.backends.base import TERMINAL_STATUSES, Backend, JobDescription, TrainingJob
 from arkor_ops.backends.kubernetes import adoption, run_secret
 from arkor_ops.backends.kubernetes import cancel as kube_cancel
 from arkor_ops.backends.kubernetes import manifests as m
-from arkor_ops.backends.kubernetes.client import KubeApi, httpx_client, load_configuration
+from arkor_ops.backends.kubernetes.client import (
+    KubeApi,
+    bearer_header,
+    httpx_client,
+    load_configuration,
+)
 from arkor_ops.backends.kubernetes.diagnostics import (
     Diagnosis,
     current_pod,
@@ -43,10 +49,18 @@ from arkor_ops.backends.kubernetes.diagnostics import (
 )
 from arkor_ops.backends.kubernetes.stream import RunStream
 from arkor_ops.config import TrainerConfig
-from arkor_ops.errors import BackendError, JobNotFoundError, StorageError
+from arkor_ops.errors import (
+    BackendError,
+    CheckpointUnavailableError,
+    InferenceError,
+    JobNotFoundError,
+    PermissionDeniedError,
+    StorageError,
+)
 from arkor_ops.evaluation import EvaluationConfig
 from arkor_ops.eventlog import iter_log_lines
 from arkor_ops.events import TERMINAL_STATUS, TERMINAL_TYPES, Frame
+from arkor_ops.inference import RUN_ENDED, InferRequest
 from arkor_ops.settings import FlowRunSettings, KubernetesSettings, S3Settings, read
 from arkor_ops.storage import FileStorage, RunLayout, S3Storage, Storage, s3_client_kwargs
 
@@ -299,6 +313,64 @@ class KubernetesBackend(Backend):
                 if frame.event in TERMINAL_TYPES:
                     await self._release_secret(job_id)  # the run has ended
                 yield frame
+
+    async def infer(
+        self, job_id: str, step: int, request: InferRequest
+    ) -> AsyncIterator[dict[str, Any]]:
+        """POST to the run pod's sidecar, through the API server's pod proxy (the path the
+        event stream takes; RBAC: ``create`` on ``pods/proxy``), or the pod IP when direct.
+
+        Raises:
+            CheckpointUnavailableError: the run ended (no Job, a finished Job, no running pod),
+                or the worker no longer holds ``step`` (a replacement pod holds none before its
+                own checkpoints).
+            InferenceError: the API server, the sidecar or the worker refused or failed.
+        """
+        try:
+            pods = await self.api.job_pods(job_id)
+        except JobNotFoundError:
+            raise CheckpointUnavailableError(job_id, step, RUN_ENDED, "its Job is gone") from None
+        pod = current_pod(pods)
+        if pod is None or not sidecar_ready(pod):
+            if await self._ended(job_id):
+                raise CheckpointUnavailableError(job_id, step, RUN_ENDED, "no pod runs it")
+            raise InferenceError(f"run {job_id} has no running pod to answer infer() (yet)")
+        stream = self._stream()
+        url = stream.sidecar_url(job_id, pod, completions.route(job_id, step))
+        direct = self.settings.events_via == "direct"
+        headers = {} if direct else bearer_header(self.api.cfg)
+        client = (
+            httpx.AsyncClient(timeout=completions.timeout())
+            if direct
+            else httpx_client(self.api.cfg, read_timeout=completions.READ_TIMEOUT_SECONDS)
+        )
+        try:
+            async with client:
+                answer = completions.post(
+                    client, url, job_id, step, request.to_wire(), headers=headers
+                )
+                async with contextlib.aclosing(answer):  # type: ignore[type-var]
+                    async for item in answer:
+                        yield item
+        except InferenceError as exc:
+            if isinstance(exc, CheckpointUnavailableError) or exc.status in (400, 409, 429):
+                raise
+            if exc.status in (401, 403):
+                raise PermissionDeniedError(
+                    f"infer() on run {job_id}: the API server refused the pod proxy "
+                    f"({exc}); it needs `create` on pods/proxy in namespace "
+                    f"{self.settings.namespace} (k8s/base/role.yaml)",
+                    status=exc.status,
+                ) from exc
+            if await self._ended(job_id):
+                raise CheckpointUnavailableError(job_id, step, RUN_ENDED, str(exc)) from exc
+            raise
+
+    async def _ended(self, job_id: str) -> bool:
+        try:
+            return (await self.describe(job_id)).job.status in TERMINAL_STATUSES
+        except JobNotFoundError:
+            return True
 
     async def _release_secret(self, job_id: str) -> None:
         """Delete the run's Secret once (best effort; see :mod:`.run_secret`)."""

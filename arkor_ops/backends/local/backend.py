@@ -31,12 +31,20 @@ from typing import Any, Self
 
 import httpx
 
+from arkor_ops import completions
 from arkor_ops.backends.base import Backend, JobDescription, TrainingJob
 from arkor_ops.backends.local import run as runs
 from arkor_ops.config import TrainerConfig
-from arkor_ops.errors import BackendError, JobNotFoundError, StreamError
+from arkor_ops.errors import (
+    BackendError,
+    CheckpointUnavailableError,
+    InferenceError,
+    JobNotFoundError,
+    StreamError,
+)
 from arkor_ops.evaluation import EvaluationConfig
 from arkor_ops.events import EvaluationCancelled, Frame, TrainingCancelled, utc_now
+from arkor_ops.inference import RUN_ENDED, InferRequest
 from arkor_ops.polling import Backoff, poll
 from arkor_ops.settings import DATASET_TOKEN_ENV, DATASET_URL_ENV, LocalSettings, read
 from arkor_ops.sse import stream_frames
@@ -291,6 +299,40 @@ class LocalBackend(Backend):
         async with contextlib.aclosing(run.replay(last_event_id)) as replay:  # type: ignore[type-var]
             async for frame in replay:
                 yield frame
+
+    async def infer(
+        self, job_id: str, step: int, request: InferRequest
+    ) -> AsyncIterator[dict[str, Any]]:
+        """POST to the run's sidecar on loopback, which hands the request to the worker.
+
+        Raises:
+            JobNotFoundError: no such run.
+            CheckpointUnavailableError: the run ended (its log has a terminal event, or its
+                processes are gone), or the worker no longer holds ``step``.
+            InferenceError: the sidecar or worker failed.
+        """
+        run = self._run(job_id)
+        if not run.exists():
+            raise JobNotFoundError(f"no local run {job_id!r} (in {self.runs_dir} or storage)")
+        port = await asyncio.to_thread(run.sidecar_port)
+        ended = await asyncio.to_thread(run.terminal_event)
+        if port is None or ended is not None:
+            why = f"its log ends with {ended['type']}" if ended else "its processes are gone"
+            raise CheckpointUnavailableError(job_id, step, RUN_ENDED, why)
+        url = f"http://127.0.0.1:{port}/{completions.route(job_id, step)}"
+        try:
+            async with httpx.AsyncClient(timeout=completions.timeout()) as client:
+                answer = completions.post(client, url, job_id, step, request.to_wire())
+                async with contextlib.aclosing(answer):  # type: ignore[type-var]
+                    async for item in answer:
+                        yield item
+        except InferenceError as exc:
+            gone = exc.status is None and (
+                run.terminal_event() is not None or not run.alive("worker")
+            )
+            if gone and not isinstance(exc, CheckpointUnavailableError):
+                raise CheckpointUnavailableError(job_id, step, RUN_ENDED, str(exc)) from exc
+            raise
 
     async def describe(self, job_id: str) -> JobDescription:
         """Status, step and loss of the run, read from its event log.
