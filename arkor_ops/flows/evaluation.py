@@ -44,6 +44,10 @@ class EvaluationJobError(RuntimeError):
     """The evaluation job ended failed or cancelled (the message is its error)."""
 
 
+class EvaluationCancelledError(EvaluationJobError):
+    """The flow run was cancelled while the evaluation job ran, and the job was stopped."""
+
+
 def evaluation_config(
     config: TrainerConfig, spec: EvaluationSpec, adapter: AdapterRef, label: str
 ) -> EvaluationConfig:
@@ -116,6 +120,7 @@ async def evaluate_adapter(
         ``job_id``, ``metrics``, ``samples`` (the per-sample answers) and ``uri``.
 
     Raises:
+        EvaluationCancelledError: the flow run was cancelled meanwhile (the job was stopped).
         EvaluationJobError: the job failed or was cancelled; the message is its error.
     """
     from arkor_ops.evaluator import AsyncEvaluator
@@ -139,7 +144,7 @@ async def evaluate_adapter(
         result = await _follow_unless_cancelled(evaluator)
         if result is None:
             await evaluator.cancel()
-            raise EvaluationJobError(f"flow run cancelled: evaluation {eval_job} stopped")
+            raise EvaluationCancelledError(f"Flow run cancelled: evaluation job {eval_job} stopped")
         if result.status != "completed":
             raise EvaluationJobError(
                 f"evaluation {label} ({result.job.id}) {result.status}: "
