@@ -5,8 +5,11 @@ The evaluation twin of :mod:`arkor_ops.trainer`, kept small: the config is valid
 (:meth:`~arkor_ops.backends.base.Backend.submit_evaluation`), and ``wait()`` follows its event
 stream with the trainer's reconnect policy, awaiting each callback before the next event:
 ``on_started``, ``on_progress`` and then one of ``on_completed``, ``on_failed``,
-``on_cancelled``, each given the typed event. A failed evaluation returns a result whose
-status is ``failed`` (as a failed run does); a callback that raises makes ``wait()`` raise it.
+``on_cancelled``, each given the typed event. While the job waits (queued, unschedulable, pulling
+the image, …) ``on_phase`` gets the trainer's :class:`~arkor_ops.results.PhaseContext` for each
+``job.phase`` update, so a pending evaluation is never silent. A failed evaluation returns a
+result whose status is ``failed`` (as a failed run does); a callback that raises makes
+``wait()`` raise it.
 
 ``evaluator.samples()`` reads the committed per-sample results (``samples.jsonl``) back, so a
 person can see which answers missed.
@@ -36,10 +39,12 @@ from arkor_ops.events import (
     EvaluationFailed,
     EvaluationProgress,
     EvaluationStarted,
+    JobPhase,
     parse_event,
 )
 from arkor_ops.follow import follow
 from arkor_ops.reconnect import ReconnectPolicy
+from arkor_ops.results import OnPhase, PhaseContext
 from arkor_ops.storage import join_uri
 
 logger = logging.getLogger(__name__)
@@ -50,15 +55,43 @@ OnEvaluationProgress = Callable[[EvaluationProgress], Awaitable[None] | None]
 OnEvaluationCompleted = Callable[[EvaluationCompleted], Awaitable[None] | None]
 OnEvaluationFailed = Callable[[EvaluationFailed], Awaitable[None] | None]
 OnEvaluationCancelled = Callable[[EvaluationCancelled], Awaitable[None] | None]
-#: Any of them (``callbacks=`` maps ``on_started`` … ``on_cancelled`` to these).
+#: Any of them, or the trainer's ``on_phase`` (``callbacks=`` maps ``on_started`` …
+#: ``on_cancelled`` and ``on_phase`` to these).
 EvaluationCallback = (
     OnEvaluationStarted
     | OnEvaluationProgress
     | OnEvaluationCompleted
     | OnEvaluationFailed
     | OnEvaluationCancelled
+    | OnPhase
 )
-_CALLBACKS = ("on_started", "on_progress", "on_completed", "on_failed", "on_cancelled")
+#: The callback names, snake_case → camelCase (either is accepted, as the trainer's are).
+CALLBACK_NAMES = {
+    "on_started": "onStarted",
+    "on_progress": "onProgress",
+    "on_completed": "onCompleted",
+    "on_failed": "onFailed",
+    "on_cancelled": "onCancelled",
+    "on_phase": "onPhase",
+}
+_SNAKE = {camel: snake for snake, camel in CALLBACK_NAMES.items()}
+
+
+def _named(callbacks: Mapping[str, EvaluationCallback] | None) -> dict[str, EvaluationCallback]:
+    """``callbacks`` by snake_case name.
+
+    Raises:
+        ValueError: a name is unknown, or given twice (``on_phase`` and ``onPhase``).
+    """
+    named: dict[str, EvaluationCallback] = {}
+    for key, fn in (callbacks or {}).items():
+        name = _SNAKE.get(key, key)
+        if name not in CALLBACK_NAMES:
+            raise ValueError(f"unknown callback {key}; one of {tuple(CALLBACK_NAMES)}")
+        if name in named:
+            raise ValueError(f"callback {name} given twice ({key})")
+        named[name] = fn
+    return named
 
 
 @dataclass(frozen=True)
@@ -93,12 +126,9 @@ class AsyncEvaluator(AsyncClosing):
         idempotency_key: str | None = None,
         reconnect: ReconnectPolicy | None = None,
     ) -> None:
-        unknown = set(callbacks or {}) - set(_CALLBACKS)
-        if unknown:
-            raise ValueError(f"unknown callback {sorted(unknown)[0]}; one of {_CALLBACKS}")
         self._config = config
         self._backend = BackendSlot(backend)
-        self._callbacks = dict(callbacks or {})
+        self._callbacks = _named(callbacks)
         self._idempotency_key = idempotency_key
         self._reconnect = reconnect or ReconnectPolicy()
         self._job: TrainingJob | None = None
@@ -186,6 +216,15 @@ class AsyncEvaluator(AsyncClosing):
             await self._call("on_started", event)
         elif isinstance(event, EvaluationProgress):
             await self._call("on_progress", event)
+        elif isinstance(event, JobPhase) and self._job is not None:
+            phase = PhaseContext(
+                job=self._job,
+                phase=event.phase,
+                reason=event.reason,
+                message=event.message,
+                hint=event.hint,
+            )
+            await self._call("on_phase", phase)
         elif isinstance(event, EvaluationCompleted | EvaluationFailed | EvaluationCancelled):
             job = (await self.backend.describe(event.job_id or str(self.job_id))).job
             self._job = job
@@ -260,6 +299,7 @@ def create_async_evaluator(
     *,
     backend: Backend | None = None,
     callbacks: Mapping[str, EvaluationCallback] | None = None,
+    on_phase: OnPhase | None = None,
     idempotency_key: str | None = None,
     reconnect: ReconnectPolicy | None = None,
     **fields: Any,
@@ -267,14 +307,31 @@ def create_async_evaluator(
     """An :class:`AsyncEvaluator` for the config ``fields`` (``name``, ``model``, ``adapter``,
     ``evaluation``; snake_case or camelCase).
 
+    Args:
+        backend: where the job runs; default: resolved on ``start()`` from ``$ARKOR_BACKEND``.
+        callbacks: ``on_started``, ``on_progress``, ``on_completed``, ``on_failed``,
+            ``on_cancelled`` (each given its event) and ``on_phase``, by name (or camelCase,
+            ``onPhase``); plain functions or coroutine functions, each awaited in turn.
+        on_phase: called on ``job.phase`` updates while the job waits (queued, unschedulable,
+            pulling the image, …) with the trainer's :class:`~arkor_ops.results.PhaseContext`.
+        idempotency_key: submitting again with the same key adopts the job made the first time.
+        reconnect: the stream reconnect policy; default :class:`ReconnectPolicy()`.
+        **fields: the config fields.
+
     Raises:
         ConfigError: naming every bad field, before any job is created.
+        ValueError: a callback name is unknown, or ``on_phase`` is given twice.
     """
     config = validate_evaluation_config(fields)
+    named = _named(callbacks)
+    if on_phase is not None:
+        if "on_phase" in named:
+            raise ValueError("callback on_phase given both in callbacks= and as on_phase=")
+        named["on_phase"] = on_phase
     return AsyncEvaluator(
         config,
         backend=backend,
-        callbacks=callbacks,
+        callbacks=named,
         idempotency_key=idempotency_key,
         reconnect=reconnect,
     )
@@ -284,6 +341,7 @@ def create_evaluator(
     *,
     backend: Backend | None = None,
     callbacks: Mapping[str, EvaluationCallback] | None = None,
+    on_phase: OnPhase | None = None,
     idempotency_key: str | None = None,
     reconnect: ReconnectPolicy | None = None,
     **fields: Any,
@@ -292,11 +350,13 @@ def create_evaluator(
 
     Raises:
         ConfigError: naming every bad field, before any job is created.
+        ValueError: a callback name is unknown, or ``on_phase`` is given twice.
     """
     return Evaluator(
         create_async_evaluator(
             backend=backend,
             callbacks=callbacks,
+            on_phase=on_phase,
             idempotency_key=idempotency_key,
             reconnect=reconnect,
             **fields,

@@ -3,8 +3,10 @@
 ``evaluate_adapter`` runs one evaluation job (:mod:`arkor_ops.evaluator`: a Job on the training
 image, or local processes) to its end and returns its metrics and per-sample answers; a failed
 evaluation (a bad scorer, a missing adapter) raises with the job's error, so the flow run fails
-and nothing is promoted. A cancel request for the flow run stops the evaluation job, as
-``wait_for_training`` does for training.
+and nothing is promoted. While the job waits (queued, unschedulable, pulling the image, …) each
+``job.phase`` update is a line of the flow run's log, ``Job <id>: unschedulable · …``, as for
+training. A cancel request for the flow run stops the evaluation job, as ``wait_for_training``
+does for training.
 
 ``evaluate_and_gate`` is the retrain flows' last stage: score the new version (the run's final
 adapter), score the champion on the same evaluation set unless MLflow already holds its scores
@@ -29,15 +31,21 @@ from arkor_ops.backends import resolve_backend
 from arkor_ops.config import AdapterRef, TrainerConfig
 from arkor_ops.evaluation import EvaluationConfig, EvaluationSpec
 from arkor_ops.flows.promotion import champion_scores, promotion_gate, record_scores
+from arkor_ops.flows.reporting import phase_line
 from arkor_ops.flows.settings import BackendSettings
 from arkor_ops.flows.training import _follow_unless_cancelled
 from arkor_ops.promotion import PromotionSettings, Scores
+from arkor_ops.results import PhaseContext
 
 logger = logging.getLogger(__name__)
 
 
 class EvaluationJobError(RuntimeError):
     """The evaluation job ended failed or cancelled (the message is its error)."""
+
+
+class EvaluationCancelledError(EvaluationJobError):
+    """The flow run was cancelled while the evaluation job ran, and the job was stopped."""
 
 
 def evaluation_config(
@@ -112,6 +120,7 @@ async def evaluate_adapter(
         ``job_id``, ``metrics``, ``samples`` (the per-sample answers) and ``uri``.
 
     Raises:
+        EvaluationCancelledError: the flow run was cancelled meanwhile (the job was stopped).
         EvaluationJobError: the job failed or was cancelled; the message is its error.
     """
     from arkor_ops.evaluator import AsyncEvaluator
@@ -119,14 +128,23 @@ async def evaluate_adapter(
     log = get_run_logger()
     flow_run_id = runtime.flow_run.id
     overrides = settings.overrides(str(flow_run_id) if flow_run_id else None)
+
+    def on_phase(ctx: PhaseContext) -> None:  # a pending evaluation is never silent
+        log.info("Job %s: %s", ctx.job.id, phase_line(ctx))
+
     async with resolve_backend(settings.backend, **overrides) as backend:
-        evaluator = AsyncEvaluator(config, backend=backend, idempotency_key=idempotency_key)
+        evaluator = AsyncEvaluator(
+            config,
+            backend=backend,
+            callbacks={"on_phase": on_phase},
+            idempotency_key=idempotency_key,
+        )
         eval_job = await evaluator.start()
         log.info("Evaluation %s: job %s", label, eval_job)
         result = await _follow_unless_cancelled(evaluator)
         if result is None:
             await evaluator.cancel()
-            raise EvaluationJobError(f"flow run cancelled: evaluation {eval_job} stopped")
+            raise EvaluationCancelledError(f"Flow run cancelled: evaluation job {eval_job} stopped")
         if result.status != "completed":
             raise EvaluationJobError(
                 f"evaluation {label} ({result.job.id}) {result.status}: "

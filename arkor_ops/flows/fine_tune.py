@@ -8,11 +8,14 @@ refused before any job is submitted.
 
 No GPU pod outlives its flow run:
 
-* ``on_cancellation`` / ``on_crashed`` hooks stop the run. They run in the runner's process
-  (about 3 s after a cancel request), so they find the run from the flow run id, which is the
-  run's idempotency key;
-* ``wait_for_training`` also watches the flow run's state and stops the run itself on a cancel
-  request, for when the runner's SIGTERM is lost or there is no runner (see :mod:`.training`);
+* ``on_cancellation`` / ``on_crashed`` hooks stop the run and any evaluation job still going.
+  They run in the runner's process (about 3 s after a cancel request), so they find the run
+  from the flow run id, which is the run's idempotency key, and the evaluation jobs from the
+  flow run they record (``backend.jobs_by_flow_run()``: the ``arkor-ops.dev/flow-run-id``
+  label on Kubernetes);
+* ``wait_for_training`` (and the evaluation task) also watch the flow run's state and stop
+  their job themselves on a cancel request, for when the runner's SIGTERM is lost or there is
+  no runner (see :mod:`.training`); the flow run then ends ``Cancelled``;
 * a failure of the flow itself (a timeout, a callback error, losing the stream) cancels the run
   through the ``cancel_training`` task before the flow fails;
 * the Job deadline (``BackendSettings.active_deadline_seconds``) and the reaper flow
@@ -48,7 +51,12 @@ from prefect.states import Cancelled, Completed
 
 from arkor_ops.config import TrainerConfig
 from arkor_ops.evaluation import EvaluationSpec
-from arkor_ops.flows.evaluation import evaluate_and_gate, evaluate_only, gate_rule
+from arkor_ops.flows.evaluation import (
+    EvaluationCancelledError,
+    evaluate_and_gate,
+    evaluate_only,
+    gate_rule,
+)
 from arkor_ops.flows.promotion import gate_state
 from arkor_ops.flows.registry import already_trained_message, dedup_task, registration_task
 from arkor_ops.flows.secrets import FlowTrainerConfig, with_secret_refs
@@ -58,7 +66,7 @@ from arkor_ops.flows.training import (
     cancel_check_seconds,
     cancel_training,
     start_training,
-    stop_run,
+    stop_flow_run,
     wait_for_training,
     with_dataset,
 )
@@ -68,15 +76,17 @@ DEFAULT_BACKEND = BackendSettings()
 
 
 async def stop_training_hook(flow: Any, flow_run: FlowRun, state: State) -> None:
-    """Flow hook: stop the run this flow run started (runs in the runner's process)."""
+    """Flow hook: stop the training run and the evaluation jobs this flow run started (runs in
+    the runner's process)."""
     params = flow_run.parameters
     settings = BackendSettings.model_validate(params.get("backend") or {})
     config = with_dataset(TrainerConfig.model_validate(params["config"]), params.get("dataset_uri"))
-    found = await stop_run(config, settings, str(flow_run.id))
+    found, others = await stop_flow_run(config, settings, str(flow_run.id))
     # no run context in the runner's process: get_run_logger() would raise
-    flow_run_logger(flow_run, flow).info(
-        "Flow run %s: training run %s", state.name, "stopped" if found else "not found"
-    )
+    log = flow_run_logger(flow_run, flow)
+    for job_id in others:
+        log.info("Flow run %s: job %s stopped", state.name, job_id)
+    log.info("Flow run %s: training run %s", state.name, "stopped" if found else "not found")
 
 
 @flow(
@@ -114,8 +124,9 @@ async def fine_tune(  # noqa: PLR0917 - flow parameters, named in the UI and the
     Returns:
         The training result: job, artifacts, metrics and ``registry`` (the MLflow model version,
         None when no registry is configured); a ``Cancelled`` state when the flow run was
-        cancelled while training; a ``Completed`` state saying so, with ``already_trained``
-        (model name, version, job id) as data, when the dataset version was trained before.
+        cancelled while training or evaluating; a ``Completed`` state saying so, with
+        ``already_trained`` (model name, version, job id) as data, when the dataset version was
+        trained before.
     """
     log = get_run_logger()
     cancel_check_seconds()  # a bad ARKOR_FLOW_CANCEL_CHECK_SECONDS fails here, before any job
@@ -150,10 +161,27 @@ async def fine_tune(  # noqa: PLR0917 - flow parameters, named in the UI and the
     result = {**outcome, "registry": registered}
     if evaluation is None:
         return result
-    if registered is None:
-        scored = await evaluate_only(run_config, backend, key, evaluation, job_id)
-        return {**result, "evaluation": scored}
-    gate = await evaluate_and_gate(
-        run_config, backend, key, evaluation, promotion, registered, job_id
-    )
+    return await _evaluate(run_config, backend, key, evaluation, promotion, result)
+
+
+async def _evaluate(  # noqa: PLR0917 - the flow's stage, named inputs
+    config: TrainerConfig,
+    backend: BackendSettings,
+    key: str,
+    evaluation: EvaluationSpec,
+    promotion: PromotionSettings | None,
+    result: dict[str, Any],
+) -> dict[str, Any] | State:
+    """After training: score (and with a registry, gate) the run's final adapter."""
+    job_id, registered = result["job"]["id"], result["registry"]
+    try:
+        if registered is None:
+            scored = await evaluate_only(config, backend, key, evaluation, job_id)
+            return {**result, "evaluation": scored}
+        gate = await evaluate_and_gate(
+            config, backend, key, evaluation, promotion, registered, job_id
+        )
+    except EvaluationCancelledError as exc:  # cancel requested: the task stopped its job
+        get_run_logger().info(str(exc))
+        return Cancelled(message=str(exc))  # and nothing is promoted
     return gate_state({**result, "promotion": gate, "reason": gate["reason"]})

@@ -67,6 +67,12 @@ def artifact_key(job_id: str, what: str) -> str:
     return f"{base[:40]}-{what}"
 
 
+def phase_line(ctx: PhaseContext) -> str:
+    """A ``job.phase`` update as one log line's text: ``phase · reason · message · hint``."""
+    parts = [ctx.phase, ctx.reason, ctx.message, ctx.hint]
+    return " · ".join(str(p) for p in parts if p)
+
+
 def _fmt(value: Any) -> str:
     return "" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
 
@@ -128,8 +134,7 @@ class RunReporter:
 
     async def on_phase(self, ctx: PhaseContext) -> None:
         """``job.phase``: explain a wait (queued, unschedulable, pulling the image, …)."""
-        parts = [ctx.phase, ctx.reason, ctx.message, ctx.hint]
-        self.log.info("Job %s: %s", self.job_id, " · ".join(str(p) for p in parts if p))
+        self.log.info("Job %s: %s", self.job_id, phase_line(ctx))
 
     async def on_resumed(self, ctx: ResumedContext) -> None:
         """``training.resumed``: say so, and drop the rows of the steps that will be re-done."""

@@ -6,6 +6,9 @@
   returns the result; a failed training raises :class:`TrainingFailed` with the trainer's error.
 * ``cancel_training`` stops the run.
 
+``stop_flow_run`` is what the flow's cancellation and crash hooks call: it stops the training
+run and every other job that records the flow run (its evaluation jobs), still going.
+
 While it follows the run, ``wait_for_training`` also checks the flow run's own state (every
 ``ARKOR_FLOW_CANCEL_CHECK_SECONDS``, default 1; 0 turns the check off). A runner cancels a flow
 run by SIGTERM, which Prefect turns into an exception raised wherever the process happens to be;
@@ -41,6 +44,7 @@ from arkor_ops.config import (
     validate_config,
 )
 from arkor_ops.errors import BackendError
+from arkor_ops.flows.jobs import run_is_active
 from arkor_ops.flows.reporting import RunReporter
 from arkor_ops.flows.settings import BackendSettings
 from arkor_ops.results import Callback, TrainingResult
@@ -216,6 +220,45 @@ async def cancel_training(
 ) -> bool:
     """Stop the run this key created, if any; returns whether there was one."""
     return await stop_run(config, settings, idempotency_key)
+
+
+async def stop_flow_run(
+    config: TrainerConfig | dict[str, Any], settings: BackendSettings, flow_run_id: str
+) -> tuple[bool, list[str]]:
+    """Stop what a flow run started: its training run and every job of it still going.
+
+    The training run is named from the flow run id (its idempotency key); the other jobs (the
+    evaluation jobs, whose keys derive from the model version being scored) are found because
+    they record the flow run (``backend.jobs_by_flow_run()``). Never creates a job.
+
+    Returns:
+        Whether the training run was found, and the ids of the other jobs stopped.
+    """
+    found, stopped = await asyncio.gather(
+        stop_run(config, settings, flow_run_id),  # both at once: each waits for its pods
+        _stop_other_jobs(config, settings, flow_run_id),
+    )
+    return found, stopped
+
+
+async def _stop_other_jobs(
+    config: TrainerConfig | dict[str, Any], settings: BackendSettings, flow_run_id: str
+) -> list[str]:
+    stopped: list[str] = []
+    async with resolve_backend(settings.backend, **settings.overrides()) as backend:
+        training = backend.job_id_for(validate_config(config), flow_run_id)
+        try:
+            recorded = await backend.jobs_by_flow_run()
+        except BackendError as exc:  # the reaper's label sweep is the backstop
+            logger.warning("cannot list the jobs of flow run %s: %s", flow_run_id, exc)
+            return stopped
+        for job_id, owner in sorted(recorded.items()):
+            if owner != flow_run_id or job_id == training:
+                continue
+            if await run_is_active(backend, job_id):
+                await backend.cancel(job_id)
+                stopped.append(job_id)
+    return stopped
 
 
 async def stop_run(

@@ -9,10 +9,15 @@ Arkor's cloud API)::
     GET  /v1/jobs/{id}                    -> {job}
     GET  /v1/jobs/{id}/events/stream      SSE; honours Last-Event-ID
     POST /v1/jobs/{id}/cancel             -> {job}; appends training.cancelled if still running
+                                          (evaluation.cancelled for an evaluation job)
     POST /v1/jobs/{id}/checkpoints/{step}/chat/completions
                                           infer(): ``infer_text`` as chunks ending [DONE] (or
                                           one completion); 409 for a step the script never
                                           saved, 410 once the script has a terminal event
+
+An evaluation job (:meth:`FakeBackend.submit_evaluation`) is the same one job: the test scripts
+its ``evaluation.*`` and ``job.phase`` events, and ``GET /v1/jobs/{id}`` reports the status of
+its terminal event once the script holds one (the evaluator reads the outcome from there).
 
 Each stream connection follows the next :class:`Connection` in ``connections`` (then the
 default: stream until the terminal event, then ``end``), which is how tests inject status codes,
@@ -41,10 +46,12 @@ from arkor_ops import completions
 from arkor_ops.backends.base import Backend, JobDescription, TrainingJob
 from arkor_ops.config import TrainerConfig
 from arkor_ops.errors import BackendError, JobNotFoundError, PermissionDeniedError
+from arkor_ops.evaluation import EvaluationConfig, is_evaluation
 from arkor_ops.events import (
     TERMINAL_TYPES,
     Artifact,
     CheckpointSaved,
+    EvaluationCancelled,
     Frame,
     Metrics,
     TrainingCancelled,
@@ -273,6 +280,21 @@ class FakeBackend(Backend):
         data = await self._request("POST", "/v1/jobs", body)
         return TrainingJob.model_validate(data["job"])
 
+    async def submit_evaluation(
+        self, config: EvaluationConfig, *, idempotency_key: str | None = None
+    ) -> TrainingJob:
+        """Create the evaluation job over HTTP, as :meth:`submit` does (the script holds its
+        ``evaluation.*`` events).
+
+        Raises:
+            BackendError: the fake answered with a fault.
+        """
+        body: dict[str, Any] = {"name": config.name, "config": config.to_wire()}
+        if idempotency_key is not None:
+            body["idempotencyKey"] = idempotency_key
+        data = await self._request("POST", "/v1/jobs", body)
+        return TrainingJob.model_validate(data["job"])
+
     async def events(self, job_id: str, last_event_id: str | None = None) -> AsyncIterator[Frame]:
         """Open the job's SSE stream once with :func:`arkor_ops.sse.stream_frames`.
 
@@ -382,7 +404,13 @@ class FakeBackend(Backend):
 
     def _job_json(self) -> dict[str, Any]:
         assert self.job is not None
-        return self.job.model_dump(mode="json", by_alias=True)
+        job = self.job
+        if is_evaluation(job.config) and job.status not in ("completed", "failed", "cancelled"):
+            # the evaluator reads the outcome from describe(), as a real backend reports it
+            ended = [e["type"] for e in self._events if e.get("type") in TERMINAL_TYPES]
+            if ended:
+                job = job.model_copy(update={"status": ended[0].rpartition(".")[2]})
+        return job.model_dump(mode="json", by_alias=True)
 
     def _on_submit(self, body: dict[str, Any]) -> Response:
         self.submits.append(body)
@@ -407,7 +435,10 @@ class FakeBackend(Backend):
         if self.cancel_faults:
             fault = self.cancel_faults.pop(0)
             return _fail(fault.status, fault.error, fault.body)
-        if not self._terminal():
+        if not self._terminal() and self.job is not None and is_evaluation(self.job.config):
+            done = [e["done"] for e in self._events if e.get("type") == "evaluation.progress"]
+            await self._emit(EvaluationCancelled(job_id=self.job_id, done=max(done, default=None)))
+        elif not self._terminal():
             steps = [e["step"] for e in self._events if e.get("type") == "training.log"]
             await self._emit(TrainingCancelled(job_id=self.job_id, step=max(steps, default=None)))
         if self.job is not None:

@@ -132,13 +132,17 @@ def serve_runner(env: dict[str, str], request: pytest.FixtureRequest) -> Iterato
     """A ``serve()`` runner subprocess (``tests.flows.serve_runner``) with ``env``.
 
     Parametrize with ``"broken-hooks"`` to make the flow's hooks fail (and turn off the flow
-    run's own cancel check, so that nothing but the reaper stops the run). Yields the deployment
-    suffix; the runner is stopped afterwards.
+    run's own cancel check, so that nothing but the reaper stops the run), with ``"hooks-only"``
+    to turn off only the flow run's own check (so that only the hooks stop what it started);
+    any other value serves as deployed. Yields the deployment suffix; the runner is stopped
+    afterwards.
     """
     suffix = "-" + uuid.uuid4().hex[:8]
     env = dict(env)
-    if getattr(request, "param", None) == "broken-hooks":
+    param = getattr(request, "param", None)
+    if param == "broken-hooks":
         env["ARKOR_TEST_BREAK_HOOKS"] = "1"
+    if param in ("broken-hooks", "hooks-only"):
         env["ARKOR_FLOW_CANCEL_CHECK_SECONDS"] = "0"
     repo = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(

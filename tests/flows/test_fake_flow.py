@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from arkor_ops.testing import FakeBackend, scripted_events
-from tests.flows.helpers import by_key, embedded_png, png_info, run_artifacts, tiny_config
+from tests.flows.helpers import (
+    by_key,
+    embedded_png,
+    eventually,
+    png_info,
+    run_artifacts,
+    tiny_config,
+)
 
 pytestmark = [pytest.mark.prefect]
 
@@ -188,3 +195,67 @@ async def test_a_resumed_run_has_each_step_once_in_the_loss_table(use_fake: Any)
     # and the curve has each step once too
     png = png_info(embedded_png(loss.description))
     assert png["Description"] == "train loss: 6 points; eval loss: 0 points"
+
+
+async def test_an_evaluation_that_waits_says_why_in_the_flow_run_log(
+    prefect_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evaluation task logs each ``job.phase`` as the training task does, then fails the
+    flow run with the job's error."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    import arkor_ops.flows.evaluation
+    from arkor_ops.evaluation import validate_evaluation_config
+    from arkor_ops.events import EvaluationFailed, JobPhase
+    from arkor_ops.flows.evaluation import evaluate_adapter
+    from arkor_ops.flows.settings import BackendSettings
+
+    job = "fake-eval"
+    events = [
+        JobPhase(
+            job_id=job,
+            phase="unschedulable",
+            reason="Unschedulable",
+            message="0/2 nodes are available",
+            hint="check ARKOR_K8S_GPU_TYPE",
+        ),
+        EvaluationFailed(job_id=job, error="the Job's deadline passed before it was scheduled"),
+    ]
+    fake = FakeBackend(events, job_id=job)
+    monkeypatch.setattr(
+        arkor_ops.flows.evaluation, "resolve_backend", lambda name=None, **overrides: fake
+    )
+    config = validate_evaluation_config(
+        {
+            "name": "eval",
+            "model": "tiny",
+            "evaluation": {"dataset": {"type": "file", "path": "/d.jsonl"}, "metrics": ["loss"]},
+        }
+    )
+
+    @flow
+    async def evaluate() -> Any:
+        return await evaluate_adapter(config, BackendSettings(), "key", "final")
+
+    try:
+        state = await evaluate(return_state=True)
+    finally:
+        fake.close()
+    assert state.is_failed()
+    assert "deadline passed" in (state.message or ""), state.message
+    flow_run_id = state.state_details.flow_run_id
+    line = (
+        f"Job {job}: unschedulable · Unschedulable · 0/2 nodes are available"
+        " · check ARKOR_K8S_GPU_TYPE"
+    )
+
+    async def logged() -> bool:
+        async with get_client() as client:
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+        return line in [log.message for log in logs]
+
+    await eventually(logged, timeout=15)

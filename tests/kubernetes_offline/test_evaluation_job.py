@@ -74,3 +74,13 @@ def test_a_gone_evaluation_without_an_ending_is_ended_as_an_evaluation() -> None
     assert isinstance(failed, EvaluationFailed) and "deadline" in failed.error
     frames = replay_frames("e", data, None, fallback=None, cancelled=True)
     assert [f.event for f in frames][-2:] == ["evaluation.cancelled", "end"]
+
+
+def test_an_evaluation_gone_before_its_first_line_is_ended_as_an_evaluation() -> None:
+    """Cancelled (or failed) while pending: no log at all, so only the Job's stage says what
+    it was; ``training.cancelled`` would leave the evaluator waiting on an ended stream."""
+    frames = replay_frames("e", b"", None, fallback=None, cancelled=True, evaluation=True)
+    assert [f.event for f in frames] == ["evaluation.cancelled", "end"]
+    why = Diagnosis("failed", "DeadlineExceeded", "Job was active longer than specified deadline")
+    frames = replay_frames("e", b"", None, fallback=why, cancelled=False, evaluation=True)
+    assert [f.event for f in frames] == ["evaluation.failed", "end"]

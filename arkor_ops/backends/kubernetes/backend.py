@@ -95,6 +95,7 @@ class KubernetesBackend(Backend):
         self._http: httpx.AsyncClient | None = None
         self._storage: Storage | None = None
         self._cancelled: set[str] = set()
+        self._evaluations: set[str] = set()  # Jobs seen as evaluations (labels go with the Job)
         self._released: set[str] = set()
 
     @classmethod
@@ -181,6 +182,7 @@ class KubernetesBackend(Backend):
             port=self.settings.sidecar_port,
             direct=self.settings.events_via == "direct",
             cancelled=self._cancelled,
+            evaluations=self._evaluations,
         )
 
     # -- submit -------------------------------------------------------------------------------
@@ -230,6 +232,8 @@ class KubernetesBackend(Backend):
         if not self.settings.storage_uri:
             raise BackendError("set ARKOR_K8S_STORAGE_URI (s3://bucket/prefix) to submit runs")
         name = m.job_name(config.name, idempotency_key)
+        if isinstance(config, EvaluationConfig):
+            self._evaluations.add(name)
         objs = m.build_run(
             config,
             self.settings,

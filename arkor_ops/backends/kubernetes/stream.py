@@ -8,7 +8,9 @@
   then ``end``. A Job that failed without a terminal event (deadline while pending, OOMKilled
   on every try) ends with a synthesised ``training.failed``; a cancelled one (the Job's cancel
   annotation, or the cancel record beside the log once the Job is gone: see
-  :mod:`.cancel`) with a synthesised ``training.cancelled``, whoever cancelled.
+  :mod:`.cancel`) with a synthesised ``training.cancelled``, whoever cancelled. An evaluation
+  Job's synthesised ending is ``evaluation.failed`` / ``evaluation.cancelled`` instead, also when
+  it ended before its log had a line (the Job's stage label, remembered once seen, says so).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, cast
 import httpx
 
 from arkor_ops.backends.kubernetes import cancel as kube_cancel
+from arkor_ops.backends.kubernetes import manifests as m
 from arkor_ops.backends.kubernetes.client import KubeApi, bearer_header
 from arkor_ops.backends.kubernetes.diagnostics import (
     Diagnosis,
@@ -73,6 +76,7 @@ def replay_frames(
     *,
     fallback: Diagnosis | None,
     cancelled: bool,
+    evaluation: bool = False,
 ) -> list[Frame]:
     """Frames of a persisted event log after ``last_event_id``, ending with ``end``.
 
@@ -82,6 +86,7 @@ def replay_frames(
         last_event_id: resume after this id.
         fallback: why the Job ended, used when the log has no terminal event.
         cancelled: the run was cancelled (the log may have lost its terminal event).
+        evaluation: the run is an evaluation job (else only an ``evaluation.*`` line says so).
 
     Returns:
         The frames; always ends with a terminal event and ``end``.
@@ -89,7 +94,7 @@ def replay_frames(
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
     frames: list[Frame] = []
     terminal = False
-    evaluation = False  # an evaluation job's log: a synthesised ending is evaluation.*
+    # an evaluation job's log: a synthesised ending is evaluation.*
     retry_error = None
     for obj in iter_log_lines(data):
         event_id = obj.get("id")
@@ -128,6 +133,7 @@ class RunStream:
         direct: bool = False,
         poll_seconds: float = 0.25,
         cancelled: set[str] | None = None,
+        evaluations: set[str] | None = None,
     ) -> None:
         self.api = api
         self.http = http
@@ -137,6 +143,8 @@ class RunStream:
         self.direct = direct
         self.poll_seconds = poll_seconds
         self.cancelled = cancelled if cancelled is not None else set()
+        #: Jobs seen as evaluations (their stage label), so a gone one still ends as one.
+        self.evaluations = evaluations if evaluations is not None else set()
 
     def sidecar_url(self, job_id: str, pod: dict[str, Any], path: str | None = None) -> str:
         """A URL of the pod's sidecar (pod proxy path, or the pod IP when direct).
@@ -170,12 +178,22 @@ class RunStream:
                 msg = f"run {job_id}: no Job and no event log at {uri}"
                 raise StreamError(msg, status=404) from None
             data = b""
-        return replay_frames(job_id, data, last_event_id, fallback=fallback, cancelled=cancelled)
+        return replay_frames(
+            job_id,
+            data,
+            last_event_id,
+            fallback=fallback,
+            cancelled=cancelled,
+            evaluation=job_id in self.evaluations,
+        )
 
     def _remember_cancel(self, job_id: str, job: dict[str, Any]) -> None:
-        """Note a cancel annotation seen on the Job: it goes away with the Job."""
+        """Note a cancel annotation and the stage seen on the Job: they go away with the Job."""
         if kube_cancel.requested(job):
             self.cancelled.add(job_id)
+        labels = (job.get("metadata") or {}).get("labels") or {}
+        if labels.get(m.STAGE_LABEL) == "evaluation":
+            self.evaluations.add(job_id)
 
     async def relay(
         self, job_id: str, pod: dict[str, Any], last_event_id: str | None
