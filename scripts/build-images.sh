@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Build (or reuse) the trainer and sidecar images with buildah, without any image registry:
+# Build (or reuse) the trainer, sidecar and flows images with buildah, without any image registry:
 #
-#   scripts/build-images.sh            # both images
+#   scripts/build-images.sh            # all three images
 #   scripts/build-images.sh sidecar    # one
 #   scripts/build-images.sh --tag trainer   # print this checkout's trainer tag, if built
 #   scripts/build-images.sh --tools         # only install the tools
@@ -34,9 +34,9 @@ MIRROR=http://deb.debian.org/debian
 BASE=docker.io/library/debian:bookworm-slim
 # Free disk a fresh build needs at its peak, in GB: buildah commits the trainer's ~7 GB pip
 # layer through a tar stream, so for a moment it is on disk three times (measured: 18 GB).
-declare -A NEED_GB=([trainer]=22 [sidecar]=3)
+declare -A NEED_GB=([trainer]=22 [sidecar]=3 [flows]=4)
 images=("$@")
-[ ${#images[@]} -gt 0 ] || images=(sidecar trainer)
+[ ${#images[@]} -gt 0 ] || images=(sidecar flows trainer)
 
 bah() { buildah --root "$STORE" --runroot "$RUNROOT" "$@"; }
 

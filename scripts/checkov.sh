@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Scan the Dockerfiles (images/) and Kubernetes manifests (k8s/, rendered by kustomize) with
-# checkov. checkov lives in its own virtualenv outside the repo, because its pins conflict with
-# the project's: ~/.cache/arkor-ops/venv-checkov-<version>, created on first use (needs PyPI once),
-# reused afterwards.
+# Scan the Dockerfiles (images/) and Kubernetes manifests (k8s/, rendered by kustomize; the run
+# Job; the Prefect work pool's flow-run Job) with checkov. checkov lives in its own virtualenv
+# outside the repo, because its pins conflict with the project's:
+# ~/.cache/arkor-ops/venv-checkov-<version>, created on first use (needs PyPI once), reused
+# afterwards.
 #
 #   scripts/checkov.sh            # scan images/ and k8s/
 #   CHECKOV_VERSION=3.3.30 scripts/checkov.sh
@@ -22,7 +23,8 @@
 #   CKV_SECRET_6 base64 high-entropy string: k8s/minio/secret.dev.yaml holds documented
 #               DEV-ONLY example credentials on purpose.
 #   CKV_K8S_38  service account tokens are off (automountServiceAccountToken: false) in every
-#               pod; checkov flags ServiceAccount objects that set it too.
+#               run pod; checkov flags ServiceAccount objects that set it too. The flow-run pod
+#               (k8s/prefect) mounts its token on purpose: it creates the training Job.
 #   CKV_DOCKER_2 HEALTHCHECK in Dockerfiles: Kubernetes probes are used instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +53,9 @@ if [ -x .venv/bin/arkor-ops ]; then
     ARKOR_K8S_SERVICE_ACCOUNT=arkor-ops-run ARKOR_K8S_S3_ENDPOINT_URL=http://minio:9000 \
     .venv/bin/arkor-ops render examples/render/config.yaml --name checkov-example-0001 \
     > "$out/run-job.yaml"
+  # ...and the flow-run Job of the Prefect work pool's base job template, with its defaults.
+  .venv/bin/python scripts/render-job-template.py k8s/prefect/base-job-template.json \
+    > "$out/flow-run-job.yaml"
 fi
 status=0
 export BC_SKIP_MAPPING=TRUE CHECKOV_RUN_SCA_PACKAGE_SCAN_V2=false LOG_LEVEL=${LOG_LEVEL:-ERROR}

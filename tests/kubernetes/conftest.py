@@ -7,7 +7,7 @@ the model and dataset are copied somewhere else first (pytest's temp dirs live u
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +18,9 @@ from arkor_ops.settings import KubernetesSettings
 from tests.fixtures.cluster import K8sCluster
 from tests.fixtures.s3 import S3Server
 from tests.kubernetes.helpers import (
-    BASE_NAMESPACE,
-    K8S,
     make_settings,
     s3_secret_yaml,
-    wait_until_policies_enforced,
 )
-
-
-@pytest.fixture(scope="session")
-def applied_base(k8s_cluster: K8sCluster, s3_server: S3Server) -> Iterator[str]:
-    """`kubectl apply -k k8s/base` (RBAC, admission policies, NetworkPolicy) as an operator
-    does, plus the S3 Secret an operator adds; deleted at the end of the session."""
-    k8s_cluster.kubectl("apply", "-k", str(K8S / "base"))
-    k8s_cluster.kubectl("apply", "-f", "-", input=s3_secret_yaml(BASE_NAMESPACE, s3_server))
-    wait_until_policies_enforced(k8s_cluster)
-    yield BASE_NAMESPACE
-    k8s_cluster.kubectl("delete", "-k", str(K8S / "base"), "--wait=false", check=False)
 
 
 @pytest.fixture

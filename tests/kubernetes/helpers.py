@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,19 @@ def s3_secret_yaml(namespace: str, s3: S3Server) -> str:
             },
         }
     )
+
+
+@contextlib.contextmanager
+def base_applied(cluster: K8sCluster, s3: S3Server) -> Iterator[str]:
+    """`kubectl apply -k k8s/base` (RBAC, admission policies, NetworkPolicy) as an operator
+    does, plus the S3 Secret an operator adds; yields the namespace, deletes k8s/base after."""
+    cluster.kubectl("apply", "-k", str(K8S / "base"))
+    cluster.kubectl("apply", "-f", "-", input=s3_secret_yaml(BASE_NAMESPACE, s3))
+    wait_until_policies_enforced(cluster)
+    try:
+        yield BASE_NAMESPACE
+    finally:
+        cluster.kubectl("delete", "-k", str(K8S / "base"), "--wait=false", check=False)
 
 
 def make_settings(

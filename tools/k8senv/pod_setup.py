@@ -39,6 +39,24 @@ set -e
 wd=$1; repo=$2; shift 2
 keep=/run/arkor-ops/project
 mkdir -p "$keep"; mount --bind "$repo" "$keep"
+# Every source is bound to a staging point first: a volume mounted over a host directory (an
+# emptyDir at /tmp) would otherwise hide the sources of the volumes after it (the pod's own
+# volume directories live under the agent's state dir, which may be under /tmp).
+# The arguments are MOUNTS -- COMMAND; the staged mounts replace MOUNTS by rotation.
+# The staging points are on a tmpfs of this mount namespace: nothing is left on the host.
+stage=/run/arkor-ops/stage; n=0; end=--arkor-end--
+mkdir -p "$stage"; mount -t tmpfs -o mode=700 arkor-stage "$stage"
+set -- "$@" "$end"
+while [ "$1" != "--" ]; do
+  n=$((n + 1))
+  if [ -d "$1" ]; then mkdir "$stage/$n"; else : > "$stage/$n"; fi
+  mount --bind "$1" "$stage/$n"
+  set -- "$@" "$stage/$n" "$2" "$3"
+  shift 3
+done
+shift; set -- "$@" --
+while [ "$1" != "$end" ]; do set -- "$@" "$1"; shift; done
+shift
 while [ "$1" != "--" ]; do
   if [ -d "$1" ]; then mkdir -p "$2"; else mkdir -p "$(dirname "$2")"; [ -e "$2" ] || : > "$2"; fi
   mount --bind "$1" "$2"
