@@ -55,8 +55,11 @@ def on_checkpoint(ctx: CheckpointContext) -> None:
                 "json_schema": {"name": "triage", "schema": TRIAGE_SCHEMA, "strict": True},
             },
         )
-    except CheckpointUnavailableError as exc:  # the run moved on (or ended) before it answered
-        print(f"checkpoint {ctx.step}: {exc}")
+    except CheckpointUnavailableError as exc:  # the run ended (the last one) or moved on
+        why = "the run ended" if exc.reason == "run_ended" else "the run moved past it"
+        print(
+            f"checkpoint {ctx.step}: {why} before it answered (the final adapter is scored below)"
+        )
         return
     pause = reply.usage.training_pause_seconds if reply.usage else None
     paused = f" (training paused {pause:.1f} s)" if pause is not None else ""

@@ -46,3 +46,23 @@ def test_the_generator_reproduces_the_committed_files() -> None:
     committed = (EXAMPLE / "train.jsonl").read_text().splitlines()
     committed += (EXAMPLE / "test.jsonl").read_text().splitlines()
     assert as_lines == committed
+
+
+def test_the_checkpoint_schema_admits_every_reference_answer() -> None:
+    """`on_checkpoint` constrains each checkpoint's answer to TRIAGE_SCHEMA: a label or length
+    the dataset uses but the schema refuses would force a wrong answer."""
+    import jsonschema
+
+    spec = importlib.util.spec_from_file_location("triage_trainer", EXAMPLE / "trainer.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    lines = (EXAMPLE / "train.jsonl").read_text().splitlines()
+    lines += (EXAMPLE / "test.jsonl").read_text().splitlines()
+    for n, line in enumerate(lines, 1):
+        answer = json.loads(json.loads(line)["messages"][2]["content"])
+        try:
+            jsonschema.validate(answer, module.TRIAGE_SCHEMA)
+        except jsonschema.ValidationError as exc:
+            raise AssertionError(f"row {n}: {exc.message}") from None
+    assert module.TICKET[-1]["role"] == "user"  # the question, without its answer
