@@ -45,6 +45,7 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "k8s" / "prefect" / "base-job-template.json"
 PREFECT_FLOW_RUN_LABEL = "prefect.io/flow-run-id"  # what the worker labels its Jobs with
+TRAINING_FLOW_RUN_LABEL = "arkor-ops.dev/flow-run-id"  # what a flow run's training Job carries
 
 
 def flows_image() -> str:
@@ -146,6 +147,12 @@ def pool(  # noqa: PLR0917
         k8s_cluster.kubectl(
             "delete", "jobs", "-n", applied_base, "-l", PREFECT_FLOW_RUN_LABEL,
             "--wait=false", check=False,
+        )  # fmt: skip
+        # and the training Jobs its flow runs created: the namespace is shared with later
+        # tests (tests/kubernetes/test_rbac.py lists the client's Jobs there)
+        k8s_cluster.kubectl(
+            "delete", "jobs", "-n", applied_base, "-l", TRAINING_FLOW_RUN_LABEL,
+            "--cascade=foreground", "--timeout=120s", check=False,
         )  # fmt: skip
 
 

@@ -94,7 +94,6 @@ def replay_frames(
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
     frames: list[Frame] = []
     terminal = False
-    # an evaluation job's log: a synthesised ending is evaluation.*
     retry_error = None
     for obj in iter_log_lines(data):
         event_id = obj.get("id")
