@@ -175,10 +175,15 @@ class AsyncEvaluator(AsyncClosing):
                 logger.info("submitted evaluation %s as job %s", self._config.name, self._job.id)
             return self._job.id
 
-    async def cancel(self) -> None:
-        """Ask the backend to stop the job; a no-op before ``start()``."""
-        if self._job is not None:
+    async def cancel(self, *, wait: bool = True) -> None:
+        """Ask the backend to stop the job; a no-op before ``start()`` (``wait``: as for
+        ``Backend.cancel``)."""
+        if self._job is None:
+            return
+        if wait:
             await self.backend.cancel(self._job.id)
+        else:
+            await self.backend.cancel(self._job.id, wait=False)
 
     async def wait(self) -> EvaluationResult:
         """Start if needed, follow the events, fire callbacks, return at the terminal event.

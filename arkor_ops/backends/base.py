@@ -128,10 +128,12 @@ class Backend(AsyncClosing, ABC):
         """
 
     @abstractmethod
-    async def cancel(self, job_id: str) -> None:
+    async def cancel(self, job_id: str, *, wait: bool = True) -> None:
         """Ask the job to stop and return once the backend has confirmed it stopped.
 
-        Cancelling a finished or already cancelled job is harmless.
+        Cancelling a finished or already cancelled job is harmless. ``wait=False`` returns once
+        the stop is requested and can no longer be lost (a process on its way out: the flow's
+        termination path); a later ``cancel()`` waits for the rest and cleans up.
         """
 
     @abstractmethod

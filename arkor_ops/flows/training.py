@@ -18,6 +18,15 @@ cancellation hooks only run after that. The check stops the training within abou
 request whatever happened to the signal, and also for a flow called without a runner, which
 Prefect never signals at all; the flow run then ends ``Cancelled``.
 
+When the signal does arrive first (a runner or ``prefect flow-run execute`` in a flow-run pod
+sends SIGTERM right after it sees the request, before that check comes round), Prefect cancels
+the task on its way out. That termination path stops the job too (:func:`_stop_if_cancelling`),
+before the process exits: the cancellation hooks run only after the process is gone and the
+flow is loaded again (seconds; in a flow-run pod, after the flow-run Job is already gone and the
+training Job would be left to the hook). The flow run's state decides: a SIGTERM that is not a
+cancel (an evicted flow-run pod, a reschedule) leaves the training going, for the retried flow
+run to adopt.
+
 All of them build the backend from :class:`~.settings.BackendSettings`, so they work in the
 flow run's process and in the runner's (where the cancellation hooks run).
 """
@@ -169,25 +178,75 @@ async def wait_for_training(
     return _result_data(result)
 
 
+#: Seconds the termination path may spend stopping the job (the supervisor's SIGKILL comes 30 s
+#: after its SIGTERM; the cancellation hooks remain the backstop).
+STOP_ON_TERMINATION_SECONDS = 20.0
+
+
 class _Waits(Protocol[R_co]):
     async def wait(self) -> R_co: ...
 
+    async def cancel(self, *, wait: bool = True) -> object: ...
+
 
 async def _follow_unless_cancelled(trainer: _Waits[R_co]) -> R_co | None:
-    """``trainer.wait()``'s result, or None once the flow run is cancelling (see the module doc)."""
+    """``trainer.wait()``'s result, or None once the flow run is cancelling (see the module doc).
+
+    A cancel of this task itself (the process is being terminated) stops the job first when the
+    flow run is cancelling, then lets the cancellation through.
+    """
     interval = cancel_check_seconds()
     flow_run_id = runtime.flow_run.id
-    if not interval or not flow_run_id:
+    if not flow_run_id:
         return await trainer.wait()
+    run_id = UUID(str(flow_run_id))
     follow = asyncio.ensure_future(trainer.wait())
-    watch = asyncio.ensure_future(_cancel_requested(UUID(str(flow_run_id)), interval))
+    watches: list[asyncio.Future[Any]] = [follow]
+    if interval:
+        watches.append(asyncio.ensure_future(_cancel_requested(run_id, interval)))
     try:
-        await asyncio.wait({follow, watch}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(watches, return_when=asyncio.FIRST_COMPLETED)
         return follow.result() if follow.done() else None
+    except asyncio.CancelledError:
+        await _stop_if_cancelling(run_id, trainer)
+        raise
     finally:
-        for pending in (follow, watch):
+        for pending in watches:
             pending.cancel()
-        await asyncio.gather(follow, watch, return_exceptions=True)
+        await asyncio.gather(*watches, return_exceptions=True)
+
+
+async def _stop_if_cancelling(flow_run_id: UUID, job: _Waits[Any]) -> None:
+    """Stop the job if the flow run is being cancelled; never raises, never waits for long.
+
+    Runs while this task is being cancelled: the work goes in a task of its own, awaited again if
+    a second cancel comes, up to :data:`STOP_ON_TERMINATION_SECONDS`.
+    """
+
+    async def stop() -> None:
+        if await _is_cancelling(flow_run_id):  # the stop requested; the hooks wait for the rest
+            await job.cancel(wait=False)
+            logger.warning("Flow run %s cancelled: its job is stopping", flow_run_id)
+
+    stopping = asyncio.ensure_future(asyncio.wait_for(stop(), STOP_ON_TERMINATION_SECONDS))
+    while not stopping.done():
+        try:
+            await asyncio.shield(stopping)
+        except asyncio.CancelledError:
+            continue  # cancelled again: keep stopping (bounded by the timeout)
+        except Exception as exc:  # the hooks and the reaper are the backstops
+            logger.warning("Flow run %s: could not stop its job: %s", flow_run_id, exc)
+
+
+async def _is_cancelling(flow_run_id: UUID, client: Any = None) -> bool:
+    """Whether the flow run is ``Cancelling`` (or already ``Cancelled``)."""
+    from prefect.client.orchestration import get_client
+
+    if client is None:
+        async with get_client() as own:
+            return await _is_cancelling(flow_run_id, own)
+    state = (await client.read_flow_run(flow_run_id)).state
+    return state is not None and (state.is_cancelling() or state.is_cancelled())
 
 
 async def _cancel_requested(flow_run_id: UUID, interval: float) -> None:
@@ -198,12 +257,10 @@ async def _cancel_requested(flow_run_id: UUID, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
             try:
-                state = (await client.read_flow_run(flow_run_id)).state
+                if await _is_cancelling(flow_run_id, client):
+                    return
             except Exception as exc:  # an API blip must not end a training run
                 logger.debug("could not read flow run %s: %s", flow_run_id, exc)
-                continue
-            if state is not None and (state.is_cancelling() or state.is_cancelled()):
-                return
 
 
 def _result_data(result: TrainingResult) -> dict[str, Any]:

@@ -309,8 +309,8 @@ class FakeBackend(Backend):
                 async for frame in frames:
                     yield frame
 
-    async def cancel(self, job_id: str) -> None:
-        """Cancel over HTTP (``POST /v1/jobs/{id}/cancel``).
+    async def cancel(self, job_id: str, *, wait: bool = True) -> None:
+        """Cancel over HTTP (``POST /v1/jobs/{id}/cancel``; the fake stops at once either way).
 
         Raises:
             BackendError: the fake answered with a fault.

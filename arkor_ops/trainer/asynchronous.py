@@ -190,10 +190,11 @@ class AsyncTrainer(AsyncClosing):
 
     # -- cancel --------------------------------------------------------------------------
 
-    async def cancel(self) -> None:
+    async def cancel(self, *, wait: bool = True) -> None:
         """Ask the backend to stop the run; a no-op when no job was created.
 
         A submission still in flight is awaited first, so a run being created is cancelled too.
+        ``wait=False`` returns once the stop is requested (see ``Backend.cancel``).
 
         Raises:
             BackendError: the backend refused or failed (errors propagate).
@@ -203,7 +204,10 @@ class AsyncTrainer(AsyncClosing):
                 await asyncio.shield(self._submitting)
         if self._job is None:
             return
-        await self.backend.cancel(self._job.id)
+        if wait:
+            await self.backend.cancel(self._job.id)
+        else:
+            await self.backend.cancel(self._job.id, wait=False)
 
     # -- checkpoints -----------------------------------------------------------------------
 

@@ -132,10 +132,11 @@ def serve_runner(env: dict[str, str], request: pytest.FixtureRequest) -> Iterato
     """A ``serve()`` runner subprocess (``tests.flows.serve_runner``) with ``env``.
 
     Parametrize with ``"broken-hooks"`` to make the flow's hooks fail (and turn off the flow
-    run's own cancel check, so that nothing but the reaper stops the run), with ``"hooks-only"``
-    to turn off only the flow run's own check (so that only the hooks stop what it started);
-    any other value serves as deployed. Yields the deployment suffix; the runner is stopped
-    afterwards.
+    run's own cancel check, so that only the flow's termination path stops the run on a cancel,
+    and nothing but the reaper once the flow process is killed), with ``"hooks-only"`` to turn
+    off only the flow run's own check (so that the runner's SIGTERM, the termination path and
+    the hooks stop what it started); any other value serves as deployed. Yields the deployment
+    suffix; the runner is stopped afterwards.
     """
     suffix = "-" + uuid.uuid4().hex[:8]
     env = dict(env)

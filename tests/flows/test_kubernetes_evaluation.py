@@ -9,7 +9,7 @@ version would promote itself had its evaluation completed).
 
 Parametrized over how the runner stops the flow: as deployed (the runner's SIGTERM and the
 flow's hooks, racing the flow's own cancel check) and with the flow's own check turned off, so
-that only the hooks can stop the evaluation Job.
+that the SIGTERM's path (the task stopping its job on the way out, then the hooks) has to.
 
 The deadline: the runner runs the hooks only once the flow's process has exited (about 9 s
 after its SIGTERM here), and the cancel returns once the pod is gone (its 5 s grace period, the

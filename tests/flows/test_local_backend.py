@@ -131,6 +131,16 @@ async def _start_and_cancel(suffix: str, local_env: dict[str, Any]) -> tuple[Any
     from prefect.client.orchestration import get_client
     from prefect.states import Cancelling
 
+    run, run_dir = await _start_training(suffix, local_env)
+    async with get_client() as client:
+        await client.set_flow_run_state(run.id, Cancelling(), force=True)
+    return run, run_dir
+
+
+async def _start_training(suffix: str, local_env: dict[str, Any]) -> tuple[Any, Path]:
+    """Start a fine-tune run through the runner; returns (run, dir) once it trains."""
+    from prefect.client.orchestration import get_client
+
     from arkor_ops.backends.local.backend import job_id_for
 
     name = f"cancel-{uuid.uuid4().hex[:6]}"
@@ -147,7 +157,6 @@ async def _start_and_cancel(suffix: str, local_env: dict[str, Any]) -> tuple[Any
             return events.exists() and "training.log" in events.read_text()
 
         await eventually(training, timeout=90)
-        await client.set_flow_run_state(run.id, Cancelling(), force=True)
     return run, run_dir
 
 
@@ -170,18 +179,60 @@ async def test_cancelling_the_flow_run_stops_the_local_run(
     assert "training.cancelled" in (run_dir / "events.jsonl").read_text()
 
 
+def flow_process_pids(flow_run_id: Any) -> list[int]:
+    """The process running a flow run: the runner's child has ``PREFECT__FLOW_RUN_ID`` (and so
+    do the run's processes, which inherit it: the topmost one is the flow's)."""
+    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    marked: dict[int, int] = {}  # pid -> parent pid
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                stat = (proc / "stat").read_text()
+                marked[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+    return [pid for pid, parent in marked.items() if parent not in marked]
+
+
+@pytest.mark.parametrize("runner", ["broken-hooks"], indirect=True)
+async def test_a_cancelled_flow_stops_its_training_on_its_way_out(
+    prefect_server: str, local_env: dict[str, Any], runner: str
+) -> None:
+    """Hooks broken and the state check off: only the flow's termination path (the runner's
+    SIGTERM) is left to stop the run, before the process exits."""
+    from prefect.client.orchestration import get_client
+
+    run, run_dir = await _start_and_cancel(runner, local_env)
+    pids = run_pids(run_dir)
+
+    async def gone() -> bool:
+        return not any(pid_alive(p) for p in pids)
+
+    await eventually(gone, timeout=60, interval=0.2)
+    async with get_client() as client:
+        final = await wait_final(client, run.id, timeout=60)
+    assert final.state.is_cancelled(), final.state
+    assert "training.cancelled" in (run_dir / "events.jsonl").read_text()
+
+
 @pytest.mark.parametrize("runner", ["broken-hooks"], indirect=True)
 async def test_reaper_stops_the_run_when_the_hook_fails(
     prefect_server: str, local_env: dict[str, Any], runner: str
 ) -> None:
+    """The flow process killed (SIGKILL: no termination path) and its crash hook failing leave
+    the training going; the reaper stops it."""
+    import signal
+
     from prefect.client.orchestration import get_client
 
     from arkor_ops.flows.reaper import reap_orphans
 
-    run, run_dir = await _start_and_cancel(runner, local_env)
+    run, run_dir = await _start_training(runner, local_env)
+    for pid in flow_process_pids(run.id):
+        os.kill(pid, signal.SIGKILL)
     async with get_client() as client:
         final = await wait_final(client, run.id, timeout=60)
-    assert final.state.is_cancelled()
+    assert final.state.is_crashed(), final.state
     pids = run_pids(run_dir)
     assert any(pid_alive(p) for p in pids), "the broken hook should have left the run going"
 

@@ -163,13 +163,11 @@ def wait_until_policies_enforced(cluster: K8sCluster, timeout: float = 120.0) ->
         )
 
 
-def service_account_configuration(cluster: K8sCluster) -> Any:
-    """The admin kubeconfig's server and CA, with the client ServiceAccount's token."""
+def service_account_configuration(cluster: K8sCluster, name: str = "arkor-ops-client") -> Any:
+    """The admin kubeconfig's server and CA, with a ServiceAccount's token (the client's)."""
     from kubernetes import client
 
-    token = cluster.kubectl(
-        "create", "token", "arkor-ops-client", "-n", BASE_NAMESPACE
-    ).stdout.strip()
+    token = cluster.kubectl("create", "token", name, "-n", BASE_NAMESPACE).stdout.strip()
     admin = cluster.configuration()
     cfg = client.Configuration()
     cfg.host = admin.host
@@ -178,6 +176,23 @@ def service_account_configuration(cluster: K8sCluster) -> Any:
     cfg.api_key = {"BearerToken": token}
     cfg.api_key_prefix = {"BearerToken": "Bearer"}
     return cfg
+
+
+def service_account_kubeconfig(cluster: K8sCluster, name: str, path: Path) -> Path:
+    """Write a kubeconfig that authenticates as ServiceAccount ``name`` of the base namespace."""
+    cfg = service_account_configuration(cluster, name)
+    server = {"server": cfg.host, "certificate-authority": cfg.ssl_ca_cert}
+    context = {"cluster": name, "user": name, "namespace": BASE_NAMESPACE}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": server}],
+        "users": [{"name": name, "user": {"token": cfg.api_key["BearerToken"]}}],
+        "contexts": [{"name": name, "context": context}],
+        "current-context": name,
+    }
+    path.write_text(json.dumps(config))
+    return path
 
 
 def job_yaml(cluster: K8sCluster, namespace: str, *args: str) -> str:

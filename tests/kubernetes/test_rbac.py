@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.train, pytest.mar
 
 
 def test_every_kustomization_is_accepted(applied_base: str, k8s_cluster: K8sCluster) -> None:
-    for rel in ("overlays/gpu-pool", "minio"):
+    for rel in ("overlays/gpu-pool", "minio", "prefect"):
         k8s_cluster.kubectl("apply", "-k", str(K8S / rel), "--dry-run=server")
 
 

@@ -401,8 +401,9 @@ class KubernetesBackend(Backend):
 
     # -- cancel -------------------------------------------------------------------------------
 
-    async def cancel(self, job_id: str) -> None:
-        """Stop the run and return once no pod of it is left.
+    async def cancel(self, job_id: str, *, wait: bool = True) -> None:
+        """Stop the run and return once no pod of it is left (``wait=False``: once the Job's
+        deletion is requested; its ConfigMap and Secret then go with it, by owner reference).
 
         Cancelling a finished, cancelled or unknown run is harmless, and so is cancelling a run
         whose log holds a terminal event while its pod is still stopping (the Job not yet
@@ -434,6 +435,8 @@ class KubernetesBackend(Backend):
         except JobNotFoundError:
             log.debug("Job %s is already gone", job_id)
             self._cancelled.add(job_id)
+        if not wait:
+            return
         await kube_cancel.wait_gone(api, job_id, self.settings.cancel_timeout_seconds)
         for kind, name in (("configmaps", f"{job_id}-config"), ("secrets", f"{job_id}-secrets")):
             with contextlib.suppress(JobNotFoundError):

@@ -359,8 +359,9 @@ class LocalBackend(Backend):
         """Any ``file://`` or ``s3://`` prefix: the worker runs here, with this environment."""
         return open_storage(uri)
 
-    async def cancel(self, job_id: str) -> None:
-        """SIGTERM the worker, wait (bounded) for its ``*.cancelled``, then stop the sidecar.
+    async def cancel(self, job_id: str, *, wait: bool = True) -> None:
+        """SIGTERM the worker, wait (bounded) for its ``*.cancelled``, then stop the sidecar
+        (``wait=False``: return once the worker has the signal; it writes its own event).
 
         Raises:
             JobNotFoundError: no such run.
@@ -372,6 +373,8 @@ class LocalBackend(Backend):
             raise JobNotFoundError(f"no local run {job_id!r} in {self.runs_dir}")
         if run.terminal_event() is None and run.alive("worker"):
             run.signal("worker", signal.SIGTERM)
+            if not wait:
+                return
 
             async def stopped() -> bool | None:
                 return True if run.terminal_event() is not None or not run.alive("worker") else None
