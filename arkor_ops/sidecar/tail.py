@@ -230,6 +230,7 @@ class LogTail:
     Args:
         path: the log file (it may not exist yet).
         poll_seconds: how often :meth:`run` checks the file's size where inotify is unavailable.
+        check_seconds: how often it checks the file with inotify (a safety net, see above).
         persist: called (in a worker thread) with the log's path after the terminal event and
             by :meth:`close`, to upload it; None when nothing is persisted.
         recent: how many of the newest events to keep in memory.
@@ -240,11 +241,13 @@ class LogTail:
         path: Path,
         *,
         poll_seconds: float = 0.01,
+        check_seconds: float = WATCH_FALLBACK_SECONDS,
         persist: Callable[[Path], None] | None = None,
         recent: int = RECENT,
     ) -> None:
         self.path = path
         self.poll_seconds = poll_seconds
+        self.check_seconds = check_seconds
         self.recent: list[LogEvent] = []
         self._recent_max = max(1, recent)
         self._ids: list[int] = []
@@ -406,8 +409,8 @@ class LogTail:
         """Follow the log until :meth:`close`; persist it once the terminal event has been read.
 
         With inotify, each change is read in the watch's callback (see :class:`_Watch`) and this
-        loop wakes only for the terminal event and every :data:`WATCH_FALLBACK_SECONDS`; without
-        it, every ``poll_seconds``.
+        loop wakes only for the terminal event and every ``check_seconds``; without it, every
+        ``poll_seconds``.
         """
         watch = _Watch(self.path, self._step)
         self._running = True
@@ -419,7 +422,7 @@ class LogTail:
                     await self.persist()
                     self.persisted_terminal.set()
                 polling = watch.polling and not watch.retry()
-                wait = self.poll_seconds if polling else WATCH_FALLBACK_SECONDS
+                wait = self.poll_seconds if polling else self.check_seconds
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await self._wake.wait()
