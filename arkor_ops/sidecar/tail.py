@@ -50,6 +50,9 @@ PERSIST_ATTEMPTS = 4
 RECENT = 1024
 #: Most bytes one read of the file takes (a client's batch, one poll step).
 CHUNK_BYTES = 256 << 10
+#: Most bytes of a backlog read in one step (see :meth:`LogTail._step`): well inside the
+#: memory window, so clients that keep up are served from memory.
+STEP_BYTES = 64 << 10
 #: Most events sent to one client in one write.
 MAX_BATCH = 512
 _ID = re.compile(rb'^\{"id":(\d+)[,}]')
@@ -259,6 +262,8 @@ class LogTail:
         self._persist_lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self._wake = asyncio.Event()  # wakes run(): the terminal event, or close()
+        self._stepping = False  # a step of a backlog is scheduled
+        self.behind = False
         self.closed = False
         self._stopping = False
         self.terminal = asyncio.Event()
@@ -283,8 +288,32 @@ class LogTail:
             drop = len(self.recent) - self._recent_max
             del self.recent[:drop], self._ids[:drop], self._starts[:drop]
 
-    def poll(self) -> bool:
-        """Read any new complete lines; returns whether events were added."""
+    def _take(self, lines: bytes) -> bool:
+        """Keep the events of ``lines`` (complete lines at the offset); whether any were new."""
+        added = False
+        start = self._offset
+        for line in lines.split(b"\n")[:-1]:
+            end = start + len(line) + 1
+            event = parse_line(line, start, end) if line.strip() else None
+            start = end
+            if event is None:
+                if line.strip():
+                    log.warning("skipping a malformed log line: %.200r", line)
+                continue
+            if event.id <= self._last_id:
+                continue  # a re-read after the file was replaced: ids are the identity
+            self._last_id = event.id
+            self._keep(event)
+            added = True
+            if event.terminal:
+                self.terminal.set()
+        self._offset = start
+        return added
+
+    def poll(self, limit: int | None = None) -> bool:
+        """Read new complete lines (about ``limit`` bytes of them, or all); whether events were
+        added. :attr:`behind` says whether a ``limit`` left lines unread."""
+        self.behind = False
         try:
             size = os.stat(self.path).st_size
         except FileNotFoundError:
@@ -296,35 +325,23 @@ class LogTail:
         if size == self._offset:
             return False
         added = False
+        want = CHUNK_BYTES if limit is None else max(1, min(limit, CHUNK_BYTES))
         with self.path.open("rb") as fh:
             while True:
                 fh.seek(self._offset)
-                chunk = fh.read(CHUNK_BYTES)
+                chunk = fh.read(want)
                 cut = chunk.rfind(b"\n")
                 if cut < 0:
-                    rest = fh.readline() if len(chunk) == CHUNK_BYTES else b""
+                    rest = fh.readline() if len(chunk) == want else b""
                     if not rest.endswith(b"\n"):
                         break  # only a partial last line: wait for its newline
                     chunk += rest
                     cut = len(chunk) - 1
-                start = self._offset
-                for line in chunk[: cut + 1].split(b"\n")[:-1]:
-                    end = start + len(line) + 1
-                    event = parse_line(line, start, end) if line.strip() else None
-                    start = end
-                    if event is None:
-                        if line.strip():
-                            log.warning("skipping a malformed log line: %.200r", line)
-                        continue
-                    if event.id <= self._last_id:
-                        continue  # a re-read after the file was replaced: ids are the identity
-                    self._last_id = event.id
-                    self._keep(event)
-                    added = True
-                    if event.terminal:
-                        self.terminal.set()
-                self._offset = start
-                if len(chunk) < CHUNK_BYTES:
+                added = self._take(chunk[: cut + 1]) or added
+                if len(chunk) < want:
+                    break
+                if limit is not None:
+                    self.behind = True
                     break
         return added
 
@@ -397,13 +414,26 @@ class LogTail:
         await self._changed.wait()
 
     def _step(self) -> None:
-        """Read what is new and wake the clients; wake :meth:`run` for the terminal event."""
-        if self._stopping:
+        """Read what is new and wake the clients; wake :meth:`run` for the terminal event.
+
+        A backlog is read :data:`STEP_BYTES` at a time, each step after the clients woken by
+        the one before have taken their batches from memory: under load each client gets its
+        frames in large writes and keeps up from memory instead of falling behind the window
+        and re-reading the file.
+        """
+        if self._stopping or self._stepping:
             return
-        if self.poll():
+        if self.poll(STEP_BYTES):
             self._notify()
             if self.terminal.is_set() and not self.persisted_terminal.is_set():
                 self._wake.set()
+        if self.behind:
+            self._stepping = True
+            asyncio.get_running_loop().call_soon(self._next_step)
+
+    def _next_step(self) -> None:
+        self._stepping = False
+        self._step()
 
     async def run(self) -> None:
         """Follow the log until :meth:`close`; persist it once the terminal event has been read.

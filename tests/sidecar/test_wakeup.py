@@ -28,9 +28,9 @@ class _CountingTail(LogTail):
 
     reads = 0
 
-    def poll(self) -> bool:
+    def poll(self, limit: int | None = None) -> bool:
         self.reads += 1
-        return super().poll()
+        return super().poll(limit)
 
 
 def _append(path: Path, event_id: int) -> None:
