@@ -158,7 +158,7 @@ async def stream_events(tail: LogTail, after: int) -> AsyncIterator[bytes]:
             if event.id <= sent:
                 continue  # a resume point inside a batch, or a re-read after a replaced file
             sent = event.id
-            chunks.append(_sse(event.type, event.data, event.id).encode())
+            chunks.append(event.frame)
             if event.terminal:
                 yield b"".join(chunks)
                 await tail.wait_persisted()  # `end` promises the log is in storage too
