@@ -61,7 +61,7 @@ TEMPLATES = [
     "Hi, {name} here. My phone number changed to {phone}; the old one no longer works.",
     "The courier called {phone} on {weekday} but nobody at {address} was home.",
     "Please pay the commission to {iban}. Reference: invoice #{order}.",
-    "Feature request: a dark mode for the {product} app on {device}, please!",
+    "Feature request: a dark mode for the {product} app on my {device}, please!",
     "My email {email} got a login code I did not ask for. Is my account safe?",
     "I am {name}, my card {card} expired, and the {product} subscription failed on {weekday}.",
     "Our new office manager is {name}, you can reach them at {phone} or {email}.",
