@@ -23,6 +23,8 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+from arkor_ops.errors import ArkorOpsError
+
 TEMPLATES = ("triage", "translate", "redaction")
 DEFAULT_TEMPLATE = "triage"
 
@@ -40,7 +42,7 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 
 
-class InitError(Exception):
+class InitError(ArkorOpsError):
     """The project cannot be scaffolded as asked (the message says why)."""
 
 
@@ -81,7 +83,8 @@ def scaffold(target: Path, template: str) -> list[tuple[str, str]]:
         ``(status, path)`` for each file, in order: ``created`` or ``kept``.
 
     Raises:
-        InitError: unknown template, ``target`` is not a folder, or a path in the way.
+        InitError: unknown template, ``target`` is not a folder, a path in the way, or a
+            file that cannot be written.
     """
     root = template_root(template)  # before any file work
     if target.exists() and not target.is_dir():
@@ -99,13 +102,15 @@ def scaffold(target: Path, template: str) -> list[tuple[str, str]]:
             report.append(("kept", relative))
             continue
         data = root.joinpath(*source.split("/")).read_bytes()
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("xb") as out:  # exclusive: never replaces a file made meanwhile
                 out.write(data)
         except FileExistsError:
             report.append(("kept", relative))
             continue
+        except OSError as exc:  # permissions, a full disk: say which file
+            raise InitError(f"cannot write {path}: {exc.strerror or exc}") from exc
         report.append(("created", relative))
     return report
 

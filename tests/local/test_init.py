@@ -200,3 +200,13 @@ def test_the_prefect_deployment_runs_the_same_config(template: str) -> None:
     keep = {"name", "model", "lora", "max_steps", "batch_size", "learning_rate", "save_steps"}
     assert flow_config.model_dump(include=keep) == local.model_dump(include=keep)
     assert flow_config.dataset.type == "s3"
+
+
+def test_a_file_it_cannot_write_is_an_error_naming_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    target = Path("/proc/arkor-ops-init")  # nobody, root included, makes a folder in /proc
+    code, lines, err = init(capsys, str(target))
+    assert code == 2
+    assert f"error: cannot write {target / 'trainer.py'}: " in err
+    assert lines == []
