@@ -6,6 +6,7 @@ Each command group lives in its own module with a ``register(subparsers)`` funct
 |---|---|
 | ``validate`` | ``validate CONFIG``, ``schema`` |
 | ``render`` | ``render CONFIG`` (the Job and ConfigMap a run would create) |
+| ``init`` | ``init [DIR] [--template NAME]`` (scaffold a project: triage, translate or redaction) |
 | ``start`` | ``start TRAINER_FILE`` |
 | ``ops`` | ``list``, ``status JOB``, ``logs JOB [-f]``, ``cancel JOB`` |
 | ``dev`` | ``dev`` (local Prefect server + deployments) |
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 
 from arkor_ops import __version__
 
-COMMAND_MODULES = ("validate", "render", "start", "ops", "dev", "models", "settings")
+COMMAND_MODULES = ("init", "validate", "render", "start", "ops", "dev", "models", "settings")
 
 
 def build_parser() -> argparse.ArgumentParser:
