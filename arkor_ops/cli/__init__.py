@@ -8,6 +8,7 @@ Each command group lives in its own module with a ``register(subparsers)`` funct
 | ``render`` | ``render CONFIG`` (the Job and ConfigMap a run would create) |
 | ``start`` | ``start TRAINER_FILE`` |
 | ``ops`` | ``list``, ``status JOB``, ``logs JOB [-f]``, ``cancel JOB`` |
+| ``studio`` | ``studio`` (local web app: runs, loss chart, checkpoints, playground, cancel) |
 | ``dev`` | ``dev`` (local Prefect server + deployments) |
 | ``models`` | ``models list``, ``models show NAME``, ``models promote NAME VERSION`` (MLflow) |
 | ``settings`` | ``settings [GROUP] [--write-docs [DIR]]`` (the environment tables) |
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 
 from arkor_ops import __version__
 
-COMMAND_MODULES = ("validate", "render", "start", "ops", "dev", "models", "settings")
+COMMAND_MODULES = ("validate", "render", "start", "ops", "studio", "dev", "models", "settings")
 
 
 def build_parser() -> argparse.ArgumentParser:
