@@ -231,7 +231,7 @@ async function refreshRun(view) {
   const steps = r.maxSteps ? `${r.step ?? 0} / ${r.maxSteps}` : r.step ?? "–";
   const fields = [
     ["Status", chip(r.status)], ["Phase", r.phase], ["Message", r.message], ["Step", steps],
-    ["Loss", num(r.loss)], ["Model", r.model], ["Dataset", r.dataset],
+    ["Loss", num(latestLoss(view) ?? r.loss)], ["Model", r.model], ["Dataset", r.dataset],
     ["Created", when(r.createdAt)], ["Started", when(r.startedAt)],
     ["Completed", r.completedAt ? when(r.completedAt) : null], ["Error", r.error],
     ["Job ID", el("code", { text: r.id })],
@@ -240,6 +240,11 @@ async function refreshRun(view) {
     .flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { "data-field": k }, v)]));
   if (!view.cancelling) view.cancel.disabled = r.terminal;
   view.cancel.textContent = r.terminal ? `Run ${r.status}` : view.cancelling ? "Cancelling…" : "Cancel run";
+}
+
+function latestLoss(view) {
+  const steps = [...view.train.keys()];
+  return steps.length ? view.train.get(Math.max(...steps)) : null;
 }
 
 async function cancelRun(view) {
@@ -377,7 +382,7 @@ function scales(points) {
   let [y0, y1] = [Math.min(...losses), Math.max(...losses)];
   if (x0 === x1) [x0, x1] = [x0 - 1, x1 + 1];
   const pad = (y1 - y0) * 0.08 || Math.abs(y0) * 0.1 || 1;
-  [y0, y1] = [y0 - pad, y1 + pad];
+  [y0, y1] = [y0 >= 0 && y0 - pad < 0 ? 0 : y0 - pad, y1 + pad]; // a loss axis stops at 0
   const w = BOX.width - BOX.left - BOX.right;
   const h = BOX.height - BOX.top - BOX.bottom;
   return {
@@ -456,9 +461,12 @@ function playgroundPage(params) {
     note: banner(),
     history: [],
     wanted: { job: params.get("job"), step: params.get("step") },
+    pinned: Boolean(params.get("step")), // else the newest checkpoint, as new ones commit
   };
+  pg.stepSelect.addEventListener("change", () => { pg.pinned = true; });
   pg.runSelect.addEventListener("change", () => {
     pg.wanted.step = null;
+    pg.pinned = false;
     pg.history = [];
     pg.messages.replaceChildren();
     loadSteps(pg);
@@ -479,7 +487,7 @@ function playgroundPage(params) {
       el("div", { class: "composer" }, pg.input, pg.send)),
   );
   loadRuns(pg);
-  const timer = setInterval(() => loadSteps(pg, true), 5000); // new checkpoints appear
+  const timer = setInterval(() => loadSteps(pg), 5000); // new checkpoints appear
   leaving.push(() => clearInterval(timer));
 }
 
@@ -498,10 +506,9 @@ async function loadRuns(pg) {
   await loadSteps(pg);
 }
 
-async function loadSteps(pg, keep = false) {
+async function loadSteps(pg) {
   const job = pg.runSelect.value;
   if (!job) return;
-  const before = pg.stepSelect.value;
   let found;
   try {
     found = await api(`/api/runs/${encodeURIComponent(job)}/checkpoints`);
@@ -510,9 +517,10 @@ async function loadSteps(pg, keep = false) {
     return;
   }
   const steps = found.checkpoints.filter((c) => c.kind === "checkpoint").map((c) => c.step).reverse();
-  const chosen = keep && before ? before : pg.wanted.step;
-  pg.stepSelect.replaceChildren(...steps.map((s) =>
-    el("option", { value: s, text: `step ${s}`, selected: String(s) === String(chosen) })));
+  const chosen = pg.pinned ? pg.stepSelect.value || pg.wanted.step : String(steps[0]);
+  pg.stepSelect.replaceChildren(...steps.map((s, i) =>
+    el("option", { value: s, text: i ? `step ${s}` : `step ${s} (newest)` })));
+  if (steps.map(String).includes(String(chosen))) pg.stepSelect.value = String(chosen);
   if (!steps.length) pg.note.show("This run has no committed checkpoint yet.", "warn");
   else if (pg.note.textContent.startsWith("This run has no")) pg.note.show("");
 }
