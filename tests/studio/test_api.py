@@ -6,12 +6,14 @@ in test_browser.py, on a real run)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from arkor_ops.backends.local import LocalBackend
@@ -45,6 +47,40 @@ def test_every_route_needs_the_session_token(studio: Studio) -> None:
         reply = script.get("/api/runs")
         assert reply.status_code == 200
         assert reply.json() == {"runs": []}
+    assert studio.stop() == 0  # Ctrl-C stops it cleanly
+    assert studio.token not in studio.log.read_text().split(studio.url, 1)[1]  # printed once
+
+
+def test_a_port_in_use_is_refused_with_exit_code_2(studio: Studio, runs_dir: Path) -> None:
+    port = studio.base.rsplit(":", 1)[1]
+    taken = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "arkor_ops.cli",
+            "studio",
+            "--backend",
+            "local",
+            "--no-open",
+            "--port",
+            port,
+        ],
+        env={**os.environ, "ARKOR_RUNS_DIR": str(runs_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert taken.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in taken.stderr
+
+
+def test_a_stream_of_no_run_ends_with_a_studio_error(studio: Studio) -> None:
+    with studio.client(token=studio.token) as client:
+        reply = client.get("/api/runs/no-such-run/events")
+        assert reply.status_code == 200
+        assert "event: studio.error" in reply.text
+        assert "no local run 'no-such-run'" in reply.text
 
 
 def test_the_printed_url_logs_the_browser_in_with_an_httponly_cookie(studio: Studio) -> None:
@@ -63,13 +99,8 @@ def test_the_printed_url_logs_the_browser_in_with_an_httponly_cookie(studio: Stu
 
 
 def test_it_listens_on_loopback_only_and_refuses_foreign_host_names(studio: Studio) -> None:
-    listening = [
-        c.laddr
-        for c in psutil.Process(studio.proc.pid).net_connections(kind="inet")
-        if c.status == psutil.CONN_LISTEN
-    ]
     port = int(studio.base.rsplit(":", 1)[1])
-    assert listening == [("127.0.0.1", port)]
+    assert _listening_addresses(port) == {"127.0.0.1"}
     outside = _non_loopback_address()
     if outside is not None:  # this machine has another interface: the port is closed there
         with pytest.raises(OSError), socket.create_connection((outside, port), timeout=3):
@@ -81,12 +112,30 @@ def test_it_listens_on_loopback_only_and_refuses_foreign_host_names(studio: Stud
         assert "loopback-only" in reply.json()["error"]
 
 
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses of the sockets listening on ``port`` (IPv4 and IPv6), from /proc."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                if len(address) == 8:
+                    found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+                else:
+                    found.add(f"ipv6:{address}")
+    return found
+
+
 def _non_loopback_address() -> str | None:
-    for addrs in psutil.net_if_addrs().values():
-        for addr in addrs:
-            if addr.family == socket.AF_INET and not addr.address.startswith("127."):
-                return str(addr.address)
-    return None
+    """This machine's address on its default route, if it has one (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: only the route is looked up
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") else address
 
 
 async def test_runs_list_and_events_of_a_finished_run(
