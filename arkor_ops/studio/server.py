@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from arkor_ops.backends.base import Backend
 
@@ -41,15 +42,9 @@ def url(sock: socket.socket, token: str) -> str:
     return f"http://{HOST}:{port}/?token={token}"
 
 
-async def serve(
-    backend: Backend,
-    sock: socket.socket,
-    token: str,
-    *,
-    on_ready: Callable[[], None] | None = None,
-) -> None:
-    """Serve the studio over ``backend`` on ``sock`` until interrupted (SIGINT/SIGTERM);
-    ``on_ready`` runs once the socket accepts connections (they queue until uvicorn reads)."""
+def uvicorn_server(backend: Backend, token: str) -> Any:
+    """The uvicorn server of the studio app (``await it.serve(sockets=[sock])``; setting its
+    ``should_exit`` stops it)."""
     import uvicorn
 
     from arkor_ops.studio.app import create_app
@@ -61,7 +56,19 @@ async def serve(
         lifespan="off",
         timeout_graceful_shutdown=3,
     )
-    server = uvicorn.Server(config)
+    return uvicorn.Server(config)
+
+
+async def serve(
+    backend: Backend,
+    sock: socket.socket,
+    token: str,
+    *,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve the studio over ``backend`` on ``sock`` until interrupted (SIGINT/SIGTERM);
+    ``on_ready`` runs once the socket accepts connections (they queue until uvicorn reads)."""
+    server = uvicorn_server(backend, token)
     if on_ready is not None:
         on_ready()
     await server.serve(sockets=[sock])
