@@ -144,12 +144,24 @@ async def test_studio_follows_a_real_run_chats_with_its_checkpoint_and_cancels_i
             assert "triage-tiny" in listed
             await shoot(browser, tmp_path, "runs")
             await browser.evaluate(
-                "const s = document.querySelector('#search'); s.value = 'no-such-run';"
-                "s.dispatchEvent(new Event('input')); true"
+                "{ const s = document.querySelector('#search'); s.value = 'no-such-run';"
+                "s.dispatchEvent(new Event('input')); } true"
             )
             empty = "document.querySelector('#runs-empty').textContent"
             assert await until(browser, empty, bool) == "No matches."
             assert await browser.evaluate("document.querySelectorAll('#runs tr').length") == 0
+            await browser.evaluate(
+                "{ const s = document.querySelector('#search'); s.value = 'TRIAGE';"  # any case
+                "s.dispatchEvent(new Event('input'));"
+                "const f = document.querySelector('#status-filter'); f.value = 'completed';"
+                "f.dispatchEvent(new Event('change')); } true"
+            )
+            assert await until(browser, empty, bool) == "No matches."  # it is running
+            await browser.evaluate(
+                "{ const f = document.querySelector('#status-filter'); f.value = 'running';"
+                "f.dispatchEvent(new Event('change')); } true"
+            )
+            assert "triage-tiny" in await until(browser, row, bool)
 
             # playground: the newest committed checkpoint answers through infer()
             await browser.evaluate(f"location.hash = '#/playground?job={job.id}'; true")

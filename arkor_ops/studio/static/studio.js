@@ -242,6 +242,15 @@ async function refreshRun(view) {
   view.cancel.textContent = r.terminal ? `Run ${r.status}` : view.cancelling ? "Cancelling…" : "Cancel run";
 }
 
+function showProgress(view, step) {
+  // the sidebar follows the stream between two polls of the run
+  const stepField = view.side.querySelector('[data-field="Step"]');
+  const max = view.run && view.run.maxSteps;
+  if (stepField) stepField.textContent = max ? `${step} / ${max}` : String(step);
+  const lossField = view.side.querySelector('[data-field="Loss"]');
+  if (lossField) lossField.textContent = num(latestLoss(view));
+}
+
 function latestLoss(view) {
   const steps = [...view.train.keys()];
   return steps.length ? view.train.get(Math.max(...steps)) : null;
@@ -316,6 +325,7 @@ function onEvent(view, type, data) {
     if (typeof data.loss === "number") view.train.set(data.step, data.loss);
     if (typeof data.evalLoss === "number") view.evals.set(data.step, data.evalLoss);
     drawChart(view);
+    showProgress(view, data.step);
   }
   addLog(view, data.timestamp, describeEvent(type, data), type);
 }
