@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,16 +19,26 @@ URL_LINE = re.compile(r"arkor-ops studio: (http://\S+)")
 
 
 class Studio:
-    """``arkor-ops studio --backend local --no-open`` over the runs under ``runs_dir``.
+    """``arkor-ops studio --backend local --no-open`` over the runs under ``runs_dir`` (or
+    the backend ``args`` name).
 
     Args:
         runs_dir: the local backend's runs folder (shared with the runs the test starts).
         log: where the command's output goes (the URL is read from it).
+        args: the backend options (default: the local backend).
+        env: the environment (default: this process's), plus the runs folder.
     """
 
-    def __init__(self, runs_dir: Path, log: Path) -> None:
+    def __init__(
+        self,
+        runs_dir: Path,
+        log: Path,
+        *,
+        args: Sequence[str] = ("--backend", "local"),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         env = {
-            **os.environ,
+            **(os.environ if env is None else env),
             "PYTHONPATH": str(REPO),
             "ARKOR_RUNS_DIR": str(runs_dir),
             "ARKOR_SIDECAR_LINGER_SECONDS": "1",
@@ -35,7 +46,7 @@ class Studio:
         self.log = log
         self._out = log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "arkor_ops.cli", "studio", "--backend", "local", "--no-open"],
+            [sys.executable, "-m", "arkor_ops.cli", "studio", *args, "--no-open"],
             env=env,
             stdout=self._out,
             stderr=subprocess.STDOUT,
