@@ -26,7 +26,13 @@ async def test_the_studio_shows_a_cluster_run(
     run_config: Callable[..., dict[str, Any]],
     tmp_path: Path,
 ) -> None:
-    trainer = create_async_trainer(**run_config(max_steps=2, save_steps=1), backend=backend)
+    fields = run_config(
+        max_steps=2,
+        save_steps=1,
+        eval_steps=1,  # each step's eval-only training.log comes after its train loss
+        dataset_split={"enabled": True, "test_size": 0.1},
+    )
+    trainer = create_async_trainer(**fields, backend=backend)
     result = await trainer.wait()
     job_id = result.job.id
     env = {
@@ -46,6 +52,7 @@ async def test_the_studio_shows_a_cluster_run(
             rows = (await c.get("/api/runs")).json()["runs"]
             (row,) = [r for r in rows if r["id"] == job_id]
             assert row["status"] == "completed" and row["step"] == 2
+            assert isinstance(row["loss"], float)  # the last training loss, not the eval log's
 
             checkpoints = (await c.get(f"/api/runs/{job_id}/checkpoints")).json()["checkpoints"]
             assert [(ck["kind"], ck["step"]) for ck in checkpoints] == [
@@ -58,7 +65,7 @@ async def test_the_studio_shows_a_cluster_run(
             events = (await c.get(f"/api/runs/{job_id}/events")).text
             kinds = [line[7:] for line in events.splitlines() if line.startswith("event: ")]
             assert kinds[-2:] == ["training.completed", "end"]
-            assert kinds.count("training.log") == 2
+            assert kinds.count("training.log") == 4  # a train and an eval log per step
 
             ended = await c.post(
                 f"/api/runs/{job_id}/checkpoints/2/chat",
