@@ -9,6 +9,7 @@ Each command group lives in its own module with a ``register(subparsers)`` funct
 | ``init`` | ``init [DIR] [--template NAME]`` (scaffold a project: triage, translate or redaction) |
 | ``start`` | ``start TRAINER_FILE`` |
 | ``ops`` | ``list``, ``status JOB``, ``logs JOB [-f]``, ``cancel JOB`` |
+| ``studio`` | ``studio`` (local web app: runs, loss chart, checkpoints, playground, cancel) |
 | ``dev`` | ``dev`` (local Prefect server + deployments) |
 | ``models`` | ``models list``, ``models show NAME``, ``models promote NAME VERSION`` (MLflow) |
 | ``settings`` | ``settings [GROUP] [--write-docs [DIR]]`` (the environment tables) |
@@ -25,7 +26,9 @@ from collections.abc import Sequence
 
 from arkor_ops import __version__
 
-COMMAND_MODULES = ("init", "validate", "render", "start", "ops", "dev", "models", "settings")
+COMMAND_MODULES = (
+    "init", "validate", "render", "start", "ops", "studio", "dev", "models", "settings"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

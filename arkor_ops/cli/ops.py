@@ -33,8 +33,8 @@ from arkor_ops.settings import BACKEND_ENV, default_backend
 _FOLLOW_POLICY = ReconnectPolicy(base_delay_seconds=1.0, max_delay_seconds=1.0, jitter=0.0)
 
 
-def register(sub: Any) -> None:
-    """Add the operator commands to the parser."""
+def backend_options() -> argparse.ArgumentParser:
+    """``--backend`` and ``--namespace``: a parent parser for every command that acts on runs."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--backend",
@@ -42,6 +42,12 @@ def register(sub: Any) -> None:
         help=f"backend of the runs (default: ${BACKEND_ENV}, else kubernetes)",
     )
     common.add_argument("-n", "--namespace", help="Kubernetes namespace (ARKOR_K8S_NAMESPACE)")
+    return common
+
+
+def register(sub: Any) -> None:
+    """Add the operator commands to the parser."""
+    common = backend_options()
     p = sub.add_parser("list", parents=[common], help="runs with status, step, loss and age")
     p.set_defaults(func=run_list)
     p = sub.add_parser("status", parents=[common], help="one run's status and phase")
@@ -63,8 +69,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run_cancel)
 
 
-def _backend(args: argparse.Namespace) -> Backend:
-    """The backend the command acts on."""
+def command_backend(args: argparse.Namespace) -> Backend:
+    """The backend a command parsed with :func:`backend_options` acts on (close it)."""
     name = args.backend or default_backend("kubernetes")
     namespace = getattr(args, "namespace", None)
     kubernetes = name.strip().lower() == "kubernetes"
@@ -75,7 +81,7 @@ def _run(args: argparse.Namespace, body: Callable[[Backend], Awaitable[int]]) ->
     """Run ``body`` with the command's backend, closed afterwards; the exit code."""
 
     async def main() -> int:
-        async with _backend(args) as backend:
+        async with command_backend(args) as backend:
             return await body(backend)
 
     err = Console(stderr=True)

@@ -17,7 +17,8 @@ from arkor_ops.backends.local import job_id_for
 from arkor_ops.backends.local.run import proc_info
 from arkor_ops.config import validate_config
 from arkor_ops.errors import JobNotFoundError, StreamError
-from arkor_ops.events import Frame
+from arkor_ops.eventlog import EventLogWriter
+from arkor_ops.events import Frame, TrainingLog, TrainingStarted
 from arkor_ops.storage import RunLayout, open_storage
 from tests.local.helpers import config_fields, make_backend
 
@@ -280,3 +281,21 @@ async def test_runs_are_listed_and_name_their_flow_run(runs_dir: Path, dataset_f
         assert [d.job.id for d in listed] == [second.job.id, first.job.id]  # newest first
         assert [d.job.status for d in listed] == ["completed", "completed"]
         assert await labelled.jobs_by_flow_run() == {second.job.id: "flow-7"}
+
+
+async def test_the_loss_listed_is_the_last_training_loss_not_an_eval_log(
+    runs_dir: Path,
+) -> None:
+    # a run that evaluates logs `training.log` events with only evalLoss between the train ones
+    run_dir = runs_dir / "evals-1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "state.json").write_text('{"name": "evals", "createdAt": "2026-01-01T00:00:00Z"}')
+    writer = EventLogWriter(run_dir / "events.jsonl", "evals-1")
+    writer.write(TrainingStarted(job_id="evals-1"))
+    writer.write(TrainingLog(job_id="evals-1", step=4, loss=1.25))
+    writer.write(TrainingLog(job_id="evals-1", step=4, eval_loss=1.5))
+    async with make_backend(runs_dir) as backend:
+        d = await backend.describe("evals-1")
+        (listed,) = await backend.list_jobs()
+    assert (d.step, d.loss) == (4, 1.25)
+    assert listed.loss == 1.25

@@ -529,7 +529,7 @@ class KubernetesBackend(Backend):
         return JobDescription(
             job=training_job,
             step=(last_log or {}).get("step"),
-            loss=(last_log or {}).get("loss"),
+            loss=_last_loss(log_events),
             phase=diagnosis.phase if diagnosis else None,
             message=diagnosis.message if diagnosis else None,
             last_event_id=_last_id(log_events) or None,
@@ -598,6 +598,14 @@ class KubernetesBackend(Backend):
         if self._api is not None:
             self._api.close()
             self._api = None
+
+
+def _last_loss(events: list[dict[str, Any]]) -> float | None:
+    """The last training loss logged (an evaluation's ``training.log`` has none)."""
+    for event in reversed(events):
+        if event.get("type") == "training.log" and event.get("loss") is not None:
+            return float(event["loss"])
+    return None
 
 
 def _last_id(events: list[dict[str, Any]]) -> int:

@@ -342,7 +342,8 @@ class LocalRun:
         return JobDescription(
             job=job,
             step=logs[-1].get("step") if logs else None,
-            loss=logs[-1].get("loss") if logs else None,
+            # an evaluation's log has no training loss: the last one that has
+            loss=next((o["loss"] for o in reversed(logs) if o.get("loss") is not None), None),
             phase=None if started or terminal else "starting",
             message=None if started or terminal else "loading the model and the dataset",
             last_event_id=max((int(o.get("id") or 0) for o in events), default=0) or None,
