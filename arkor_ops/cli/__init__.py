@@ -27,7 +27,15 @@ from collections.abc import Sequence
 from arkor_ops import __version__
 
 COMMAND_MODULES = (
-    "init", "validate", "render", "start", "ops", "studio", "dev", "models", "settings"
+    "init",
+    "validate",
+    "render",
+    "start",
+    "ops",
+    "studio",
+    "dev",
+    "models",
+    "settings",
 )
 
 
