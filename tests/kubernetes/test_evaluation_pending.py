@@ -74,3 +74,10 @@ async def test_an_unschedulable_evaluation_names_the_reason_and_cancel_cleans_up
         waiting.cancel()
         await backend.aclose()
     assert _left(k8s_cluster, k8s_namespace) == []
+    # another process, which never saw the Job (gone, no log line): still an evaluation's end
+    other = KubernetesBackend(settings)
+    try:
+        frames = [frame async for frame in other.events(job_id)]
+    finally:
+        await other.aclose()
+    assert [f.event for f in frames][-2:] == ["evaluation.cancelled", "end"], frames

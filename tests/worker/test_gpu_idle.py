@@ -1,5 +1,5 @@
 """GPU-idle time as a reported figure: `training.completed.metrics.gpuIdle`, through the real
-worker process with its model in S3 (so the model fetch shows) and the tiny model."""
+worker process with its model and dataset in S3 (so both fetches show) and the tiny model."""
 
 from __future__ import annotations
 
@@ -20,7 +20,11 @@ def test_completed_metrics_split_the_idle_time_by_cause(
     model_uri = join_uri(run_dir.storage_uri, "models", "tiny")
     open_storage(model_uri).upload_dir(model_uri, tiny_model_dir)
     rows = write_rows(tmp_path / "rows.jsonl", ROWS["chatml"](16))
-    config = {**base_config(tiny_model_dir, {"type": "file", "path": str(rows)}, maxSteps=3)}
+    # the dataset in S3 too, so its fetch takes measurable time (a local file of 16 rows is read
+    # in well under the figures' millisecond and rounds to 0.0)
+    data_uri = join_uri(run_dir.storage_uri, "data", "rows.jsonl")
+    open_storage(data_uri).put_bytes(data_uri, rows.read_bytes())
+    config = {**base_config(tiny_model_dir, {"type": "s3", "uri": data_uri}, maxSteps=3)}
     config["model"] = model_uri
     proc = start_worker(run_dir.env(config))
     _, err = proc.communicate(timeout=280)

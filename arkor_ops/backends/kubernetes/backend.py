@@ -427,9 +427,7 @@ class KubernetesBackend(Backend):
             self._cancelled.add(job_id)
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             await api.patch_job(job_id, {"metadata": {"annotations": {m.CANCEL_ANNOTATION: stamp}}})
-            await kube_cancel.write_record(
-                self.storage, self.events_uri(job_id, job), job_id, stamp
-            )
+            await kube_cancel.write_record(self.storage, self.events_uri(job_id, job), job, stamp)
             await kube_cancel.annotate_pods(api, job_id, stamp)
             await api.delete("jobs", job_id, grace_seconds=self.settings.cancel_grace_seconds)
         except JobNotFoundError:
@@ -541,7 +539,7 @@ class KubernetesBackend(Backend):
             uri = self.events_uri(job_id, None)
         except BackendError:
             return False
-        return await kube_cancel.recorded(self.storage, uri)
+        return await kube_cancel.recorded(self.storage, uri) is not None
 
     async def _stored_events(
         self, job_id: str, job: dict[str, Any] | None

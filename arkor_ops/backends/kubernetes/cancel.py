@@ -11,8 +11,10 @@ agree.
   ``failed``. While the Job exists its annotation ``arkor-ops.dev/cancel-requested`` is the
   record. ``cancel()`` deletes the Job, and the annotation with it, so it first writes
   :data:`CANCEL_RECORD` beside the run's event log in storage (``{run}/cancel-requested.json``:
-  ``{"jobId", "requestedAt"}``, written by the client, never by the worker, unlike
-  ``attempts.json``). A terminal event in the log always wins over either record.
+  ``{"jobId", "requestedAt", "stage"}``, written by the client, never by the worker, unlike
+  ``attempts.json``; ``stage`` is the Job's stage label, so a process that never saw the Job
+  ends an evaluation's stream as one). A terminal event in the log always wins over either
+  record.
 * **Ended runs are left alone.** A run whose log holds a terminal event has ended, even while
   its pod still stops its sidecar and the Job has no ``Complete`` condition yet (right after
   ``wait()`` returned): :func:`log_ended` says so, and ``cancel()`` then changes nothing.
@@ -59,14 +61,17 @@ def log_ended(events: Iterable[dict[str, Any]]) -> bool:
 
 
 async def write_record(
-    storage: Callable[[], Storage], events_uri: str, job_id: str, stamp: str
+    storage: Callable[[], Storage], events_uri: str, job: dict[str, Any], stamp: str
 ) -> None:
     """Write the cancel record; best effort, as the Job's annotation stays the record meanwhile.
 
     Without write access to the run's storage prefix the cancel still happens; once the Job
     is gone, other processes may then read the run as failed (logged as a warning).
     """
-    body = json.dumps({"jobId": job_id, "requestedAt": stamp}).encode()
+    metadata = job.get("metadata") or {}
+    job_id = metadata.get("name")
+    stage = (metadata.get("labels") or {}).get(m.STAGE_LABEL, "training")
+    body = json.dumps({"jobId": job_id, "requestedAt": stamp, "stage": stage}).encode()
     try:
         await asyncio.to_thread(storage().put_bytes, record_uri(events_uri), body)
     except StorageError as exc:
@@ -78,13 +83,19 @@ async def write_record(
         )
 
 
-async def recorded(storage: Callable[[], Storage], events_uri: str) -> bool:
-    """Whether a ``cancel()`` left its record beside the event log ``events_uri``."""
+async def recorded(storage: Callable[[], Storage], events_uri: str) -> dict[str, Any] | None:
+    """The record a ``cancel()`` left beside the event log ``events_uri``, if any (``{}`` when it
+    cannot be parsed: the cancel still happened)."""
     try:
-        return await asyncio.to_thread(storage().exists, record_uri(events_uri))
-    except StorageError as exc:
-        log.debug("cannot look for the cancel record beside %s: %s", events_uri, exc)
-        return False
+        data = await asyncio.to_thread(storage().get_bytes, record_uri(events_uri))
+    except StorageError as exc:  # none there (or unreadable: read as no cancel)
+        log.debug("no cancel record beside %s: %s", events_uri, exc)
+        return None
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 async def annotate_pods(api: KubeApi, job_id: str, stamp: str) -> None:

@@ -10,7 +10,8 @@
   annotation, or the cancel record beside the log once the Job is gone: see
   :mod:`.cancel`) with a synthesised ``training.cancelled``, whoever cancelled. An evaluation
   Job's synthesised ending is ``evaluation.failed`` / ``evaluation.cancelled`` instead, also when
-  it ended before its log had a line (the Job's stage label, remembered once seen, says so).
+  it ended before its log had a line (the Job's stage label, remembered once seen, or the
+  cancel record's ``stage`` for a process that never saw the Job, says so).
 """
 
 from __future__ import annotations
@@ -165,11 +166,8 @@ class RunStream:
     ) -> list[Frame]:
         """Frames from the persisted log; raises StreamError(404) when there is no run at all."""
         uri = self.events_uri(job_id, job)
-        cancelled = (
-            job_id in self.cancelled
-            or kube_cancel.requested(job)
-            or await kube_cancel.recorded(self.storage, uri)
-        )
+        record = await kube_cancel.recorded(self.storage, uri)
+        cancelled = job_id in self.cancelled or kube_cancel.requested(job) or record is not None
         try:
             data = await asyncio.to_thread(self.storage().get_bytes, uri)
         except StorageError:
@@ -183,7 +181,7 @@ class RunStream:
             last_event_id,
             fallback=fallback,
             cancelled=cancelled,
-            evaluation=job_id in self.evaluations,
+            evaluation=job_id in self.evaluations or (record or {}).get("stage") == "evaluation",
         )
 
     def _remember_cancel(self, job_id: str, job: dict[str, Any]) -> None:
