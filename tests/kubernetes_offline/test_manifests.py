@@ -121,7 +121,7 @@ def test_limits_retries_and_pod_failure_policy() -> None:
     # the trainer knows the budget: only the 4th counted failure writes training.failed
     trainer_env = _env(spec["template"]["spec"]["containers"][0])
     assert trainer_env["ARKOR_MAX_ATTEMPTS"]["value"] == "4"
-    assert spec["suspend"] is True  # resumed by the backend once its ConfigMap/Secret exist
+    assert spec["suspend"] is True  # it has a Secret: resumed by the backend once that exists
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0] == {
         "action": "FailJob",
@@ -199,6 +199,13 @@ def test_no_secret_object_when_the_run_has_no_secrets() -> None:
     objs = m.build_run(config, KubernetesSettings(), name="r-1", storage_uri="s3://b/p")
     assert objs.secret is None
     assert "ARKOR_DATASET_TOKEN" not in _env(_pod(objs)["containers"][0])
+    # no Secret to wait for: the Job starts at once, its pod waiting for the ConfigMap volume
+    assert objs.job["spec"]["suspend"] is False
+    assert {"name": "config", "configMap": {"name": "r-1-config"}} in _pod(objs)["volumes"]
+    queued = m.build_run(
+        config, KubernetesSettings(kueue_queue="q"), name="r-1", storage_uri="s3://b/p"
+    )
+    assert queued.job["spec"]["suspend"] is True  # Kueue resumes it on admission
 
 
 @pytest.mark.parametrize("value", ["0b7c5f3e-1111", "x" * 64, "bad value"])

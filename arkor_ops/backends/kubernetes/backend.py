@@ -1,8 +1,10 @@
 """``KubernetesBackend``: one run = one Job on the cluster's GPU node pool.
 
-* :meth:`KubernetesBackend.submit` creates the Job suspended, then its ConfigMap and Secret
-  owned by the Job, then resumes it (Kueue resumes it instead when a queue is set). Any failure
-  deletes the Job, and with it whatever it owns, so nothing is left behind. With an idempotency
+* :meth:`KubernetesBackend.submit` creates the Job, then its ConfigMap and Secret (both at
+  once) owned by the Job. A run with a Secret has its Job created suspended and resumed once
+  the Secret exists (Kueue resumes it instead when a queue is set); a run without one starts at
+  once, its pod waiting for the ConfigMap volume. Any failure deletes the Job, and with it
+  whatever it owns, so nothing is left behind. With an idempotency
   key the Job name is derived from the key and an existing Job made with that key and the same
   config is adopted (HTTP 409); a failure while completing an adopted Job never deletes it
   (see :mod:`.adoption`).
@@ -266,23 +268,37 @@ class KubernetesBackend(Backend):
         return self._training_job(job, config.to_wire())
 
     async def _complete(self, job: dict[str, Any], objs: m.RunObjects) -> None:
-        """Create the ConfigMap/Secret owned by ``job`` (409 = already there), then resume it."""
+        """Create the ConfigMap/Secret owned by ``job`` (409 = already there), then resume it.
+
+        Both are created at once (one round trip, not two). A Job is suspended when its run has
+        a Secret (:func:`~.manifests.build_run`), so its pod starts only after the resume, once
+        the Secret exists; a Job without one starts at once, and its pod waits for the
+        ConfigMap volume. On a failure the other create is still awaited, so the caller's
+        delete of the Job comes after every object the call made.
+        """
         owner = m.owner_reference(job)
-        # The Secret first: a pod started early (Kueue may resume the Job at once) waits for its
-        # ConfigMap volume, and the Secret, referenced optionally, must be there by then.
         parts = [("configmaps", objs.config_map)]
         if objs.secret is not None:
-            parts.insert(0, ("secrets", objs.secret))
-        for kind, body in parts:
-            owned = json.loads(json.dumps(body))
-            owned["metadata"]["ownerReferences"] = [owner]
-            try:
-                await self.api.create(kind, owned)
-            except BackendError as exc:
-                if exc.status != 409:
-                    raise
+            parts.insert(0, ("secrets", objs.secret))  # its error first: it says more
+        results = await asyncio.gather(
+            *(self._create_owned(kind, body, owner) for kind, body in parts),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         if (job.get("spec") or {}).get("suspend") and not self.settings.kueue_queue:
             await self.api.patch_job(job["metadata"]["name"], {"spec": {"suspend": False}})
+
+    async def _create_owned(self, kind: str, body: dict[str, Any], owner: dict[str, Any]) -> None:
+        """Create ``body`` with ``owner`` as its ownerReference; one already there is fine."""
+        owned = json.loads(json.dumps(body))
+        owned["metadata"]["ownerReferences"] = [owner]
+        try:
+            await self.api.create(kind, owned)
+        except BackendError as exc:
+            if exc.status != 409:
+                raise
 
     def _training_job(
         self, job: dict[str, Any], config: dict[str, Any] | None = None, status: str = "queued"

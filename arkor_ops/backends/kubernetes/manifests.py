@@ -373,9 +373,10 @@ def build_run(
         flow_run_id: the Prefect flow-run id, labelled when known.
 
     Returns:
-        The Job, ConfigMap and Secret (None when the run has no secrets). The Job is suspended;
-        the backend resumes it once the ConfigMap and Secret exist (Kueue resumes it instead when
-        a queue is set).
+        The Job, ConfigMap and Secret (None when the run has no secrets). The Job is suspended
+        when the run has a Secret, so that no pod starts before it exists: the backend resumes
+        it once the Secret and the ConfigMap exist. Without a Secret it is not (a pod waits for
+        its ConfigMap volume), unless a Kueue queue is set: Kueue resumes it on admission.
     """
     import json
 
@@ -406,7 +407,7 @@ def build_run(
             "annotations": annotations,
         },
         "spec": {
-            "suspend": True,
+            "suspend": bool(values) or bool(settings.kueue_queue),
             "backoffLimit": settings.backoff_limit,
             "activeDeadlineSeconds": settings.active_deadline_seconds,
             "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
