@@ -158,3 +158,18 @@ def serve_runner(env: dict[str, str], request: pytest.FixtureRequest) -> Iterato
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def flow_process_pids(flow_run_id: Any) -> list[int]:
+    """The process running a flow run: the runner's child has ``PREFECT__FLOW_RUN_ID`` (and so
+    do the run's processes, which inherit it: the topmost one is the flow's)."""
+    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    marked: dict[int, int] = {}  # pid -> parent pid
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                stat = (proc / "stat").read_text()
+                marked[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+    return [pid for pid, parent in marked.items() if parent not in marked]

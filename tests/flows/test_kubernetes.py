@@ -25,6 +25,7 @@ from tests.flows.helpers import (
     by_key,
     embedded_png,
     eventually,
+    flow_process_pids,
     latest,
     png_info,
     run_artifacts,
@@ -241,8 +242,12 @@ async def test_cancelling_the_flow_run_deletes_the_job_and_its_pods(
 async def test_reaper_deletes_the_job_when_the_hook_fails(
     runner: str, k8s_cluster: K8sCluster, k8s_namespace: str, run_files: Path
 ) -> None:
+    """The flow process killed (SIGKILL: no termination path runs) and its crash hook failing
+    leave the Job; the reaper's label sweep deletes it."""
+    import os
+    import signal
+
     from prefect.client.orchestration import get_client
-    from prefect.states import Cancelling
 
     from arkor_ops.flows.reaper import reap_orphans
 
@@ -254,9 +259,10 @@ async def test_reaper_deletes_the_job_when_the_hook_fails(
             return [o for o in run_objects(k8s_cluster, k8s_namespace, selector) if "job" in o]
 
         (job_ref,) = await eventually(job, timeout=120, interval=1)
-        await client.set_flow_run_state(run.id, Cancelling(), force=True)
+        for pid in flow_process_pids(run.id):
+            os.kill(pid, signal.SIGKILL)
         final = await wait_final(client, run.id, timeout=60)
-    assert final.state.is_cancelled(), final.state
+    assert final.state.is_crashed(), final.state
     assert job_ref in run_objects(k8s_cluster, k8s_namespace, selector), "hook should have failed"
 
     # lookback 0: no ended flow run is looked at by name, so only the label sweep can find it

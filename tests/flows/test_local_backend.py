@@ -20,6 +20,7 @@ from tests.flows.helpers import (
     by_key,
     embedded_png,
     eventually,
+    flow_process_pids,
     png_info,
     run_artifacts,
     serve_runner,
@@ -177,21 +178,6 @@ async def test_cancelling_the_flow_run_stops_the_local_run(
         final = await wait_final(client, run.id, timeout=30)
     assert final.state.is_cancelled()
     assert "training.cancelled" in (run_dir / "events.jsonl").read_text()
-
-
-def flow_process_pids(flow_run_id: Any) -> list[int]:
-    """The process running a flow run: the runner's child has ``PREFECT__FLOW_RUN_ID`` (and so
-    do the run's processes, which inherit it: the topmost one is the flow's)."""
-    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
-    marked: dict[int, int] = {}  # pid -> parent pid
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if marker in (proc / "environ").read_bytes().split(b"\0"):
-                stat = (proc / "stat").read_text()
-                marked[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-    return [pid for pid, parent in marked.items() if parent not in marked]
 
 
 @pytest.mark.parametrize("runner", ["broken-hooks"], indirect=True)
