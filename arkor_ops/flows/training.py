@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from uuid import UUID
 
@@ -159,10 +159,9 @@ async def wait_for_training(
         TrainingFailed: the run failed; the message is the trainer's error.
     """
     reporter = RunReporter(job_id, config.max_steps)
-    await reporter.begin()
     async with resolve_backend(settings.backend, **settings.overrides(_flow_run_id())) as backend:
         trainer = make_trainer(config, backend, idempotency_key, reporter.callbacks())
-        result = await _follow_unless_cancelled(trainer)
+        result = await _follow_unless_cancelled(trainer, prepare=reporter.begin)
         if result is None:
             log = get_run_logger()
             log.warning("Flow run cancelled: stopping training run %s", job_id)
@@ -189,17 +188,35 @@ class _Waits(Protocol[R_co]):
     async def cancel(self, *, wait: bool = True) -> object: ...
 
 
-async def _follow_unless_cancelled(trainer: _Waits[R_co]) -> R_co | None:
+async def _follow_unless_cancelled(
+    trainer: _Waits[R_co], prepare: Callable[[], Awaitable[object]] | None = None
+) -> R_co | None:
     """``trainer.wait()``'s result, or None once the flow run is cancelling (see the module doc).
 
-    A cancel of this task itself (the process is being terminated) stops the job first when the
-    flow run is cancelling, then lets the cancellation through.
+    ``prepare`` (the reporter's artifacts) runs first. The process being terminated meanwhile
+    (this task cancelled, or Prefect's ``TerminationSignal`` raised in it) stops the job first
+    when the flow run is cancelling, then lets the exit through.
     """
     interval = cancel_check_seconds()
     flow_run_id = runtime.flow_run.id
     if not flow_run_id:
+        if prepare is not None:
+            await prepare()
         return await trainer.wait()
     run_id = UUID(str(flow_run_id))
+    try:
+        if prepare is not None:
+            await prepare()
+        return await _wait_or_cancel_request(trainer, run_id, interval)
+    except BaseException as exc:
+        if not isinstance(exc, Exception):  # an exit (cancel, signal), not a failure
+            await _stop_if_cancelling(run_id, trainer)
+        raise
+
+
+async def _wait_or_cancel_request(
+    trainer: _Waits[R_co], run_id: UUID, interval: float
+) -> R_co | None:
     follow = asyncio.ensure_future(trainer.wait())
     watches: list[asyncio.Future[Any]] = [follow]
     if interval:
@@ -207,9 +224,6 @@ async def _follow_unless_cancelled(trainer: _Waits[R_co]) -> R_co | None:
     try:
         await asyncio.wait(watches, return_when=asyncio.FIRST_COMPLETED)
         return follow.result() if follow.done() else None
-    except asyncio.CancelledError:
-        await _stop_if_cancelling(run_id, trainer)
-        raise
     finally:
         for pending in watches:
             pending.cancel()

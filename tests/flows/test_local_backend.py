@@ -21,6 +21,7 @@ from tests.flows.helpers import (
     embedded_png,
     eventually,
     flow_process_pids,
+    latest,
     png_info,
     run_artifacts,
     serve_runner,
@@ -139,7 +140,8 @@ async def _start_and_cancel(suffix: str, local_env: dict[str, Any]) -> tuple[Any
 
 
 async def _start_training(suffix: str, local_env: dict[str, Any]) -> tuple[Any, Path]:
-    """Start a fine-tune run through the runner; returns (run, dir) once it trains."""
+    """Start a fine-tune run through the runner; returns (run, dir) once it trains and the flow
+    follows it (a training.log reached the progress artifact: the wait task is running)."""
     from prefect.client.orchestration import get_client
 
     from arkor_ops.backends.local.backend import job_id_for
@@ -154,8 +156,8 @@ async def _start_training(suffix: str, local_env: dict[str, Any]) -> tuple[Any, 
         run_dir = local_env["runs"] / job_id_for(name, str(run.id))
 
         async def training() -> bool:
-            events = run_dir / "events.jsonl"
-            return events.exists() and "training.log" in events.read_text()
+            progress = latest(await run_artifacts(client, run.id), "progress")
+            return bool(progress) and float(progress[0].data) > 0
 
         await eventually(training, timeout=90)
     return run, run_dir
