@@ -4,12 +4,16 @@
 :class:`BlockingRunner` each. Its loop runs in a daemon thread started on first use, so a
 blocking call works from a plain script and from a thread that already runs an event loop (a
 notebook, a Prefect task). :meth:`BlockingRunner.close` finalizes the loop's async generators,
-stops it and joins its thread; a runner garbage-collected unclosed only stops its loop.
+stops it and joins its thread; a runner garbage-collected unclosed only stops its loop (at
+once, whatever thread that happens in). At interpreter exit every loop still running is stopped
+that way and its thread joined, so that no task of the loop is left pending when the interpreter
+goes (a script that exits right after letting its trainer go).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import threading
 import weakref
@@ -23,6 +27,8 @@ T = TypeVar("T")
 A = TypeVar("A", bound=AsyncClosing)
 
 _DRAINING: set[asyncio.Task[None]] = set()
+#: Seconds the interpreter's exit waits for each loop to drain and stop.
+EXIT_JOIN_SECONDS = 10.0
 
 
 class _LoopThread:
@@ -30,7 +36,9 @@ class _LoopThread:
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        _RUNNING.add(self)
         self._thread.start()
 
     def _run(self) -> None:
@@ -39,6 +47,7 @@ class _LoopThread:
             self.loop.run_forever()
         finally:
             self.loop.close()
+            _RUNNING.discard(self)
 
     def close(self, timeout: float = 10) -> None:
         """Cancel what still runs on the loop, finalize its async generators and executor, stop
@@ -51,10 +60,13 @@ class _LoopThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout)
 
-    @staticmethod
-    def stop(loop: asyncio.AbstractEventLoop) -> None:
+    def stop(self) -> None:
         """Drain the loop (see :func:`_drain`), then stop it; returns at once (the finalizer of
-        a runner garbage-collected unclosed, whatever thread that happens in)."""
+        a runner garbage-collected unclosed, whatever thread that happens in). Once is enough."""
+        if self._stopping:
+            return
+        self._stopping = True
+        loop = self.loop
 
         def drain() -> None:
             task = loop.create_task(_drain(stop=True))
@@ -63,6 +75,25 @@ class _LoopThread:
 
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(drain)
+
+    def join(self, timeout: float) -> None:
+        """Wait for the thread to end (after :meth:`stop` or :meth:`close`)."""
+        self._thread.join(timeout)
+
+
+#: Loop threads not yet ended, for the interpreter's exit.
+_RUNNING: set[_LoopThread] = set()
+
+
+@atexit.register
+def _stop_running_loops() -> None:
+    """Stop and join every loop thread still running: a daemon thread is frozen where it stands
+    at exit, and the tasks of its loop would be destroyed pending."""
+    running = list(_RUNNING)
+    for loop_thread in running:
+        loop_thread.stop()
+    for loop_thread in running:
+        loop_thread.join(EXIT_JOIN_SECONDS)
 
 
 async def _drain(*, stop: bool = False) -> None:
@@ -117,7 +148,7 @@ class BlockingRunner:
                 raise RuntimeError("this blocking object is closed")
             if self._loop_thread is None:
                 self._loop_thread = _LoopThread(self._name)
-                weakref.finalize(self, _LoopThread.stop, self._loop_thread.loop)
+                weakref.finalize(self, self._loop_thread.stop)
             loop = self._loop_thread.loop
         future = asyncio.run_coroutine_threadsafe(_boxed(coro), loop)
         try:

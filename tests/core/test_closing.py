@@ -40,6 +40,15 @@ gc.collect()
 time.sleep(0.5)
 """
 
+#: The same, the interpreter exiting right after the trainer went (its loop still draining).
+EXITS = """
+def train():
+    trainer = create_trainer(CONFIG, backend=fake)
+    print(trainer.wait().job.status)
+
+train()
+"""
+
 #: The same with the trainer and the fake closed by their context managers.
 CLOSES = """
 with fake, create_trainer(CONFIG, backend=fake) as trainer:
@@ -61,13 +70,56 @@ def run_script(body: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("body", [LETS_GO, CLOSES], ids=["lets-go", "closes"])
+@pytest.mark.parametrize(
+    "body", [LETS_GO, EXITS, CLOSES], ids=["lets-go", "exits-at-once", "closes"]
+)
 def test_a_finished_script_leaves_no_pending_task_or_resource(body: str) -> None:
     out = run_script(body)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "completed"
     for leak in ("Task was destroyed", "ResourceWarning", "was never awaited", "Unclosed"):
         assert leak not in out.stderr, out.stderr
+
+
+def test_a_loop_let_go_at_exit_finishes_closing_its_streams() -> None:
+    """The interpreter exits while a let-go loop still closes a stream (a network close takes a
+    moment): exit waits for it, and nothing is destroyed pending."""
+    code = textwrap.dedent(
+        """
+        import asyncio
+        from arkor_ops.blocking import BlockingRunner
+
+        async def stream():
+            try:
+                yield 1
+                yield 2
+            finally:
+                await asyncio.sleep(0.5)
+                print("stream closed")
+
+        held = []
+
+        async def start():
+            gen = stream()
+            await gen.__anext__()
+            held.append(gen)
+
+        runner = BlockingRunner("arkor-ops-test-loop")
+        runner.run(start())
+        del runner
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "stream closed"
+    assert "Task was destroyed" not in out.stderr, out.stderr
 
 
 def _loop_threads(name: str) -> list[threading.Thread]:
