@@ -23,6 +23,8 @@ from tests.fixtures.s3 import S3Server
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.train, pytest.mark.timeout(900)]
 
 MANAGED = "app.kubernetes.io/managed-by=arkor-ops"
+#: Samples of the evaluation that is cancelled mid-way.
+LONG_SAMPLES = 512
 
 
 def _evaluation(run_files: Path, **extra: Any) -> dict[str, Any]:
@@ -103,10 +105,19 @@ async def test_an_evaluation_cancelled_mid_way_leaves_nothing(
     run_files: Path,
 ) -> None:
     scoring = asyncio.Event()
+    # more samples than a loaded machine scores before the cancel lands (64 once were not)
+    rows = (run_files / "train.jsonl").read_text().splitlines()
+    long_set = run_files / "long.jsonl"
+    long_set.write_text("\n".join(rows * (LONG_SAMPLES // len(rows))) + "\n")
     evaluator = create_async_evaluator(
         name="Kube Eval Cancel",
         model=str(run_files / "model"),
-        evaluation=_evaluation(run_files, max_samples=None, generation={"max_new_tokens": 256}),
+        evaluation=_evaluation(
+            run_files,
+            dataset={"type": "file", "path": str(long_set)},
+            max_samples=None,
+            generation={"max_new_tokens": 256},
+        ),
         backend=backend,
         callbacks={"on_progress": lambda e: scoring.set()},
     )
@@ -119,7 +130,7 @@ async def test_an_evaluation_cancelled_mid_way_leaves_nothing(
     finally:
         waiting.cancel()
     assert result.status == "cancelled"
-    assert result.samples is None or result.samples < 64
+    assert result.samples is None or result.samples < LONG_SAMPLES
 
     left = k8s_cluster.kubectl(
         "get", "jobs,pods,configmaps,secrets", "-n", k8s_namespace, "-l", MANAGED, "-o", "name"
