@@ -27,15 +27,6 @@ training Job would be left to the hook). The flow run's state decides: a SIGTERM
 cancel (an evicted flow-run pod, a reschedule) leaves the training going, for the retried flow
 run to adopt.
 
-Prefect raises that exception from its SIGTERM handler wherever the main thread is; inside an
-asyncio callback (the event stream's socket read, say) asyncio logs it and carries on, and the
-task never sees it. A runner (or ``prefect flow-run execute``) tells the process its intent over
-Prefect's control channel before it signals, so while it follows the run the task also watches
-that intent (:func:`_termination_requested`, a local read): a termination announced whose
-exception has not reached the task a few seconds later is raised from the task itself, through
-the same termination path. (Prefect needs its own SIGTERM handler in place to take the intent, so
-chaining one in front of it is not an option.)
-
 All of them build the backend from :class:`~.settings.BackendSettings`, so they work in the
 flow run's process and in the runner's (where the cancellation hooks run).
 """
@@ -44,13 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from uuid import UUID
 
 from prefect import State, runtime, task
-from prefect.exceptions import TerminationSignal
 from prefect.logging import get_run_logger
 from prefect.states import Cancelled
 
@@ -191,10 +180,6 @@ async def wait_for_training(
 #: Seconds the termination path may spend stopping the job (the supervisor's SIGKILL comes 30 s
 #: after its SIGTERM; the cancellation hooks remain the backstop).
 STOP_ON_TERMINATION_SECONDS = 20.0
-#: Seconds between two reads of Prefect's control intent, and the seconds a signal announced
-#: there has to reach the task before the task raises it itself.
-INTENT_POLL_SECONDS = 0.25
-SIGNAL_GRACE_SECONDS = 2.0
 
 
 class _Waits(Protocol[R_co]):
@@ -229,38 +214,16 @@ async def _follow_unless_cancelled(
         raise
 
 
-async def _termination_requested(grace: float = SIGNAL_GRACE_SECONDS) -> None:
-    """Return ``grace`` seconds after Prefect's control channel announced a termination (a
-    cancel, a reschedule); never returns where Prefect has no such channel (see the module doc).
-    """
-    try:
-        from prefect._internal import control_listener
-    except ImportError:  # another Prefect: only the signal itself is left
-        await asyncio.Event().wait()
-        return
-    while control_listener.get_intent() is None:
-        await asyncio.sleep(INTENT_POLL_SECONDS)
-    await asyncio.sleep(grace)  # the signal's own exception, unless it was swallowed
-
-
 async def _wait_or_cancel_request(
     trainer: _Waits[R_co], run_id: UUID, interval: float
 ) -> R_co | None:
-    """``trainer.wait()``'s result, or None once the flow run is cancelling; raises
-    ``TerminationSignal`` for a termination announced whose signal never reached this task."""
     follow = asyncio.ensure_future(trainer.wait())
-    signalled = asyncio.ensure_future(_termination_requested())
-    watches: list[asyncio.Future[Any]] = [follow, signalled]
+    watches: list[asyncio.Future[Any]] = [follow]
     if interval:
         watches.append(asyncio.ensure_future(_cancel_requested(run_id, interval)))
     try:
         await asyncio.wait(watches, return_when=asyncio.FIRST_COMPLETED)
-        if follow.done():
-            return follow.result()
-        if signalled.done():
-            logger.warning("the termination's signal never reached the flow's task: raising it")
-            raise TerminationSignal(signal=signal.SIGTERM)
-        return None
+        return follow.result() if follow.done() else None
     finally:
         for pending in watches:
             pending.cancel()
