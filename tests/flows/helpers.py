@@ -132,16 +132,17 @@ def serve_runner(env: dict[str, str], request: pytest.FixtureRequest) -> Iterato
     """A ``serve()`` runner subprocess (``tests.flows.serve_runner``) with ``env``.
 
     Parametrize with ``"broken-hooks"`` to make the flow's hooks fail (and turn off the flow
-    run's own cancel check, so that only the flow's termination path stops the run on a cancel,
-    and nothing but the reaper once the flow process is killed), with ``"hooks-only"`` to turn
-    off only the flow run's own check (so that the runner's SIGTERM, the termination path and
-    the hooks stop what it started); any other value serves as deployed. Yields the deployment
-    suffix; the runner is stopped afterwards.
+    run's own cancel check, so that nothing but the reaper stops the run once the flow process
+    is killed), with ``"broken-hooks-checking"`` to make the hooks fail but keep that check (so
+    that the flow itself, its check or its termination path, stops the run on a cancel), with
+    ``"hooks-only"`` to turn off only the flow run's own check (so that the runner's SIGTERM,
+    the termination path and the hooks stop what it started); any other value serves as
+    deployed. Yields the deployment suffix; the runner is stopped afterwards.
     """
     suffix = "-" + uuid.uuid4().hex[:8]
     env = dict(env)
     param = getattr(request, "param", None)
-    if param == "broken-hooks":
+    if param in ("broken-hooks", "broken-hooks-checking"):
         env["ARKOR_TEST_BREAK_HOOKS"] = "1"
     if param in ("broken-hooks", "hooks-only"):
         env["ARKOR_FLOW_CANCEL_CHECK_SECONDS"] = "0"
