@@ -283,6 +283,9 @@ async def test_cancelling_the_flow_run_removes_the_flow_run_job_and_the_training
         took = max(removed.values())
         final = await wait_final(client, run.id, timeout=60)
         assert final.state.is_cancelled(), final.state
-    # the bound: the flow's termination path stops the training run before the
-    # flow-run pod's supervisor runs the hooks (docs/prefect.md)
-    assert took <= 15, f"both Jobs removed only after {took:.0f} s: {removed}"
+    # the bound, on what the flow controls: its termination path stops the training run
+    # before the flow-run pod's supervisor runs the hooks (docs/prefect.md); measured 4-8 s. The
+    # flow-run Job goes when Prefect's supervisor has seen its child exit (8-21 s measured).
+    training = removed["training Job"]
+    assert training <= 15, f"training Job removed only after {training:.0f} s: {removed}"
+    assert took <= 60, f"both Jobs removed only after {took:.0f} s: {removed}"
