@@ -35,6 +35,16 @@ log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object: its URI, size in bytes and an opaque version of its content (the
+    S3 ETag, a hash of the bytes for a single-part upload; a file's mtime)."""
+
+    uri: str
+    size: int
+    version: str
+
+
 def join_uri(base: str, *parts: str) -> str:
     """Join URI path segments with single slashes."""
     out = base.rstrip("/")
@@ -74,9 +84,13 @@ class Storage(ABC):
     def exists(self, uri: str) -> bool:
         """Whether an object exists at ``uri``."""
 
-    @abstractmethod
     def list(self, prefix: str) -> builtins.list[str]:
         """URIs of all objects under ``prefix`` (recursive), sorted."""
+        return [obj.uri for obj in self.list_objects(prefix)]
+
+    @abstractmethod
+    def list_objects(self, prefix: str) -> builtins.list[ObjectInfo]:
+        """Every object under ``prefix`` (recursive) with its size and version, sorted by URI."""
 
     @abstractmethod
     def delete_prefix(self, prefix: str) -> None:
@@ -147,18 +161,24 @@ class FileStorage(Storage):
     def exists(self, uri: str) -> bool:
         return self._path(uri).is_file()
 
-    def list(self, prefix: str) -> builtins.list[str]:
+    def list_objects(self, prefix: str) -> builtins.list[ObjectInfo]:
         root = self._path(prefix.rstrip("/"))
         base = prefix.rstrip("/")
         if root.is_file():
-            return [base]
-        if not root.is_dir():
+            paths = [(base, root)]
+        elif root.is_dir():
+            paths = [
+                (join_uri(base, p.relative_to(root).as_posix()), p)
+                for p in root.rglob("*")
+                if p.is_file() and not p.name.endswith(".part")
+            ]
+        else:
             return []
-        return sorted(
-            join_uri(base, p.relative_to(root).as_posix())
-            for p in root.rglob("*")
-            if p.is_file() and not p.name.endswith(".part")
-        )
+        out = []
+        for uri, path in sorted(paths):
+            stat = path.stat()
+            out.append(ObjectInfo(uri, stat.st_size, str(stat.st_mtime_ns)))
+        return out
 
     def delete_prefix(self, prefix: str) -> None:
         root = self._path(prefix.rstrip("/"))
@@ -298,16 +318,21 @@ class S3Storage(Storage):
             return None
         return str(head.get("VersionId") or head.get("ETag", "")).strip('"') or None
 
-    def list(self, prefix: str) -> builtins.list[str]:
+    def list_objects(self, prefix: str) -> builtins.list[ObjectInfo]:
         bucket, key = self.split(prefix)
         paginator = self.client.get_paginator("list_objects_v2")
-        out: builtins.list[str] = []
+        out: builtins.list[ObjectInfo] = []
         pages = self._call(
             "listing", prefix, lambda: list(paginator.paginate(Bucket=bucket, Prefix=key))
         )
         for page in pages:
-            out.extend(f"s3://{bucket}/{obj['Key']}" for obj in page.get("Contents", []))
-        return sorted(out)
+            out.extend(
+                ObjectInfo(
+                    f"s3://{bucket}/{obj['Key']}", int(obj["Size"]), str(obj["ETag"]).strip('"')
+                )
+                for obj in page.get("Contents", [])
+            )
+        return sorted(out, key=lambda obj: obj.uri)
 
     def delete_prefix(self, prefix: str) -> None:
         bucket, _ = self.split(prefix)

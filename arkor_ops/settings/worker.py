@@ -69,6 +69,13 @@ class WorkerEnvSettings(RunSettings):
         description="Converted/downloaded base models; default `~/.cache/arkor-ops/models` "
         "(`$XDG_CACHE_HOME` respected).",
     )
+    model_cache_max_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="Bound on the node cache's entries (models from S3): past it, the least "
+        "recently used entries no run is using are evicted after each download; default: "
+        "unbounded.",
+    )
     cancel_grace_seconds: float = Field(
         default=DEFAULT_GRACE_SECONDS,
         ge=0,

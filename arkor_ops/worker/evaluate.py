@@ -363,6 +363,7 @@ class Evaluation:
             settings.model_cache,
             hub=pins.model,
             commit=pins.model_commit if pins.model else config.revision,
+            cache_max_bytes=settings.model_cache_max_bytes,
         )
         model = _Model(resolved.path, adapter.path if adapter else None, config)
         if state.cancel.is_set():

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from arkor_ops.errors import StorageError
-from arkor_ops.storage import Storage
+from arkor_ops.storage import ObjectInfo, Storage
 
 
 class FaultyStorage(Storage):
@@ -44,7 +44,7 @@ class FaultyStorage(Storage):
     def exists(self, uri: str) -> bool:
         self._fail(uri)
 
-    def list(self, prefix: str) -> builtins.list[str]:
+    def list_objects(self, prefix: str) -> builtins.list[ObjectInfo]:
         self._fail(prefix)
 
     def delete_prefix(self, prefix: str) -> None:

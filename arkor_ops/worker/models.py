@@ -3,7 +3,8 @@
 Resolution of ``config.model``:
 
 1. a local folder: used as is;
-2. an ``s3://`` URI: downloaded once into the model cache;
+2. an ``s3://`` URI: downloaded once per node into the node cache, keyed by its content
+   (:mod:`arkor_ops.worker.cache`);
 3. a Hugging Face id, online (the default): the commit the run pinned is downloaded from the
    hub (``HF_ENDPOINT``, the run's ``HF_TOKEN``) into the model cache, once per node
    (:mod:`arkor_ops.worker.hub`);
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import shutil
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from arkor_ops.worker.cache import NodeCache, content_key
 from arkor_ops.worker.errors import ModelError
 from arkor_ops.worker.hub import HubRef, download_model
 
@@ -143,26 +144,32 @@ def _hf_cached(repo_id: str, revision: str | None, cache_dir: Path) -> Path | No
     return None
 
 
-def _download_s3(uri: str, cache_dir: Path) -> Path:
+def _download_s3(uri: str, cache_dir: Path, max_bytes: int | None = None) -> tuple[Path, bool]:
+    """The folder at ``uri`` in the node cache, keyed by its objects' names, sizes and ETags
+    (:mod:`arkor_ops.worker.cache`); returns it and whether this call downloaded it."""
     from arkor_ops.storage import open_storage
 
-    key = hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
-    target = cache_dir / "s3" / key
-    if (target / _DONE).is_file():
-        return target
-    with _locked(cache_dir / "s3" / f".{key}.lock"):
-        if (target / _DONE).is_file():
-            return target
-        staging = target.with_name(f".{key}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        names = open_storage(uri).download_dir(uri, staging)
-        if "config.json" not in names:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise ModelError(f"{uri} holds no config.json: not a Hugging Face model folder")
-        (staging / _DONE).write_text(uri + "\n")
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-    return target
+    storage = open_storage(uri)
+    prefix = uri.rstrip("/") + "/"
+    objects = storage.list_objects(prefix)
+    names = {obj.uri[len(prefix) :]: obj for obj in objects}
+    if "config.json" not in names:
+        raise ModelError(f"{uri} holds no config.json: not a Hugging Face model folder")
+    key = content_key("s3-model", [(n, o.size, o.version) for n, o in names.items()])
+
+    def fill(staging: Path) -> None:
+        for name, obj in names.items():
+            target = staging / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            storage.get_file(obj.uri, target)
+            if target.stat().st_size != obj.size:
+                raise ModelError(
+                    f"{obj.uri} changed while it was downloaded ({target.stat().st_size} bytes, "
+                    f"listed as {obj.size}): start the run again once the upload is complete"
+                )
+
+    entry = NodeCache(cache_dir, max_bytes).get("s3-model", key, fill, source=uri)
+    return entry.path, entry.filled
 
 
 def is_local(name: str) -> bool:
@@ -171,7 +178,12 @@ def is_local(name: str) -> bool:
 
 
 def resolve_model(
-    name: str, cache_dir: Path, *, hub: HubRef | None = None, commit: str | None = None
+    name: str,
+    cache_dir: Path,
+    *,
+    hub: HubRef | None = None,
+    commit: str | None = None,
+    cache_max_bytes: int | None = None,
 ) -> ResolvedModel:
     """Resolve ``config.model`` to a local folder (see the module docstring).
 
@@ -180,6 +192,7 @@ def resolve_model(
         cache_dir: the model cache.
         hub: where and how to reach the hub; None means offline.
         commit: the commit the run pinned (online Hub ids only).
+        cache_max_bytes: the node cache's bound (``ARKOR_MODEL_CACHE_MAX_BYTES``; None: none).
 
     Raises:
         ModelError: the model is not there (offline) or not a Transformers model.
@@ -191,7 +204,9 @@ def resolve_model(
             raise ModelError(f"model folder {local} has no config.json")
         return ResolvedModel(name, local.resolve(), "local folder")
     if name.startswith("s3://"):
-        return ResolvedModel(name, _download_s3(name, cache_dir), "downloaded from S3")
+        path, fetched = _download_s3(name, cache_dir, cache_max_bytes)
+        how = "downloaded from S3" if fetched else "already in the node cache, from S3"
+        return ResolvedModel(name, path, how)
     if is_local(name):
         raise ModelError(f"model folder {name} does not exist")
     if hub is not None:

@@ -367,6 +367,7 @@ class Run:
             settings.model_cache,
             hub=pins.model,
             commit=pins.model_commit if pins.model else config.revision,
+            cache_max_bytes=settings.model_cache_max_bytes,
         )
         log.info("model %s -> %s (%s)", model.name, model.path, model.how)
         self.uploader = CheckpointUploader(

@@ -66,6 +66,7 @@ class WorkerSettings:
     backend: BackendChoice
     cancel_marker: Path | None = None
     max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES
+    model_cache_max_bytes: int | None = None
     max_restarts: int | None = None
     hub_endpoint: str = DEFAULT_HUB_ENDPOINT
     hub_offline: bool = False
@@ -182,6 +183,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
         backend=s.trainer_backend,
         cancel_marker=s.cancel_marker,
         max_dataset_bytes=s.max_dataset_bytes,
+        model_cache_max_bytes=s.model_cache_max_bytes,
         max_restarts=s.max_restarts,
         hub_endpoint=s.hub_endpoint,
         hub_offline=s.hub_offline,
