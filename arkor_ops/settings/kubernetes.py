@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from arkor_ops.settings.run import DEFAULT_SIDECAR_PORT
@@ -192,6 +192,34 @@ class KubernetesSettings(BaseSettings):
         description="Node directory (hostPath) shared by a node's runs as the model and Hub "
         "cache, so a model is downloaded once per node; default: per pod (`emptyDir`).",
     )
+    model_cache_claim: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        max_length=253,
+        description="A PersistentVolumeClaim shared by the runs as the model and Hub cache "
+        "(ReadWriteMany across nodes, or ReadWriteOnce per node pool); instead of "
+        "`MODEL_CACHE_HOST_PATH`.",
+    )
+    model_cache_max_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="Bound on the shared cache's entries (`ARKOR_MODEL_CACHE_MAX_BYTES` of the "
+        "pods): least recently used entries no run is using are evicted past it.",
+    )
+
+    @model_validator(mode="after")
+    def _one_cache_volume(self) -> KubernetesSettings:
+        if self.model_cache_host_path and self.model_cache_claim:
+            raise ValueError(
+                "set one of ARKOR_K8S_MODEL_CACHE_HOST_PATH and ARKOR_K8S_MODEL_CACHE_CLAIM: "
+                "both name the volume of the shared model cache"
+            )
+        return self
+
+    @property
+    def shared_model_cache(self) -> bool:
+        """Whether runs share a model cache volume (a node directory or a claim)."""
+        return bool(self.model_cache_host_path or self.model_cache_claim)
 
 
 class KubeconfigSettings(BaseSettings):

@@ -5,6 +5,7 @@ any object) is refused; a run-shaped Job and the cancel annotation are not."""
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -96,6 +97,11 @@ def _mutations() -> dict[str, Callable[[dict[str, Any]], None]]:
         spec = job["spec"]["template"]["spec"]
         spec["volumes"].append({"name": "h", "hostPath": {"path": "/"}})
 
+    def claim(job: dict[str, Any]) -> None:  # no model cache claim is named in the parameters
+        spec = job["spec"]["template"]["spec"]
+        pvc = {"claimName": "someone-elses-data"}
+        spec["volumes"].append({"name": "model-cache", "persistentVolumeClaim": pvc})
+
     def token_volume(job: dict[str, Any]) -> None:
         spec = job["spec"]["template"]["spec"]
         sat = {"serviceAccountToken": {"path": "t", "expirationSeconds": 3600}}
@@ -128,7 +134,7 @@ def _mutations() -> dict[str, Callable[[dict[str, Any]], None]]:
         )
 
     return {f.__name__: f for f in (
-        image, command, args, other_secret, env_from, secret_volume, host_path, token_volume,
+        image, command, args, other_secret, env_from, secret_volume, host_path, claim, token_volume,
         privileged, capabilities, escalation, host_network, service_account, automount, preload,
     )}  # fmt: skip
 
@@ -143,6 +149,42 @@ def test_a_job_not_shaped_like_ours_is_refused(
     job = copy.deepcopy(run_job)
     MUTATIONS[change](job)
     _refused(lambda: _create_job(client_api, applied_base, job))
+
+
+def test_the_model_cache_claim_named_in_the_parameters_is_admitted_and_no_other(
+    client_api: client.ApiClient,
+    applied_base: str,
+    run_job: dict[str, Any],
+    k8s_cluster: K8sCluster,
+) -> None:
+    def with_claim(name: str) -> dict[str, Any]:
+        job = copy.deepcopy(run_job)
+        pvc = {"claimName": name}
+        job["spec"]["template"]["spec"]["volumes"].append(
+            {"name": "model-cache", "persistentVolumeClaim": pvc}
+        )
+        return job
+
+    def set_claim(name: str) -> None:
+        patch = f'{{"data": {{"modelCacheClaim": "{name}"}}}}'
+        k8s_cluster.kubectl(
+            "-n", applied_base, "patch", "configmap", "arkor-ops-admission", "-p", patch
+        )
+
+    set_claim("arkor-model-cache")
+    try:
+        deadline = time.monotonic() + 30  # the API server reads parameters through a watch
+        while True:
+            try:
+                _create_job(client_api, applied_base, with_claim("arkor-model-cache"))
+                break
+            except ApiException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        _refused(lambda: _create_job(client_api, applied_base, with_claim("other-claim")))
+    finally:
+        set_claim("")
 
 
 def test_only_opaque_run_secrets_and_run_config_maps_are_created(

@@ -29,6 +29,7 @@ def test_admission_parameters_are_the_settings_defaults() -> None:
     assert data["s3Secret"] == settings.s3_secret_name
     assert "arkor-ops-run" in data["serviceAccounts"].split(",")
     assert data["modelCacheHostPath"] == (settings.model_cache_host_path or "")
+    assert data["modelCacheClaim"] == (settings.model_cache_claim or "")
     kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
     assert {"admission.yaml", "networkpolicy.yaml"} <= set(kustomization["resources"])
 

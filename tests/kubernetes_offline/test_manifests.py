@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from arkor_ops.backends.kubernetes import manifests as m
 from arkor_ops.config import validate_config
@@ -263,3 +264,18 @@ def test_hub_endpoint_offline_and_node_model_cache() -> None:
     assert mounts["model-cache"] == env["ARKOR_MODEL_CACHE"]["value"]
     (sidecar,) = pod["initContainers"]
     assert "model-cache" not in {mount["name"] for mount in sidecar["volumeMounts"]}
+
+
+def test_a_claim_as_the_shared_model_cache_and_its_bound() -> None:
+    settings = KubernetesSettings(model_cache_claim="arkor-model-cache", model_cache_max_bytes=5)
+    pod = _pod(_build(settings))
+    (cache,) = [v for v in pod["volumes"] if v["name"] == "model-cache"]
+    assert cache == {
+        "name": "model-cache",
+        "persistentVolumeClaim": {"claimName": "arkor-model-cache"},
+    }
+    env = _env(pod["containers"][0])
+    assert env["ARKOR_MODEL_CACHE_MAX_BYTES"]["value"] == "5"
+    assert env["HF_HOME"]["value"].startswith(env["ARKOR_MODEL_CACHE"]["value"] + "/")
+    with pytest.raises(ValidationError, match="MODEL_CACHE_CLAIM"):
+        KubernetesSettings(model_cache_claim="c", model_cache_host_path="/var/cache/arkor")

@@ -204,8 +204,10 @@ def _containers(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     common = _storage_env(job, storage_uri, settings)
     paths = {k: v for k, v in images.TRAINER_PATH_ENV.items() if k != "ARKOR_EVENT_LOG"}
-    if settings.model_cache_host_path:  # Hub datasets too are then downloaded once per node
+    if settings.shared_model_cache:  # Hub datasets too are then downloaded once per node
         paths["HF_HOME"] = f"{MODEL_CACHE_DIR}/huggingface"
+    if settings.model_cache_max_bytes:
+        paths["ARKOR_MODEL_CACHE_MAX_BYTES"] = str(settings.model_cache_max_bytes)
     trainer_env = [
         *common,
         *({"name": k, "value": v} for k, v in paths.items()),
@@ -235,7 +237,7 @@ def _containers(
         # /tmp last: a node agent that bind-mounts in order keeps the other sources reachable.
         "volumeMounts": [
             *_mounts(("run", RUN_DIR), ("cache", CACHE_DIR), ("dshm", SHM_DIR)),
-            *(_mounts(("model-cache", MODEL_CACHE_DIR)) if settings.model_cache_host_path else []),
+            *(_mounts(("model-cache", MODEL_CACHE_DIR)) if settings.shared_model_cache else []),
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "podinfo", "mountPath": PODINFO_DIR, "readOnly": True},
             *_mounts(("tmp", TMP_DIR)),
@@ -328,6 +330,9 @@ def _pod_spec(
     if settings.model_cache_host_path:
         cache = {"path": settings.model_cache_host_path, "type": "DirectoryOrCreate"}
         spec["volumes"].append({"name": "model-cache", "hostPath": cache})
+    elif settings.model_cache_claim:
+        claim = {"claimName": settings.model_cache_claim}
+        spec["volumes"].append({"name": "model-cache", "persistentVolumeClaim": claim})
     if settings.node_selector:
         spec["nodeSelector"] = dict(settings.node_selector)
     if settings.tolerations:
