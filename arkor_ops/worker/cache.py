@@ -32,6 +32,7 @@ eviction that respects them, so it is ours, kept small.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -51,6 +52,21 @@ RECORD_NAME = ".arkor-entry.json"
 _HASH_CHUNK = 1 << 20
 
 
+#: The use locks this process holds: an entry stays in use until it is released or the process
+#: ends, even when the caller keeps only its path (a model folder being loaded, memory-mapped
+#: dataset files).
+_HELD: list[IO[bytes]] = []
+
+
+def release_all() -> None:
+    """Release every entry this process holds (the end of a run; also at exit)."""
+    while _HELD:
+        _HELD.pop().close()
+
+
+atexit.register(release_all)
+
+
 @dataclass(frozen=True)
 class Entry:
     """A complete entry of the cache, held in use by this process until :meth:`release`."""
@@ -65,6 +81,8 @@ class Entry:
     def release(self) -> None:
         """Let eviction take the entry again (it is released anyway when the process exits)."""
         if self._use is not None and not self._use.closed:
+            if self._use in _HELD:
+                _HELD.remove(self._use)
             self._use.close()
 
 
@@ -130,6 +148,28 @@ class NodeCache:
             return None
         return dict(record)
 
+    def _hold(self, kind: str, key: str) -> tuple[Path, IO[bytes]]:
+        """The kind's folder and the entry's use lock, held shared: from the moment it is
+        taken, eviction leaves the entry alone."""
+        folder = self._dir(kind)
+        use = (folder / f".{key}.use").open("ab")
+        fcntl.flock(use, fcntl.LOCK_SH)
+        _HELD.append(use)
+        return folder, use
+
+    def find(self, kind: str, key: str) -> Entry | None:
+        """The complete entry ``kind``/``key``, held in use; None when there is none (nothing
+        is filled: see :meth:`get`)."""
+        folder, use = self._hold(kind, key)
+        path = folder / key
+        record = self._valid(path)
+        if record is None:
+            _HELD.remove(use)
+            use.close()
+            return None
+        os.utime(path / RECORD_NAME)
+        return Entry(path, kind, key, int(record["bytes"]), False, use)
+
     def get(
         self,
         kind: str,
@@ -144,10 +184,8 @@ class NodeCache:
         up; nothing it left is kept. Concurrent callers for one key (threads or processes, on
         one node) wait for a single fill. The entry stays in use until :meth:`Entry.release`.
         """
-        folder = self._dir(kind)
+        folder, use = self._hold(kind, key)
         path = folder / key
-        use = (folder / f".{key}.use").open("ab")
-        fcntl.flock(use, fcntl.LOCK_SH)  # from here on, eviction leaves the entry alone
         try:
             record = self._valid(path)
             filled = False
@@ -159,6 +197,7 @@ class NodeCache:
                         filled = True
             os.utime(path / RECORD_NAME)  # last used: what eviction orders by
         except BaseException:
+            _HELD.remove(use)
             use.close()
             raise
         entry = Entry(path, kind, key, int(record["bytes"]), filled, use)

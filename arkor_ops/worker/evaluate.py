@@ -414,4 +414,9 @@ class Evaluation:
 
 def evaluate(settings: WorkerSettings, state: RunState | None = None) -> int:
     """Execute one evaluation job (callable in-process, e.g. by tests); returns the exit code."""
-    return Evaluation(settings, state or RunState()).execute()
+    from arkor_ops.worker.cache import release_all
+
+    try:
+        return Evaluation(settings, state or RunState()).execute()
+    finally:
+        release_all()  # the node cache's entries it used may be evicted from now on

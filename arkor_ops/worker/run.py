@@ -39,6 +39,7 @@ from arkor_ops.events import (
 from arkor_ops.inference import SOCKET_NAME
 from arkor_ops.storage import RunLayout, Storage, open_storage
 from arkor_ops.worker.attempts import Attempt, begin
+from arkor_ops.worker.cache import NodeCache, release_all
 from arkor_ops.worker.early_stop import EarlyStop
 from arkor_ops.worker.errors import (
     EXIT_OK,
@@ -379,7 +380,7 @@ class Run:
             on_skip=self._checkpoint_skipped,
             hold=settings.test_hold_uploads,
         )
-        trainer = build_trainer(
+        trainer, tokenized = build_trainer(
             backend,
             config=config,
             data=data,
@@ -387,6 +388,7 @@ class Run:
             output_dir=self.work / "checkpoints",
             init_adapter=init,
             idle=state.idle,
+            cache=NodeCache(settings.model_cache, settings.model_cache_max_bytes),
             callback_factory=lambda samples: make_callback(
                 state,
                 self._write_log,
@@ -406,6 +408,7 @@ class Run:
             "datasetSource": data.source,
             "datasetFingerprint": data.fingerprint,
             "datasetFormat": data.format,
+            "tokenizedData": tokenized,
             "rows": data.rows,
             "resumedFromStep": resume[0] if resume else None,
             "initAdapter": init.uri if init else None,
@@ -442,4 +445,7 @@ class Run:
 
 def run(settings: WorkerSettings, state: RunState | None = None) -> int:
     """Execute one run (callable in-process, e.g. by tests); returns the exit code."""
-    return Run(settings, state or RunState()).execute()
+    try:
+        return Run(settings, state or RunState()).execute()
+    finally:
+        release_all()  # the node cache's entries this run used may be evicted from now on

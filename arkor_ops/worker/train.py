@@ -14,6 +14,7 @@ imported, since Unsloth must patch them first.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import logging
 import math
@@ -26,6 +27,7 @@ from typing import Any
 
 from arkor_ops.config import TrainerConfig
 from arkor_ops.events import TrainingLog
+from arkor_ops.worker.cache import NodeCache, content_key
 from arkor_ops.worker.data import PreparedDataset
 from arkor_ops.worker.early_stop import EarlyStop
 from arkor_ops.worker.errors import ModelError
@@ -399,6 +401,65 @@ def make_callback(
     return EventCallback()
 
 
+TOKENIZED = "tokenized"
+#: The model folder's files that define its tokenizer (and so the token ids of the data).
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+)
+
+
+def tokenized_key(  # noqa: PLR0917 - what the key depends on, in one place
+    backend: str,
+    config: TrainerConfig,
+    data: PreparedDataset,
+    model_path: Path,
+    tok: Any,
+    args: Any,
+) -> str:
+    """The node-cache key of the run's tokenized dataset: what the token ids depend on.
+
+    The rows (the dataset's fingerprint, which covers a dry run's subset and a Hub commit), the
+    tokenizer (its files' sha256, its chat template and pad token), TRL's preparation settings
+    (max length, truncation, assistant-only loss, the EOS token, the text field), the eval split,
+    the training stack (TRL's version, the backend) and the row format.
+    """
+    import trl
+
+    parts: list[tuple[str, int, str]] = [
+        ("dataset", 0, data.fingerprint),
+        ("format", 0, data.format),
+        ("backend", 0, backend),
+        ("trl", 0, trl.__version__),
+        ("chat-template", 0, hashlib.sha256(str(tok.chat_template or "").encode()).hexdigest()),
+        ("pad", 0, str(tok.pad_token)),
+    ]
+    for name in _TOKENIZER_FILES:
+        path = model_path / name
+        if path.is_file():
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            parts.append((f"tokenizer:{name}", path.stat().st_size, digest))
+    for name in (
+        "max_length",
+        "truncation_mode",
+        "assistant_only_loss",
+        "completion_only_loss",
+        "eos_token",
+        "dataset_text_field",
+        "packing",
+    ):
+        parts.append((f"sft:{name}", 0, repr(getattr(args, name, None))))
+    split = config.dataset_split
+    parts.append(
+        ("split", 0, repr((split.test_size, split.seed) if split and split.enabled else None))
+    )
+    return content_key(TOKENIZED, parts)
+
+
 def build_trainer(
     backend: str,
     *,
@@ -409,11 +470,15 @@ def build_trainer(
     callback_factory: Callable[[int], Any],
     init_adapter: InitAdapter | None = None,
     idle: IdleClock | None = None,
-) -> Any:
+    cache: NodeCache | None = None,
+) -> tuple[Any, str]:
     """Load model + LoRA on ``backend`` and build TRL's ``SFTTrainer`` (tokenizes the data).
 
     With ``init_adapter``, the fresh LoRA then takes that adapter's weights. ``idle`` times
-    the model load and the tokenization (GPU-idle causes).
+    the model load and the tokenization (GPU-idle causes). With ``cache``, the tokenized
+    dataset is taken from the node cache when an earlier run prepared the same one (see
+    :func:`tokenized_key`), else kept there for the next run. Returns the trainer and how the
+    data was prepared (for ``training.started.metadata.tokenizedData``).
     """
     idle = idle or IdleClock()
     import datasets
@@ -436,13 +501,21 @@ def build_trainer(
     args = sft_config(
         backend, config, data, output_dir, cuda=cuda, eos=_end_of_turn(tok, data.format)
     )
-    dataset = datasets.Dataset.from_list(data.examples)
-    eval_dataset = None
-    if config.dataset_split and config.dataset_split.enabled:
-        split = dataset.train_test_split(
-            test_size=config.dataset_split.test_size, seed=config.dataset_split.seed
-        )
-        dataset, eval_dataset = split["train"], split["test"]
+    key = tokenized_key(backend, config, data, model_path, tok, args) if cache else None
+    held = cache.find(TOKENIZED, key) if cache and key else None
+    if held is not None:  # tokenized, labelled and truncated by an earlier run on this node
+        dataset = datasets.load_from_disk(str(held.path / "train"))
+        eval_path = held.path / "eval"
+        eval_dataset = datasets.load_from_disk(str(eval_path)) if eval_path.is_dir() else None
+        args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+    else:
+        dataset = datasets.Dataset.from_list(data.examples)
+        eval_dataset = None
+        if config.dataset_split and config.dataset_split.enabled:
+            split = dataset.train_test_split(
+                test_size=config.dataset_split.test_size, seed=config.dataset_split.seed
+            )
+            dataset, eval_dataset = split["train"], split["test"]
     samples = args.per_device_train_batch_size * args.gradient_accumulation_steps
     trainer = idle.timed(
         "tokenize",
@@ -455,9 +528,23 @@ def build_trainer(
         peft_config=peft_config,
         callbacks=[callback_factory(samples)],
     )
+    prepared = "from the node cache" if held is not None else "tokenized"
+    if cache is not None and key is not None and held is None:
+
+        def fill(staging: Path) -> None:
+            built: Any = trainer  # TRL types the prepared sets loosely: both are Datasets here
+            built.train_dataset.save_to_disk(str(staging / "train"))
+            if built.eval_dataset is not None:
+                built.eval_dataset.save_to_disk(str(staging / "eval"))
+
+        try:
+            idle.timed("tokenize", cache.get, TOKENIZED, key, fill, source=data.fingerprint)
+            prepared = "tokenized (now in the node cache)"
+        except OSError as exc:  # a full or read-only cache must not fail the run
+            log.warning("could not keep the tokenized dataset in the node cache: %s", exc)
     trainer.remove_callback(PrinterCallback)  # our callback logs each step to stderr instead
     if init_adapter is not None:
         from arkor_ops.worker.init_adapter import load_weights
 
         load_weights(trainer.model, init_adapter)
-    return trainer
+    return trainer, prepared

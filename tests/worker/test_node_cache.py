@@ -21,6 +21,7 @@ from arkor_ops.storage import join_uri, open_storage
 from arkor_ops.worker.cache import NodeCache
 from arkor_ops.worker.models import resolve_model
 from tests.fixtures.s3 import S3Server, free_port, start_moto
+from tests.worker.helpers import ROWS, RunDir, base_config, of_type, run_inprocess, write_rows
 
 pytestmark = [pytest.mark.s3, pytest.mark.timeout(120)]
 
@@ -226,3 +227,36 @@ def test_eviction_takes_the_least_recently_used_entries_no_run_is_using(
         assert holder.stdin is not None
         holder.stdin.close()
         holder.wait(timeout=10)
+
+
+@pytest.mark.train
+@pytest.mark.timeout(400)
+def test_a_second_run_on_the_node_trains_on_the_tokenized_data_of_the_first(
+    tmp_path: Path, s3_prefix: str, tiny_model_dir: Path
+) -> None:
+    rows = write_rows(tmp_path / "rows.jsonl", ROWS["chatml"](24))
+    node = tmp_path / "node-cache"
+    split = {"enabled": True, "testSize": 0.25, "seed": 3}
+    dataset = {"type": "file", "path": str(rows)}
+    config = base_config(
+        tiny_model_dir, dataset, maxSteps=4, datasetSplit=split, trainOnResponsesOnly=True
+    )
+
+    def run(job: str, **changes: object) -> tuple[str, list[float], list[float]]:
+        run_dir = RunDir(tmp_path / job, job, s3_prefix, {"ARKOR_MODEL_CACHE": str(node)})
+        assert run_inprocess(run_dir.env({**config, **changes})) == 0
+        events = run_dir.events()
+        started = of_type(events, "training.started")[0]
+        logs = of_type(events, "training.log")
+        losses = [e.loss for e in logs if e.loss is not None]
+        evals = [e.eval_loss for e in logs if e.eval_loss is not None]
+        return started.metadata["tokenizedData"], losses, evals
+
+    first = run("job-first")
+    assert first[0] == "tokenized (now in the node cache)"
+    second = run("job-second")
+    assert second[0] == "from the node cache"
+    assert second[1:] == first[1:], "the same tokens: the same losses, train and eval"
+    assert first[2], "the eval split was evaluated"
+    other = run("job-other-length", lora={"r": 8, "alpha": 16, "maxLength": 64})
+    assert other[0] == "tokenized (now in the node cache)", "another max length, another entry"
