@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ import pytest
 from arkor_ops.storage import join_uri, open_storage
 from arkor_ops.worker.cache import NodeCache
 from arkor_ops.worker.models import resolve_model
-from tests.fixtures.s3 import S3Server, free_port, start_moto
+from tests.fixtures.s3 import LoggedS3
 from tests.worker.helpers import ROWS, RunDir, base_config, of_type, run_inprocess, write_rows
 
 pytestmark = [pytest.mark.s3, pytest.mark.timeout(120)]
@@ -37,31 +35,6 @@ def _model_folder(root: Path, marker: str) -> Path:
     return root
 
 
-@pytest.fixture
-def logged_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
-    """An S3-protocol server of the test's own that logs each request; yields a bucket URI and
-    the log."""
-    log = tmp_path / "s3-requests.log"
-    server = S3Server(port=free_port())
-    with log.open("wb") as fh:
-        proc = start_moto(server.port, fh)
-    try:
-        for key, value in server.env().items():
-            monkeypatch.setenv(key, value)
-        bucket = f"arkor-{uuid.uuid4().hex[:12]}"
-        server.client().create_bucket(Bucket=bucket)
-        yield f"s3://{bucket}", log
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def _downloads(log: Path, uri: str) -> int:
-    """How many times the server answered a GET of exactly the object ``uri``."""
-    path = uri.removeprefix("s3://")
-    return len(re.findall(rf'"GET /{re.escape(path)} HTTP/1\.1" 20[06]', log.read_text()))
-
-
 def _upload(tmp: Path, uri: str, marker: str) -> Path:
     folder = _model_folder(tmp / f"upload-{marker}", marker)
     open_storage(uri).upload_dir(uri, folder)
@@ -69,17 +42,16 @@ def _upload(tmp: Path, uri: str, marker: str) -> Path:
 
 
 def test_a_model_replaced_at_the_same_uri_is_downloaded_again(
-    tmp_path: Path, logged_s3: tuple[str, Path]
+    tmp_path: Path, logged_s3: LoggedS3
 ) -> None:
-    bucket, log = logged_s3
-    uri = join_uri(bucket, "models", "base")
+    uri = join_uri(f"s3://{logged_s3.bucket}", "models", "base")
     cache = tmp_path / "cache"
     _upload(tmp_path, uri, "first")
     first = resolve_model(uri, cache)
     assert first.how == "downloaded from S3"
     again = resolve_model(uri, cache)
     assert (again.path, again.how) == (first.path, "already in the node cache, from S3")
-    assert _downloads(log, join_uri(uri, "model.safetensors")) == 1
+    assert logged_s3.downloads(join_uri(uri, "model.safetensors")) == 1
 
     new = _upload(tmp_path, uri, "second")  # a new model under the same name
     replaced = resolve_model(uri, cache)
@@ -98,10 +70,9 @@ print(resolve_model(sys.argv[1], Path(sys.argv[2])).path, flush=True)
 
 
 def test_runs_that_start_together_on_a_cold_node_download_once(
-    tmp_path: Path, logged_s3: tuple[str, Path]
+    tmp_path: Path, logged_s3: LoggedS3
 ) -> None:
-    bucket, log = logged_s3
-    uri = join_uri(bucket, "models", "base")
+    uri = join_uri(f"s3://{logged_s3.bucket}", "models", "base")
     _upload(tmp_path, uri, "only")
     cache = tmp_path / "node-cache"
     runs = [
@@ -118,7 +89,7 @@ def test_runs_that_start_together_on_a_cold_node_download_once(
     assert [run.returncode for run in runs] == [0, 0, 0], [err[-2000:] for _, err in outs]
     assert len({out.strip() for out, _ in outs}) == 1, "one entry for all three"
     for name in ("config.json", "model.safetensors"):
-        assert _downloads(log, join_uri(uri, name)) == 1, name
+        assert logged_s3.downloads(join_uri(uri, name)) == 1, name
 
 
 def test_a_fill_that_fails_or_dies_leaves_no_entry(tmp_path: Path) -> None:
