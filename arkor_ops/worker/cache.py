@@ -46,10 +46,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from arkor_ops.worker.checkpoints import sha256_file
+
 log = logging.getLogger(__name__)
 
 RECORD_NAME = ".arkor-entry.json"
-_HASH_CHUNK = 1 << 20
 
 
 #: The use locks this process holds: an entry stays in use until it is released or the process
@@ -92,14 +93,6 @@ def content_key(kind: str, parts: list[tuple[str, int, str]]) -> str:
     for name, size, version in sorted(parts):
         digest.update(f"{name}\0{size}\0{version}\n".encode())
     return digest.hexdigest()[:32]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _files(folder: Path) -> dict[str, Path]:
@@ -214,7 +207,9 @@ class NodeCache:
         staging.mkdir()
         try:
             fill(staging)
-            files = {name: (p.stat().st_size, _sha256(p)) for name, p in _files(staging).items()}
+            files = {
+                name: (p.stat().st_size, sha256_file(p)) for name, p in _files(staging).items()
+            }
             record: dict[str, Any] = {
                 "files": files,
                 "bytes": sum(size for size, _ in files.values()),

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +16,13 @@ import pytest
 from arkor_ops import create_async_trainer
 from arkor_ops.backends.kubernetes import KubernetesBackend
 from arkor_ops.backends.kubernetes.diagnostics import current_pod
-from arkor_ops.eventlog import iter_log_lines
 from arkor_ops.settings import KubernetesSettings
 from arkor_ops.storage import MANIFEST_NAME, RunLayout, join_uri
 from tests.fixtures.cluster import K8sCluster
 from tests.fixtures.hub import DATASET_ID, HubTarget
 from tests.fixtures.s3 import S3Server
 from tests.hub.test_local import ARKOR_MINIMAL
-from tests.kubernetes.helpers import make_settings, s3_secret_yaml
+from tests.kubernetes.helpers import ended_run_events, make_settings, s3_secret_yaml
 
 pytestmark = [
     pytest.mark.cluster,
@@ -36,16 +32,6 @@ pytestmark = [
     pytest.mark.timeout(900),
 ]
 MOVING_ID = "arkorlab/moving-tiny"
-
-
-@pytest.fixture
-def node_cache() -> Iterator[Path]:
-    """A node directory for the model cache (hostPath), writable by the run's user."""
-    path = Path.home() / ".cache" / "arkor-ops" / "test-node-cache" / uuid.uuid4().hex[:8]
-    path.mkdir(parents=True)
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _pod_endpoint(hub: HubTarget, k8s_cluster: K8sCluster) -> str | None:
@@ -82,18 +68,6 @@ def _settings(
     )
 
 
-async def _events(backend: KubernetesBackend, job_id: str) -> list[dict[str, Any]]:
-    """The run's log as persisted to storage, once the Job has ended (the sidecar persists it
-    after the client has seen the terminal event, while the pod stops)."""
-    for _ in range(240):
-        status = (await backend.api.get_job(job_id)).get("status") or {}
-        if status.get("succeeded") or status.get("failed"):
-            break
-        await asyncio.sleep(0.25)
-    assert status.get("succeeded") == 1, status
-    return list(iter_log_lines(backend.storage().get_bytes(backend.events_uri(job_id, None))))
-
-
 async def test_arkor_minimal_example_on_the_cluster_downloads_once_per_node(  # noqa: PLR0917
     hub: HubTarget,
     k8s_cluster: K8sCluster,
@@ -121,7 +95,7 @@ async def test_arkor_minimal_example_on_the_cluster_downloads_once_per_node(  # 
             got = server.requests()[before:]
             files = {r["path"].rsplit("/", 1)[1] for r in got if r["method"] == "GET"}
             assert {"config.json", "model.safetensors", "train.jsonl"} <= files
-        events = await _events(backend, first.job.id)
+        events = await ended_run_events(backend, first.job.id)
         started = next(e for e in events if e["type"] == "training.started")
         assert started["metadata"]["modelRevision"] == hub.head("model", hub.model_id)
         assert started["metadata"]["datasetRevision"] == hub.head("dataset", hub.dataset["name"])
@@ -137,7 +111,7 @@ async def test_arkor_minimal_example_on_the_cluster_downloads_once_per_node(  # 
             ]
             assert fetched == [], "the second run on the node must download nothing"
         else:
-            events = await _events(backend, second.job.id)
+            events = await ended_run_events(backend, second.job.id)
             started = next(e for e in events if e["type"] == "training.started")
             assert "already in the model cache" in started["metadata"]["modelSource"]
     finally:
@@ -197,7 +171,7 @@ async def test_branch_moved_then_evicted_resumes_at_the_pinned_commit(  # noqa: 
             waiting.cancel()
         assert result.job.status == "completed", result.job
 
-        events = await _events(backend, job_id)
+        events = await ended_run_events(backend, job_id)
         starts = [e for e in events if e["type"] in ("training.started", "training.resumed")]
         assert [e["type"] for e in starts] == ["training.started", "training.resumed"], starts
         assert [s["metadata"]["modelRevision"] for s in starts] == [original, original]

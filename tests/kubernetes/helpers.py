@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from arkor_ops.backends.kubernetes import KubernetesBackend
 from arkor_ops.settings import KubernetesSettings
 from tests.fixtures.cluster import K8sCluster
 from tests.fixtures.s3 import S3Server
@@ -198,3 +200,17 @@ def service_account_kubeconfig(cluster: K8sCluster, name: str, path: Path) -> Pa
 def job_yaml(cluster: K8sCluster, namespace: str, *args: str) -> str:
     """``kubectl get … -o yaml`` output."""
     return cluster.kubectl("get", "-n", namespace, *args, "-o", "yaml").stdout
+
+
+async def ended_run_events(backend: KubernetesBackend, job_id: str) -> list[dict[str, Any]]:
+    """The run's log as persisted to storage, once its Job has succeeded (the sidecar persists
+    it after the client has seen the terminal event, while the pod stops)."""
+    from arkor_ops.eventlog import iter_log_lines
+
+    for _ in range(240):
+        status = (await backend.api.get_job(job_id)).get("status") or {}
+        if status.get("succeeded") or status.get("failed"):
+            break
+        await asyncio.sleep(0.25)
+    assert status.get("succeeded") == 1, status
+    return list(iter_log_lines(backend.storage().get_bytes(backend.events_uri(job_id, None))))

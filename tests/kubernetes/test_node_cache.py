@@ -6,9 +6,6 @@ nothing and trains on the tokenized data the first two left."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,35 +13,17 @@ import pytest
 
 from arkor_ops import create_async_trainer
 from arkor_ops.backends.kubernetes import KubernetesBackend
-from arkor_ops.eventlog import iter_log_lines
 from arkor_ops.storage import join_uri, open_storage
 from tests.fixtures.cluster import K8sCluster
 from tests.fixtures.s3 import LoggedS3
-from tests.kubernetes.helpers import make_settings, s3_secret_yaml
+from tests.kubernetes.helpers import ended_run_events, make_settings, s3_secret_yaml
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.train, pytest.mark.timeout(900)]
 
 
-@pytest.fixture
-def node_cache() -> Iterator[Path]:
-    """The node directory (hostPath) shared by the node's runs, writable by the run's user."""
-    path = Path.home() / ".cache" / "arkor-ops" / "test-node-cache" / uuid.uuid4().hex[:8]
-    path.mkdir(parents=True)
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 async def _started(backend: KubernetesBackend, job_id: str) -> dict[str, Any]:
-    """The run's ``training.started`` metadata from its log in storage, once the Job ended."""
-    for _ in range(240):
-        status = (await backend.api.get_job(job_id)).get("status") or {}
-        if status.get("succeeded") or status.get("failed"):
-            break
-        await asyncio.sleep(0.25)
-    log = backend.storage().get_bytes(backend.events_uri(job_id, None))
-    (started, *_) = [e for e in iter_log_lines(log) if e["type"] == "training.started"]
-    return dict(started["metadata"])
+    events = await ended_run_events(backend, job_id)
+    return dict(next(e for e in events if e["type"] == "training.started")["metadata"])
 
 
 async def test_runs_started_together_on_a_node_download_the_model_once(
