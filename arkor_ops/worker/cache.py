@@ -15,7 +15,7 @@ the node's ``hostPath`` directory or a PersistentVolumeClaim when ``model_cache_
   use checks the sizes, and an entry that no longer matches is thrown away and filled again;
 - **bounded**: with ``ARKOR_MODEL_CACHE_MAX_BYTES`` set, a fill is followed by evicting the least
   recently used entries until the cache fits, skipping every entry a process is using (each
-  user holds a shared lock on the entry for its whole life).
+  user holds a shared lock on the entry until its run ends or it exits).
 
 Layout, under the cache root::
 
@@ -24,8 +24,10 @@ Layout, under the cache root::
     entries/{kind}/.{key}.use             held shared by every process that uses the entry
 
 Hub models keep huggingface_hub's own cache (``hub/``), which already fills blobs atomically
-under a lock, once per node; this module covers what it does not (folders in S3-compatible
-storage). The locks are ``flock`` locks (they are released when a process dies, however it
+under a lock, once per node; this module covers what it does not: model folders in
+S3-compatible storage (:mod:`arkor_ops.worker.models`) and tokenized datasets
+(:mod:`arkor_ops.worker.train`). Neither the Hub cache nor the converted Gemma counts against
+the bound yet. The locks are ``flock`` locks (they are released when a process dies, however it
 dies); no maintained library offers this combination of content keys, shared use-locks and
 eviction that respects them, so it is ours, kept small.
 """
