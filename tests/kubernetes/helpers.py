@@ -202,15 +202,22 @@ def job_yaml(cluster: K8sCluster, namespace: str, *args: str) -> str:
     return cluster.kubectl("get", "-n", namespace, *args, "-o", "yaml").stdout
 
 
-async def ended_run_events(backend: KubernetesBackend, job_id: str) -> list[dict[str, Any]]:
-    """The run's log as persisted to storage, once its Job has succeeded (the sidecar persists
-    it after the client has seen the terminal event, while the pod stops)."""
-    from arkor_ops.eventlog import iter_log_lines
-
+async def ended_job_status(backend: KubernetesBackend, job_id: str) -> dict[str, Any]:
+    """The Job's status once its pod has ended (succeeded or failed), or after 60 s."""
+    status: dict[str, Any] = {}
     for _ in range(240):
         status = (await backend.api.get_job(job_id)).get("status") or {}
         if status.get("succeeded") or status.get("failed"):
             break
         await asyncio.sleep(0.25)
+    return status
+
+
+async def ended_run_events(backend: KubernetesBackend, job_id: str) -> list[dict[str, Any]]:
+    """The run's log as persisted to storage, once its Job has succeeded (the sidecar persists
+    it after the client has seen the terminal event, while the pod stops)."""
+    from arkor_ops.eventlog import iter_log_lines
+
+    status = await ended_job_status(backend, job_id)
     assert status.get("succeeded") == 1, status
     return list(iter_log_lines(backend.storage().get_bytes(backend.events_uri(job_id, None))))

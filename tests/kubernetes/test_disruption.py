@@ -12,7 +12,7 @@ import pytest
 from arkor_ops import create_async_trainer
 from arkor_ops.backends.kubernetes import KubernetesBackend
 from arkor_ops.backends.kubernetes.diagnostics import current_pod
-from arkor_ops.eventlog import iter_log_lines
+from tests.kubernetes.helpers import ended_job_status, ended_run_events
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.train, pytest.mark.timeout(600)]
 
@@ -61,15 +61,9 @@ async def test_evicted_pod_resumes_from_checkpoint(
     assert max(steps) == MAX_STEPS
     # The Job completes once the pod has ended: the trainer exited, then the sidecar stopped,
     # having persisted the whole log (the client may see the terminal event before that).
-    for _ in range(240):
-        status = (await backend.api.get_job(job_id)).get("status") or {}
-        if status.get("succeeded") or status.get("failed"):
-            break
-        await asyncio.sleep(0.25)
-    assert status.get("succeeded") == 1, status
+    status = await ended_job_status(backend, job_id)
     assert not status.get("failed"), "a disruption must not count against backoffLimit"
-    log = backend.storage().get_bytes(backend.events_uri(job_id, None))
-    events = list(iter_log_lines(log))
+    events = await ended_run_events(backend, job_id)
     assert [e["type"] for e in events].count("training.started") == 1
     (resume,) = [e for e in events if e["type"] == "training.resumed"]
     # The evicted pod committed a checkpoint at the step it stopped on, wrote no terminal event,
