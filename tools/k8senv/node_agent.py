@@ -1,8 +1,9 @@
 """Node agent: a test stand-in for kubelet plus a container runtime.
 
 It registers a CPU node and a GPU node (see :mod:`tools.k8senv.nodes`), keeps them Ready, and runs
-every pod bound to them as local processes (see :mod:`tools.k8senv.pod_runner`): images are
-ignored, commands run on this machine with the repository's ``.venv/bin`` first on ``PATH``, each
+every pod bound to them as local processes (see :mod:`tools.k8senv.pod_runner`): images are not
+run (an image under ``localhost/`` must be in the local image store, else ``ErrImagePull``),
+commands run on this machine with the repository's ``.venv/bin`` first on ``PATH``, each
 pod in its own network namespace (:mod:`tools.k8senv.netns`) and private mount namespace. It serves
 container logs on the kubelet port (:mod:`tools.k8senv.log_server`).
 

@@ -2,8 +2,9 @@
 
 A :class:`PodWorker` thread owns one pod from binding to removal, like kubelet's pod worker:
 
-1. create the pod's network namespace and volumes (a missing Secret/ConfigMap keeps the pod
-   Pending with ``CreateContainerConfigError`` and is retried);
+1. create the pod's network namespace, check its images and create its volumes (a missing
+   Secret/ConfigMap keeps the pod Pending with ``CreateContainerConfigError``, a missing image
+   with ``ErrImagePull`` then ``ImagePullBackOff``; both are retried with a backoff);
 2. start native sidecars (init containers with ``restartPolicy: Always``) and run plain init
    containers to completion, in order;
 3. run the containers, restarting them per the pod's ``restartPolicy``;
@@ -27,7 +28,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tools.k8senv import pod_setup
+from tools.k8senv import oci, pod_setup
 from tools.k8senv.containers import ContainerProc
 from tools.k8senv.netns import PodNet, PodNetworks
 from tools.k8senv.nodes import now
@@ -37,6 +38,26 @@ logger = logging.getLogger(__name__)
 TICK_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 10.0
 SIDECAR_GRACE_SECONDS = 5.0
+#: Images under this registry name are the node's own: buildah's store (:mod:`tools.k8senv.oci`),
+#: filled by ``scripts/build-images.sh``. The node reaches no registry, so one that is not in the
+#: store cannot be pulled. (Other names are not checked: their containers run as processes.)
+LOCAL_REGISTRY = "localhost/"
+
+
+def missing_image(image: str) -> str | None:
+    """Why ``image`` cannot be pulled onto this node, or None when it can (or is not checked)."""
+    if not image.startswith(LOCAL_REGISTRY):
+        return None
+    try:
+        oci.image_config(image)
+    except oci.ImageNotFoundError:
+        return (
+            f'Failed to pull image "{image}": it is not in the node\'s image store ({oci.STORE}) '
+            "and this node reaches no registry; build it with scripts/build-images.sh"
+        )
+    except FileNotFoundError:
+        return f'Failed to pull image "{image}": buildah is not installed, so the node has no store'
+    return None
 
 
 class PodWorker(threading.Thread):
@@ -143,7 +164,13 @@ class PodWorker(threading.Thread):
         self.pod_dir.mkdir(parents=True, exist_ok=True)
         self.net = self.networks.create()
         delay = 1.0
+        pull_reason = "ErrImagePull"
         while self.delete_grace is None:
+            if self._images_missing(pull_reason):
+                pull_reason = "ImagePullBackOff"  # kubelet's reason between two tries
+                self._sleep_unless_deleted(delay)
+                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+                continue
             ctx = pod_setup.PodContext(
                 pod=self.pod, node_name=self.node_name, pod_ip=self.net.address,
                 host_ip=self.networks.config.gateway, apiserver_port=self.apiserver_port,
@@ -162,7 +189,7 @@ class PodWorker(threading.Thread):
                 for c in [*self.inits, *self.mains]:
                     c.fail_to_start("CreateContainerConfigError", str(exc))
                 self._report()
-                time.sleep(delay)
+                self._sleep_unless_deleted(delay)
                 delay = min(delay * 2, MAX_BACKOFF_SECONDS)
                 continue
             with self._meta_lock:  # metadata may have changed meanwhile
@@ -172,6 +199,19 @@ class PodWorker(threading.Thread):
             self._report()
             return True
         return False
+
+    def _images_missing(self, reason: str) -> bool:
+        """Mark each container whose image cannot be pulled as waiting with ``reason``."""
+        missing = False
+        for c in [*self.inits, *self.mains]:
+            why = missing_image(str(c.spec.get("image") or ""))
+            if why is not None:
+                logger.warning("%s: %s", self.ref, why)
+                c.fail_to_start(reason, why)
+                missing = True
+        if missing:
+            self._report()
+        return missing
 
     def _start(self, c: ContainerProc) -> None:
         c.start(self._argvs[c.name], self._envs[c.name], self.pod_dir / f"{c.name}.pid")
