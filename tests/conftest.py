@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.hub",
     "tests.fixtures.mlflow",
     "tests.fixtures.cluster",
+    "tests.fixtures.images",
 ]

@@ -1,34 +1,15 @@
-"""Helpers of the tests in tests/images/ (their fixtures are in conftest.py)."""
+"""Helpers of the tests in tests/images/ (the images themselves: tests/fixtures/images.py)."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from arkor_ops.backends.kubernetes.manifests import RunObjects
 from tools.k8senv import oci
 from tools.k8senv.pod_setup import PodContext, container_env, materialize_volumes
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def built_image(name: str) -> str:
-    """The tag of this checkout's ``name`` image; fails the test when it is not built."""
-    proc = subprocess.run(
-        [str(REPO / "scripts" / "build-images.sh"), "--tag", name],
-        capture_output=True, text=True, check=False, cwd=REPO,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        pytest.fail(
-            f"the {name} image of this checkout is not built: run scripts/build-images.sh "
-            f"(make test does) {proc.stderr.strip()}"
-        )
-    return proc.stdout.strip()
 
 
 class StaticResolver:
@@ -72,11 +53,7 @@ def job_container(
     volumes = materialize_volumes(ctx, resolver)  # type: ignore[arg-type]
     spec_containers = [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]
     container = next(c for c in spec_containers if c["name"] == name)
-    env = container_env(ctx, container, resolver)  # type: ignore[arg-type]
-    declared = {e["name"] for e in container.get("env") or []}
-    for key in ("PATH", "HOME"):  # the node agent's process defaults; the image sets these
-        if key not in declared:
-            env.pop(key, None)
+    env = container_env(ctx, container, resolver, image=True)  # type: ignore[arg-type]
     spec = oci.spec_from_pod(pod["spec"], container, env, volumes, hostname=pod["metadata"]["name"])
     with oci.Container(spec, pod_dir / "containers") as ctr:
         yield ctr, volumes

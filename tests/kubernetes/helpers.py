@@ -221,3 +221,14 @@ async def ended_run_events(backend: KubernetesBackend, job_id: str) -> list[dict
     status = await ended_job_status(backend, job_id)
     assert status.get("succeeded") == 1, status
     return list(iter_log_lines(backend.storage().get_bytes(backend.events_uri(job_id, None))))
+
+
+def recorder() -> tuple[list[tuple[str, Any]], dict[str, Callable[[Any], None]]]:
+    """Callbacks that record each call as ``(callback name, context)``, in order."""
+    seen: list[tuple[str, Any]] = []
+
+    def cb(name: str) -> Callable[[Any], None]:
+        return lambda ctx: seen.append((name, ctx))
+
+    names = ("on_phase", "on_started", "on_log", "on_checkpoint", "on_completed", "on_failed")
+    return seen, {n: cb(n) for n in names}

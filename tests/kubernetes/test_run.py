@@ -11,19 +11,9 @@ from arkor_ops import create_async_trainer
 from arkor_ops.backends.kubernetes import KubernetesBackend
 from tests.fixtures.cluster import K8sCluster
 from tests.fixtures.s3 import S3Server
-from tests.kubernetes.helpers import HF_TOKEN, job_yaml
+from tests.kubernetes.helpers import HF_TOKEN, job_yaml, recorder
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.train, pytest.mark.timeout(600)]
-
-
-def recorder() -> tuple[list[tuple[str, Any]], dict[str, Callable[[Any], None]]]:
-    seen: list[tuple[str, Any]] = []
-
-    def cb(name: str) -> Callable[[Any], None]:
-        return lambda ctx: seen.append((name, ctx))
-
-    names = ("on_phase", "on_started", "on_log", "on_checkpoint", "on_completed", "on_failed")
-    return seen, {n: cb(n) for n in names}
 
 
 async def test_run_completes_and_replays_from_s3_after_the_pod_is_gone(  # noqa: PLR0917

@@ -1,4 +1,9 @@
-"""One container as a local process: start, signal, reap, and its Kubernetes status."""
+"""One container of a pod: start, signal, reap, and its Kubernetes status.
+
+A container runs either from its image, through runc (:mod:`tools.k8senv.oci`: the image's root
+filesystem, user, limits and the pod's volumes), or, for the control plane's own self-tests, as a
+process of this machine (:mod:`tools.k8senv.pod_setup` builds its command line).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tools.k8senv import oci
 from tools.k8senv.nodes import now
 
 logger = logging.getLogger(__name__)
@@ -24,6 +31,7 @@ class ContainerProc:
         spec: The container spec from the pod.
         log_path: stdout and stderr of every run, appended.
         sidecar: An init container with ``restartPolicy: Always``.
+        ctr: The current run's OCI container, when the container runs from its image.
     """
 
     spec: dict[str, Any]
@@ -37,6 +45,7 @@ class ContainerProc:
     )
     last_state: dict[str, Any] = field(default_factory=dict)
     exit_code: int | None = None
+    ctr: oci.Container | None = None
 
     @property
     def name(self) -> str:
@@ -46,14 +55,51 @@ class ContainerProc:
     @property
     def running(self) -> bool:
         """Whether the process is alive."""
+        if self.ctr is not None:
+            return self.ctr.poll() is None
         return self.popen is not None and self.popen.poll() is None
 
-    def start(self, argv: list[str], env: dict[str, str], pid_file: Path) -> None:
-        """Start a (new) run of the container in its own process group."""
-        if self.popen is not None:
+    @property
+    def started(self) -> bool:
+        """Whether a run was ever started."""
+        return self.popen is not None or self.ctr is not None
+
+    def _new_run(self) -> None:
+        if self.started:
             self.restart_count += 1
             if "terminated" in self.state:
                 self.last_state = self.state
+        self.remove()
+        self.ctr = None
+        self.exit_code = None
+
+    def _running(self, pid: int) -> None:
+        self.started_at = now()
+        self.exit_code = None
+        self.state = {"running": {"startedAt": self.started_at}}
+        logger.info("container %s started (pid %d)", self.name, pid)
+
+    def start_image(self, spec: oci.ContainerSpec, state_dir: Path) -> None:
+        """Start a (new) run of the container from its image with runc.
+
+        Raises:
+            ValueError: The image and the spec cannot run together (kubelet:
+                ``CreateContainerConfigError``); nothing is left behind.
+            RuntimeError: buildah could not make the root filesystem (``CreateContainerError``).
+        """
+        self._new_run()
+        ctr = oci.Container(spec, state_dir, log_path=self.log_path)
+        try:
+            ctr.start()
+        except BaseException:
+            ctr.remove()
+            raise
+        self.ctr = ctr
+        self._running(ctr.pid or 0)
+
+    def start(self, argv: list[str], env: dict[str, str], pid_file: Path) -> None:
+        """Start a (new) run of the container as a process, in its own process group."""
+        self._new_run()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.popen = subprocess.Popen(
@@ -61,42 +107,70 @@ class ContainerProc:
                 start_new_session=True,
             )  # fmt: skip
         pid_file.write_text(str(self.popen.pid))
-        self.started_at = now()
-        self.exit_code = None
-        self.state = {"running": {"startedAt": self.started_at}}
-        logger.info("container %s started (pid %d)", self.name, self.popen.pid)
+        self._running(self.popen.pid)
 
     def fail_to_start(self, reason: str, message: str) -> None:
         """Record a container that could not be created (config error)."""
         self.state = {"waiting": {"reason": reason, "message": message}}
 
     def poll(self) -> bool:
-        """Reap the process if it ended; returns True exactly once per ended run."""
-        if self.popen is None or self.exit_code is not None:
+        """Reap the run if it ended; returns True exactly once per ended run."""
+        if self.exit_code is not None:
             return False
-        code = self.popen.poll()
-        if code is None:
+        if self.ctr is not None:
+            ended = self.ctr.poll()
+            if ended is None:
+                return False
+            self.exit_code, reason, signum = ended.code, ended.reason, None
+            # Its root filesystem, cgroup and runc state go now (kubelet keeps the exited
+            # container for its logs; here the log file outlives it).
+            self.ctr.remove()
+        elif self.popen is not None:
+            code = self.popen.poll()
+            if code is None:
+                return False
+            self.exit_code = 128 - code if code < 0 else code
+            reason = "Completed" if self.exit_code == 0 else "Error"
+            signum = -code if code < 0 else None
+            # Whatever the container left in its process group dies with it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+        else:
             return False
-        self.exit_code = 128 - code if code < 0 else code
         terminated: dict[str, Any] = {
             "exitCode": self.exit_code,
-            "reason": "Completed" if self.exit_code == 0 else "Error",
+            "reason": reason,
             "startedAt": self.started_at,
             "finishedAt": now(),
             "containerID": self.container_id,
         }
-        if code < 0:
-            terminated["signal"] = -code
+        if signum is not None:
+            terminated["signal"] = signum
         self.state = {"terminated": terminated}
-        # Whatever the container left in its process group dies with it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        logger.info("container %s exited with %d", self.name, self.exit_code)
+        logger.info("container %s exited with %d (%s)", self.name, self.exit_code, reason)
         return True
+
+    def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the run to end, then reap it."""
+        deadline = time.monotonic() + timeout
+        while self.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.poll()
+
+    def remove(self) -> None:
+        """Delete the run's OCI container (stopping it first if it runs); idempotent."""
+        if self.ctr is not None:
+            self.ctr.remove()
 
     def signal(self, signum: int) -> None:
         """SIGTERM goes to the main process (like PID 1); SIGKILL to the whole group."""
-        if not self.running or self.popen is None:
+        if not self.running:
+            return
+        if self.ctr is not None:
+            # runc kills every process of the container's cgroup with SIGKILL.
+            self.ctr.kill("KILL" if signum == signal.SIGKILL else signal.Signals(signum).name[3:])
+            return
+        if self.popen is None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if signum == signal.SIGKILL:
@@ -112,6 +186,8 @@ class ContainerProc:
     @property
     def container_id(self) -> str:
         """A runtime-style container id."""
+        if self.ctr is not None:
+            return f"runc://{self.ctr.name}"
         pid = self.popen.pid if self.popen is not None else 0
         return f"arkor-agent://{self.name}-{pid}"
 
@@ -127,6 +203,6 @@ class ContainerProc:
             "state": self.state,
             "lastState": self.last_state,
         }
-        if self.popen is not None:
+        if self.started:
             out["containerID"] = self.container_id
         return out

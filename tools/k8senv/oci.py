@@ -194,7 +194,8 @@ def spec_from_pod(
     Args:
         pod_spec: the pod's ``spec``.
         container: one of its containers.
-        env: the container's resolved environment (values, Secret and ConfigMap keys).
+        env: the container's resolved environment (values, Secret and ConfigMap keys); its
+            ``$(VAR)`` references in ``command`` and ``args`` are expanded.
         volumes: volume name to the host directory that holds it.
         netns: the pod's network namespace; None shares the host's.
         hostname: the pod's hostname.
@@ -203,6 +204,8 @@ def spec_from_pod(
         KeyError: a volume mount names a volume that is not in ``volumes``.
     """
     from kubernetes.utils import parse_quantity
+
+    from tools.k8senv.pod_setup import expand
 
     pod_sc = pod_spec.get("securityContext") or {}
     sc = {**pod_sc, **(container.get("securityContext") or {})}
@@ -214,12 +217,14 @@ def spec_from_pod(
         source = volumes[m["name"]]
         if m.get("subPath"):
             source = source / m["subPath"]
+            source.mkdir(parents=True, exist_ok=True)
         mounts.append(Mount(m["mountPath"], source, bool(m.get("readOnly"))))
     limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+    command, args = container.get("command"), container.get("args")
     return ContainerSpec(
         image=container["image"],
-        command=container.get("command"),
-        args=container.get("args"),
+        command=None if command is None else [expand(c, env) for c in command],
+        args=None if args is None else [expand(a, env) for a in args],
         env=env,
         uid=sc.get("runAsUser"),
         gid=sc.get("runAsGroup"),
@@ -334,12 +339,19 @@ class Container:
     Use as a context manager, or call :meth:`remove` (idempotent) when done.
     """
 
-    def __init__(self, spec: ContainerSpec, state_dir: Path, name: str | None = None) -> None:
-        """Args: the spec; a directory for the bundle and the log; a unique name."""
+    def __init__(
+        self,
+        spec: ContainerSpec,
+        state_dir: Path,
+        name: str | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        """Args: the spec; a directory for the bundle; a unique name; where stdout and stderr
+        are appended (default: ``output.log`` in the bundle)."""
         self.spec = spec
         self.name = name or f"arkor-{uuid.uuid4().hex[:12]}"
         self.bundle = state_dir / self.name
-        self.log_path = self.bundle / "output.log"
+        self.log_path = log_path or self.bundle / "output.log"
         self.image = image_config(spec.image)
         self._cgroup = CGROUP_MEMORY / CGROUP_PARENT / self.name
         self._cgroups_path = f"/{CGROUP_PARENT}/{self.name}/ctr"
@@ -357,6 +369,7 @@ class Container:
     def start(self) -> None:
         """Make the root filesystem and start ``runc run`` in the background."""
         self.bundle.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         image = self.spec.image
         self._builder = buildah("from", "--pull-never", "--name", self.name, image).strip()
         rootfs = Path(buildah("mount", self._builder).strip())
@@ -374,6 +387,11 @@ class Container:
                 start_new_session=True,
             )  # fmt: skip
         logger.info("container %s started from %s", self.name, self.spec.image)
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of ``runc run`` (it forwards the signals it gets to the container)."""
+        return self._popen.pid if self._popen is not None else None
 
     def poll(self) -> Exit | None:
         """How the container ended, or None while it runs."""

@@ -6,7 +6,12 @@ A :class:`PodWorker` thread owns one pod from binding to removal, like kubelet's
    Secret/ConfigMap keeps the pod Pending with ``CreateContainerConfigError``, a missing image
    with ``ErrImagePull`` then ``ImagePullBackOff``; both are retried with a backoff);
 2. start native sidecars (init containers with ``restartPolicy: Always``) and run plain init
-   containers to completion, in order;
+   containers to completion, in order. A container whose image is in the node's store
+   (``localhost/…``, built by ``scripts/build-images.sh``) runs from it through runc, as kubelet
+   and a CRI runtime run it (:mod:`tools.k8senv.oci`: the image's root filesystem and config,
+   the pod's network namespace and volumes, its security context and memory limit, OOM →
+   ``OOMKilled``); any other runs as a process of this machine in the pod's network (the stand-in
+   the control plane's self-tests use, :mod:`tools.k8senv.pod_setup`);
 3. run the containers, restarting them per the pod's ``restartPolicy``;
 4. when every container has ended for good: stop the sidecars, set phase Succeeded or Failed and
    remove the network namespace;
@@ -16,7 +21,6 @@ A :class:`PodWorker` thread owns one pod from binding to removal, like kubelet's
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import signal
@@ -39,9 +43,15 @@ TICK_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 10.0
 SIDECAR_GRACE_SECONDS = 5.0
 #: Images under this registry name are the node's own: buildah's store (:mod:`tools.k8senv.oci`),
-#: filled by ``scripts/build-images.sh``. The node reaches no registry, so one that is not in the
-#: store cannot be pulled. (Other names are not checked: their containers run as processes.)
+#: filled by ``scripts/build-images.sh``. Their containers run from the image through runc. The
+#: node reaches no registry, so one that is not in the store cannot be pulled. (Containers of
+#: other images run as processes of this machine: the control plane's self-tests.)
 LOCAL_REGISTRY = "localhost/"
+
+
+def runs_from_image(container: dict[str, Any]) -> bool:
+    """Whether the container runs from its image (one of the node's store), not as a process."""
+    return str(container.get("image") or "").startswith(LOCAL_REGISTRY)
 
 
 def missing_image(image: str) -> str | None:
@@ -99,6 +109,7 @@ class PodWorker(threading.Thread):
         self.restart_policy = spec.get("restartPolicy", "Always")
         self._envs: dict[str, dict[str, str]] = {}
         self._argvs: dict[str, list[str]] = {}
+        self._oci_specs: dict[str, oci.ContainerSpec] = {}
         self._last_status: dict[str, Any] | None = None
         self._ctx: pod_setup.PodContext | None = None
         self._meta_lock = threading.Lock()
@@ -133,9 +144,10 @@ class PodWorker(threading.Thread):
         return next((c for c in [*self.inits, *self.mains] if c.name == name), None)
 
     def kill_all(self) -> None:
-        """SIGKILL every process and remove the network (agent shutdown)."""
+        """SIGKILL every container, remove them and the network (agent shutdown)."""
         for c in [*self.mains, *self.inits]:
             c.signal(signal.SIGKILL)
+            c.remove()
         self._teardown_net()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -179,11 +191,7 @@ class PodWorker(threading.Thread):
             try:
                 volumes = pod_setup.materialize_volumes(ctx, self.resolver)
                 for c in [*self.inits, *self.mains]:
-                    env = pod_setup.container_env(ctx, c.spec, self.resolver)
-                    self._envs[c.name] = env
-                    self._argvs[c.name] = pod_setup.command_line(
-                        ctx, c.spec, env, volumes, self.net.path
-                    )
+                    self._prepare(ctx, c, volumes)
             except pod_setup.ConfigError as exc:
                 logger.warning("%s: %s", self.ref, exc)
                 for c in [*self.inits, *self.mains]:
@@ -213,8 +221,42 @@ class PodWorker(threading.Thread):
             self._report()
         return missing
 
+    def _prepare(
+        self, ctx: pod_setup.PodContext, c: ContainerProc, volumes: dict[str, Path]
+    ) -> None:
+        """What starting ``c`` takes: its OCI spec (an image of the node's store) or its
+        command line (a process, for the control plane's self-tests).
+
+        Raises:
+            pod_setup.ConfigError: A referenced object, key or volume is missing.
+        """
+        assert self.net is not None
+        from_image = runs_from_image(c.spec)
+        env = pod_setup.container_env(ctx, c.spec, self.resolver, image=from_image)
+        if not from_image:
+            self._envs[c.name] = env
+            self._argvs[c.name] = pod_setup.command_line(ctx, c.spec, env, volumes, self.net.path)
+            return
+        try:
+            self._oci_specs[c.name] = oci.spec_from_pod(
+                self.pod["spec"], c.spec, env, volumes, netns=self.net.path, hostname=ctx.name
+            )
+        except KeyError as exc:
+            raise pod_setup.ConfigError(f"volume {exc} not found") from exc
+
     def _start(self, c: ContainerProc) -> None:
-        c.start(self._argvs[c.name], self._envs[c.name], self.pod_dir / f"{c.name}.pid")
+        spec = self._oci_specs.get(c.name)
+        if spec is None:
+            c.start(self._argvs[c.name], self._envs[c.name], self.pod_dir / f"{c.name}.pid")
+            return
+        try:
+            c.start_image(spec, self.pod_dir / "containers")
+        except ValueError as exc:  # the image and the spec disagree (runAsNonRoot, USER)
+            logger.warning("%s: %s: %s", self.ref, c.name, exc)
+            c.fail_to_start("CreateContainerConfigError", str(exc))
+        except RuntimeError as exc:
+            logger.warning("%s: %s: %s", self.ref, c.name, exc)
+            c.fail_to_start("CreateContainerError", str(exc))
 
     def _run_inits(self) -> bool:
         """Sidecars start; plain init containers run to completion. False: stop the pod."""
@@ -301,10 +343,7 @@ class PodWorker(threading.Thread):
         for c in procs:
             c.signal(signal.SIGKILL)
         for c in procs:
-            if c.popen is not None:
-                with contextlib.suppress(Exception):
-                    c.popen.wait(timeout=5)
-            c.poll()
+            c.wait(timeout=5)
 
     def _sleep_unless_deleted(self, seconds: float) -> bool:
         deadline = time.monotonic() + seconds

@@ -171,8 +171,9 @@ def field_value(ctx: PodContext, path: str) -> str:
     raise ConfigError(f"unsupported fieldPath {path}")
 
 
-def _expand(text: str, env: dict[str, str]) -> str:
-    """Kubernetes ``$(VAR)`` expansion; ``$$(VAR)`` escapes."""
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes ``$(VAR)`` expansion (of ``command``, ``args`` and env values); ``$$(VAR)``
+    escapes."""
 
     def repl(match: re.Match[str]) -> str:
         if match.group(0).startswith("$$"):
@@ -182,16 +183,26 @@ def _expand(text: str, env: dict[str, str]) -> str:
     return re.sub(r"\$?\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", repl, text)
 
 
-def container_env(ctx: PodContext, container: dict[str, Any], resolver: Resolver) -> dict[str, str]:
-    """The process environment of one container.
+def container_env(
+    ctx: PodContext, container: dict[str, Any], resolver: Resolver, *, image: bool = False
+) -> dict[str, str]:
+    """The environment of one container.
+
+    Args:
+        ctx: The pod.
+        container: One of its containers.
+        resolver: Reads the Secrets and ConfigMaps it references.
+        image: It runs from its image, whose ENV sets ``PATH`` and ``HOME`` (else, as a
+            process, they point at the project's virtual environment and root's home).
 
     Raises:
         ConfigError: A referenced Secret/ConfigMap key is missing and not optional.
     """
-    venv_bin = REPO_ROOT / ".venv" / "bin"
-    env: dict[str, str] = {
-        "PATH": f"{venv_bin}:{BASE_PATH}",
+    env: dict[str, str] = {} if image else {
+        "PATH": f"{REPO_ROOT / '.venv' / 'bin'}:{BASE_PATH}",
         "HOME": "/root",
+    }  # fmt: skip
+    env |= {
         "HOSTNAME": ctx.name,
         "KUBERNETES_SERVICE_HOST": ctx.host_ip,
         "KUBERNETES_SERVICE_PORT": str(ctx.apiserver_port),
@@ -210,7 +221,7 @@ def container_env(ctx: PodContext, container: dict[str, Any], resolver: Resolver
     for item in container.get("env") or []:
         name = item["name"]
         if "valueFrom" not in item:
-            env[name] = _expand(item.get("value", ""), env)
+            env[name] = expand(item.get("value", ""), env)
             continue
         value_from = item["valueFrom"]
         if "fieldRef" in value_from:
@@ -361,8 +372,8 @@ def command_line(
     Raises:
         ConfigError: The container has neither ``command`` nor ``args`` (images are ignored).
     """
-    cmd = [_expand(c, env) for c in (container.get("command") or [])]
-    cmd += [_expand(a, env) for a in (container.get("args") or [])]
+    cmd = [expand(c, env) for c in (container.get("command") or [])]
+    cmd += [expand(a, env) for a in (container.get("args") or [])]
     if not cmd:
         raise ConfigError("container has no command: images are ignored by the node agent")
     mounts: list[str] = []
