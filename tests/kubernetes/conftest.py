@@ -1,8 +1,10 @@
 """Fixtures for KubernetesBackend tests against the real local control plane.
 
-Pods of the local cluster run as processes of this machine, in the project's env, so the tiny
-model's path on disk works as ``model``. Run pods mount a private ``emptyDir`` over ``/tmp``, so
-the model and dataset are copied somewhere else first (pytest's temp dirs live under /tmp).
+The Jobs of these tests name the default images (not under ``localhost/``), so the node agent runs
+their pods as processes of this machine, in the project's env, and the tiny model's path on disk
+works as ``model``; test_image_run.py runs in this checkout's images instead, with the model in
+S3. Run pods mount a private ``emptyDir`` over ``/tmp``, so the model and dataset are copied
+somewhere else first (pytest's temp dirs live under /tmp).
 """
 
 from __future__ import annotations
