@@ -34,7 +34,8 @@ def wait_for(
 
 
 def container(name: str, script: str, **extra: Any) -> dict[str, Any]:
-    """A container running ``sh -c script`` (the image is ignored by the node agent)."""
+    """A container running ``sh -c script`` (its image is not under ``localhost/``, so the node
+    agent runs it as a process of this machine)."""
     return {"name": name, "image": "busybox", "command": ["sh", "-c", script], **extra}
 
 

@@ -1,7 +1,10 @@
-"""Pod namespaces and links disappear on agent shutdown and after an agent crash."""
+"""Pod namespaces, links and runc containers disappear on agent shutdown and after an agent
+crash."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +13,7 @@ from kubernetes import client
 
 from tests.fixtures.cluster import K8sCluster
 from tests.local_cluster.helpers import container, pod_manifest, pod_phase, wait_for, wait_running
-from tools.k8senv import netns
+from tools.k8senv import netns, oci
 from tools.k8senv.cluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
@@ -89,3 +92,38 @@ def test_agent_crash_leftovers_are_swept(
     netns.sweep(local.config.net)
     assert _leftovers(local.config.net) == []
     assert not _alive(pid)
+
+
+def _agent_containers(net: netns.NetConfig) -> list[str]:
+    """runc's containers and buildah's working containers of this agent's pods (their names
+    start with the pods' namespace prefix)."""
+    listed = subprocess.run(
+        ["runc", "--root", str(oci.RUNC_ROOT), "list", "--format", "json"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    working = json.loads(oci.buildah("containers", "--json") or "null") or []
+    found = [f"runc {c['id']}" for c in json.loads(listed or "null") or []]
+    found += [f"buildah {c['containername']}" for c in working]
+    return sorted(f for f in found if f.split()[1].startswith(net.prefix + "-"))
+
+
+@pytest.mark.images
+def test_agent_crash_leaves_no_container_of_an_image_pod_behind(
+    k8s_cluster: K8sCluster, local: LocalCluster, k8s_namespace: str, sidecar_image: str
+) -> None:
+    core = client.CoreV1Api(k8s_cluster.api_client())
+    sleeper = {"name": "c", "image": sidecar_image, "command": ["sleep", "600"]}
+    core.create_namespaced_pod(k8s_namespace, pod_manifest("image-sleeper", [sleeper]))
+    wait_running(core, k8s_namespace, "image-sleeper")
+    net = local.config.net
+    (working, runc) = _agent_containers(net)  # its root filesystem and the container
+    assert runc.startswith("runc ") and working.startswith("buildah "), (runc, working)
+
+    local.kill_agent()
+    assert _agent_containers(net), "SIGKILL leaves the container behind"
+    local.start_agent()
+    assert _agent_containers(net) == []
+    wait_for(
+        "lost pod marked Failed",
+        lambda: pod_phase(core, k8s_namespace, "image-sleeper") == "Failed",
+    )

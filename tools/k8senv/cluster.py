@@ -27,7 +27,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.k8senv import netns, procs
+from tools.k8senv import netns, oci, procs
 from tools.k8senv.pki import Pki, create_pki
 
 logger = logging.getLogger(__name__)
@@ -294,11 +294,13 @@ class LocalCluster:
         self.stop_leftovers()
 
     def stop_leftovers(self) -> None:
-        """Stop processes named by pid files and sweep the pod network (crash recovery)."""
+        """Stop processes named by pid files, sweep the pod network and the agent's runc containers
+        (crash recovery)."""
         pid_dir = self.config.state_dir / "pids"
         for name in COMPONENTS:
             procs.stop_from_pid_file(pid_dir / f"{name}.pid")
         netns.sweep(self.config.net)
+        oci.sweep(self.config.net.prefix + "-")
         _unmount_agent_leftovers(self.config.state_dir / "agent")
 
 

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,8 +80,9 @@ class ContainerProc:
         self.state = {"running": {"startedAt": self.started_at}}
         logger.info("container %s started (pid %d)", self.name, pid)
 
-    def start_image(self, spec: oci.ContainerSpec, state_dir: Path) -> None:
-        """Start a (new) run of the container from its image with runc.
+    def start_image(self, spec: oci.ContainerSpec, state_dir: Path, prefix: str) -> None:
+        """Start a (new) run of the container from its image with runc, named
+        ``<prefix>-<container>-<random>`` (the agent sweeps its prefix's leftovers).
 
         Raises:
             ValueError: The image and the spec cannot run together (kubelet:
@@ -88,7 +90,8 @@ class ContainerProc:
             RuntimeError: buildah could not make the root filesystem (``CreateContainerError``).
         """
         self._new_run()
-        ctr = oci.Container(spec, state_dir, log_path=self.log_path)
+        name = f"{prefix}-{self.name}-{uuid.uuid4().hex[:6]}"
+        ctr = oci.Container(spec, state_dir, name=name, log_path=self.log_path)
         try:
             ctr.start()
         except BaseException:

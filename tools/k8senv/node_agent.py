@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from kubernetes import client, config
 
-from tools.k8senv import netns
+from tools.k8senv import netns, oci
 from tools.k8senv.log_server import LogSource, serve
 from tools.k8senv.nodes import DEFAULT_NODES, NodeRegistrar
 from tools.k8senv.pod_runner import PodWorker
@@ -80,6 +80,7 @@ class NodeAgent:
     def run(self) -> None:
         """Set up, then sync pods until SIGTERM/SIGINT."""
         netns.sweep(self.net)
+        oci.sweep(self.net.prefix + "-")
         netns.ensure_bridge(self.net)
         (self.state_dir / "pods").mkdir(parents=True, exist_ok=True)
         self.registrar.register()
@@ -109,6 +110,7 @@ class NodeAgent:
             for worker in self.workers.values():
                 worker.kill_all()
             netns.sweep(self.net)
+            oci.sweep(self.net.prefix + "-")
             (self.state_dir / "ready").unlink(missing_ok=True)
             logger.info("node agent stopped")
 

@@ -453,20 +453,50 @@ class Container:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._popen.wait(timeout=10)
         self.poll()
-        subprocess.run(
-            ["runc", "--root", str(RUNC_ROOT), "delete", "--force", self.name],
-            capture_output=True, check=False,
-        )  # fmt: skip
-        if self._builder is not None:
-            with contextlib.suppress(RuntimeError):
-                buildah("rm", self._builder)
-            self._builder = None
+        _delete(self.name, builder=self._builder is not None)
+        self._builder = None
         if self._oom_fd is not None:
             os.close(self._oom_fd)
             self._oom_fd = None
-        for hierarchy in Path("/sys/fs/cgroup").iterdir():
-            for leaf in (f"{self.name}/ctr", self.name):
-                with contextlib.suppress(OSError):
-                    (hierarchy / CGROUP_PARENT / leaf).rmdir()
         with contextlib.suppress(OSError):
             (self.bundle / "config.json").unlink()
+
+
+def _delete(name: str, *, builder: bool = True) -> None:
+    """Delete container ``name`` from runc (killing it), its root filesystem and its cgroups."""
+    subprocess.run(
+        ["runc", "--root", str(RUNC_ROOT), "delete", "--force", name],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    if builder:
+        with contextlib.suppress(RuntimeError):
+            buildah("rm", name)
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        for leaf in (f"{name}/ctr", name):
+            with contextlib.suppress(OSError):
+                (hierarchy / CGROUP_PARENT / leaf).rmdir()
+
+
+def sweep(prefix: str) -> list[str]:
+    """Delete every container whose name starts with ``prefix`` (a crashed agent's leftovers):
+    from runc, and buildah's working containers with their overlay mounts.
+
+    Returns:
+        The names deleted.
+    """
+    names: set[str] = set()
+    if RUNC_ROOT.exists():
+        listed = subprocess.run(
+            ["runc", "--root", str(RUNC_ROOT), "list", "--format", "json"],
+            capture_output=True, text=True, check=False,
+        ).stdout  # fmt: skip
+        names |= {c["id"] for c in json.loads(listed or "null") or []}
+    with contextlib.suppress(RuntimeError, FileNotFoundError):
+        working = json.loads(buildah("containers", "--json") or "null") or []
+        names |= {c.get("containername", "") for c in working}
+    left = sorted(n for n in names if n.startswith(prefix))
+    for name in left:
+        _delete(name)
+    if left:
+        logger.info("swept containers %s", ", ".join(left))
+    return left

@@ -250,7 +250,8 @@ class PodWorker(threading.Thread):
             c.start(self._argvs[c.name], self._envs[c.name], self.pod_dir / f"{c.name}.pid")
             return
         try:
-            c.start_image(spec, self.pod_dir / "containers")
+            assert self.net is not None
+            c.start_image(spec, self.pod_dir / "containers", prefix=self.net.name)
         except ValueError as exc:  # the image and the spec disagree (runAsNonRoot, USER)
             logger.warning("%s: %s: %s", self.ref, c.name, exc)
             c.fail_to_start("CreateContainerConfigError", str(exc))
