@@ -10,12 +10,15 @@ with its ServiceAccount token and follows it through the API server's pod proxy.
 it from the Secret (``envFrom``), never as a parameter or job variable. The pods reach the Prefect
 and S3 servers at their gateway (``k8s_cluster.host_ip``).
 
-The node agent still runs pods as processes of the project's virtual environment (the image
-is named in the pod spec, and built by scripts/build-images.sh, but not run): docs/local-cluster.md.
+The node agent runs every pod from this checkout's images with runc (their users, read-only
+roots, the templates' volumes and the pods' network): the flow-run pod in the flows image, the
+training pod it creates in the trainer and sidecar images, which read the tiny model and its data
+from S3 as a cluster's pods would (docs/local-cluster.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -30,6 +33,7 @@ from typing import Any
 import pytest
 
 from arkor_ops.backends.kubernetes.manifests import FLOW_RUN_LABEL
+from arkor_ops.storage import join_uri, open_storage
 from tests.fixtures.cluster import K8sCluster
 from tests.fixtures.s3 import S3Server
 from tests.flows.helpers import by_key, eventually, latest, run_artifacts, tiny_config, wait_final
@@ -46,15 +50,6 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "k8s" / "prefect" / "base-job-template.json"
 PREFECT_FLOW_RUN_LABEL = "prefect.io/flow-run-id"  # what the worker labels its Jobs with
-
-
-def flows_image() -> str:
-    """This checkout's flows image if it is built, else its :dev tag (the agent runs neither)."""
-    tag = subprocess.run(
-        [str(REPO / "scripts" / "build-images.sh"), "--tag", "flows"],
-        capture_output=True, text=True, check=False, cwd=REPO,
-    )  # fmt: skip
-    return tag.stdout.strip() if tag.returncode == 0 else "localhost/arkor-ops/flows:dev"
 
 
 @dataclass
@@ -85,6 +80,9 @@ def pool(  # noqa: PLR0917
     applied_base: str,
     s3_server: S3Server,
     s3_prefix: str,
+    flows_image: str,
+    trainer_image: str,
+    sidecar_image: str,
     tmp_path: Path,
 ) -> Iterator[Pool]:
     """What an operator does: the work pool from the base job template (its defaults set for
@@ -92,11 +90,13 @@ def pool(  # noqa: PLR0917
     name = f"arkor-ops-{uuid.uuid4().hex[:6]}"
     template = json.loads(TEMPLATE.read_text())
     props = template["variables"]["properties"]
-    props["image"]["default"] = flows_image()
+    props["image"]["default"] = flows_image
     props["namespace"]["default"] = applied_base
     props["s3_secret_name"]["default"] = S3_SECRET
     # where training runs go: non-secret settings only (the S3 keys come from the Secret)
     props["env"]["default"] = {
+        "ARKOR_K8S_IMAGE": trainer_image,
+        "ARKOR_K8S_SIDECAR_IMAGE": sidecar_image,
         "ARKOR_K8S_STORAGE_URI": s3_prefix,
         "ARKOR_K8S_S3_ENDPOINT_URL": s3_server.endpoint(k8s_cluster.host_ip),
         "ARKOR_K8S_S3_CLIENT_ENDPOINT_URL": s3_server.endpoint(k8s_cluster.host_ip),
@@ -162,12 +162,18 @@ def pool(  # noqa: PLR0917
         )  # fmt: skip
 
 
-async def start_run(client: Any, files: Path, **extra: Any) -> Any:
-    """A fine-tune run from the API, on the deployment prefect.yaml defines."""
+async def start_run(client: Any, pool: Pool, files: Path, **extra: Any) -> Any:
+    """A fine-tune run from the API, on the deployment prefect.yaml defines, of the tiny model
+    and its data put in the pool's bucket (the training pod reads them there)."""
     deployment = await client.read_deployment_by_name("fine-tune/fine-tune")
-    config = tiny_config(
-        str(files / "train.jsonl"), model=str(files / "model"), name="worker-run", **extra
-    )
+    bucket = "s3://" + pool.storage_uri.removeprefix("s3://").partition("/")[0]
+    model_uri = join_uri(bucket, "inputs", "model")
+    data_uri = join_uri(bucket, "inputs", "train.jsonl")
+    storage = open_storage(bucket)
+    storage.upload_dir(model_uri, files / "model")
+    storage.put_bytes(data_uri, (files / "train.jsonl").read_bytes())
+    config = tiny_config(data_uri, model=model_uri, name="worker-run", **extra)
+    config["dataset"] = {"type": "s3", "uri": data_uri}
     return await client.create_flow_run_from_deployment(
         deployment.id, parameters={"config": config}
     )
@@ -177,6 +183,24 @@ def jobs(cluster: K8sCluster, namespace: str, selector: str) -> list[dict[str, A
     """The Jobs matching ``selector``."""
     out = cluster.kubectl("get", "jobs", "-n", namespace, "-l", selector, "-o", "json")
     return list(json.loads(out.stdout)["items"])
+
+
+async def collect_container_ids(cluster: K8sCluster, namespace: str, into: set[str]) -> None:
+    """Add the containerIDs of the pods in ``namespace`` to ``into`` each second, until
+    cancelled (a finished flow-run Job goes at once: its pod is seen while it runs)."""
+    while True:
+        out = await asyncio.to_thread(
+            cluster.kubectl, "get", "pods", "-n", namespace, "-o", "json", check=False
+        )  # fmt: skip
+        if out.returncode == 0:
+            into |= {
+                f"{pod['metadata']['name']}/{row['name']} {row['containerID']}"
+                for pod in json.loads(out.stdout)["items"]
+                for key in ("initContainerStatuses", "containerStatuses")
+                for row in pod.get("status", {}).get(key, [])
+                if row.get("containerID")
+            }
+        await asyncio.sleep(1)
 
 
 def diagnose(cluster: K8sCluster, pool: Pool) -> str:
@@ -196,14 +220,19 @@ async def test_a_deployment_run_trains_in_a_flow_run_pod_of_the_kubernetes_worke
 ) -> None:
     from prefect.client.orchestration import get_client
 
+    ran: set[str] = set()  # "pod/container containerID" of each container seen
+    collector = asyncio.create_task(collect_container_ids(k8s_cluster, pool.namespace, ran))
     async with get_client() as client:
-        run = await start_run(client, run_files)
+        run = await start_run(client, pool, run_files)
 
         async def flow_run_job() -> list[dict[str, Any]]:
             return jobs(k8s_cluster, pool.namespace, f"{PREFECT_FLOW_RUN_LABEL}={run.id}")
 
         (flow_job,) = await eventually(flow_run_job, timeout=120)
-        final = await wait_final(client, run.id, timeout=600)
+        try:
+            final = await wait_final(client, run.id, timeout=600)
+        finally:
+            collector.cancel()
         if not final.state.is_completed():
             pytest.fail(f"{final.state!r}\n{diagnose(k8s_cluster, pool)}")
         arts = by_key(await run_artifacts(client, run.id))
@@ -236,6 +265,9 @@ async def test_a_deployment_run_trains_in_a_flow_run_pod_of_the_kubernetes_worke
     keys = s3_server.client().list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{job_id}/")
     names = {o["Key"].removeprefix(f"{prefix}/{job_id}/") for o in keys.get("Contents", [])}
     assert {"events.jsonl", "loss.png"} <= names, names
+    # the three containers (flow run, trainer, sidecar) ran from the images with runc, none as
+    # a process of this machine
+    assert len(ran) == 3 and all(" runc://" in c for c in ran), ran
 
 
 async def test_cancelling_the_flow_run_removes_the_flow_run_job_and_the_training_job(
@@ -246,7 +278,7 @@ async def test_cancelling_the_flow_run_removes_the_flow_run_job_and_the_training
 
     async with get_client() as client:
         run = await start_run(
-            client, run_files, maxSteps=1_000_000, saveSteps={"steps": 1000}
+            client, pool, run_files, maxSteps=1_000_000, saveSteps={"steps": 1000}
         )  # never ends by itself
 
         async def training() -> bool:  # a training.log event reached the progress artifact

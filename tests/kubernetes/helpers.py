@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,7 @@ from typing import Any
 from arkor_ops.backends.kubernetes import KubernetesBackend
 from arkor_ops.settings import KubernetesSettings
 from tests.fixtures.cluster import K8sCluster
+from tests.fixtures.images import built_tag
 from tests.fixtures.s3 import S3Server
 
 HF_TOKEN = "hf_kube_test_secret_value_0123456789"
@@ -43,15 +47,30 @@ def s3_secret_yaml(namespace: str, s3: S3Server) -> str:
 
 @contextlib.contextmanager
 def base_applied(cluster: K8sCluster, s3: S3Server) -> Iterator[str]:
-    """`kubectl apply -k k8s/base` (RBAC, admission policies, NetworkPolicy) as an operator
-    does, plus the S3 Secret an operator adds; yields the namespace, deletes k8s/base after."""
-    cluster.kubectl("apply", "-k", str(K8S / "base"))
+    """`kubectl apply -k` of an overlay of k8s/base (RBAC, admission policies, NetworkPolicy)
+    as an operator does, plus the S3 Secret an operator adds; yields the namespace, deletes it
+    all after. The overlay's one patch allows this checkout's trainer and sidecar images
+    (when built) besides the defaults, as an operator's overlay names its registry's."""
+    fields = KubernetesSettings.model_fields
+    images = [fields["image"].default, fields["sidecar_image"].default]
+    images += [t for t in (built_tag("trainer")[0], built_tag("sidecar")[0]) if t]
+    overlay = Path(tempfile.mkdtemp(prefix="arkor-overlay-"))
+    patch = [{"op": "replace", "path": "/data/images", "value": ",".join(images)}]
+    target = {"kind": "ConfigMap", "name": "arkor-ops-admission"}
+    (overlay / "kustomization.yaml").write_text(json.dumps({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(K8S / "base", overlay)],
+        "patches": [{"target": target, "patch": json.dumps(patch)}],
+    }))  # fmt: skip
+    cluster.kubectl("apply", "-k", str(overlay))
     cluster.kubectl("apply", "-f", "-", input=s3_secret_yaml(BASE_NAMESPACE, s3))
     wait_until_policies_enforced(cluster)
     try:
         yield BASE_NAMESPACE
     finally:
-        cluster.kubectl("delete", "-k", str(K8S / "base"), "--wait=false", check=False)
+        cluster.kubectl("delete", "-k", str(overlay), "--wait=false", check=False)
+        shutil.rmtree(overlay, ignore_errors=True)
 
 
 def make_settings(
