@@ -9,11 +9,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from arkor_ops.backends.kubernetes import KubernetesBackend
 from arkor_ops.settings import KubernetesSettings
+from arkor_ops.storage import join_uri, open_storage
 from tests.fixtures.cluster import K8sCluster
 from tests.fixtures.images import built_tag
 from tests.fixtures.s3 import S3Server
@@ -28,6 +30,31 @@ K8S = Path(__file__).resolve().parents[2] / "k8s"
 
 
 BASE_NAMESPACE = "arkor-ops"
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """Where the tiny model and its data are in the test's bucket."""
+
+    bucket: str
+    model: str
+    data: str
+
+    def dataset(self) -> dict[str, str]:
+        """The trainer's ``dataset`` field for the data."""
+        return {"type": "s3", "uri": self.data}
+
+
+def upload_run_inputs(bucket: str, files: Path) -> RunInputs:
+    """Put the tiny model (``files/model``) and its data (``files/train.jsonl``) in ``bucket``
+    (``s3://name``), where pods of the images read them as a cluster's would."""
+    inputs = RunInputs(
+        bucket, join_uri(bucket, "inputs", "model"), join_uri(bucket, "inputs", "train.jsonl")
+    )
+    storage = open_storage(bucket)
+    storage.upload_dir(inputs.model, files / "model")
+    storage.put_bytes(inputs.data, (files / "train.jsonl").read_bytes())
+    return inputs
 
 
 def s3_secret_yaml(namespace: str, s3: S3Server) -> str:

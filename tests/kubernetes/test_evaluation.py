@@ -17,8 +17,10 @@ import pytest
 
 from arkor_ops import EvaluationProgress, create_async_evaluator, create_async_trainer
 from arkor_ops.backends.kubernetes import KubernetesBackend
+from arkor_ops.storage import join_uri, open_storage
 from tests.fixtures.cluster import K8sCluster
 from tests.fixtures.s3 import S3Server
+from tests.kubernetes.helpers import RunInputs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.train, pytest.mark.timeout(900)]
 
@@ -27,9 +29,9 @@ MANAGED = "app.kubernetes.io/managed-by=arkor-ops"
 LONG_SAMPLES = 512
 
 
-def _evaluation(run_files: Path, **extra: Any) -> dict[str, Any]:
+def _evaluation(inputs: RunInputs, **extra: Any) -> dict[str, Any]:
     return {
-        "dataset": {"type": "file", "path": str(run_files / "train.jsonl")},
+        "dataset": inputs.dataset(),
         "metrics": ["loss", "exact_match"],
         "max_samples": 4,
         "generation": {"max_new_tokens": 8},
@@ -48,7 +50,7 @@ async def test_a_trained_adapter_is_scored_by_an_evaluation_job(  # noqa: PLR091
     k8s_cluster: K8sCluster,
     k8s_namespace: str,
     s3_server: S3Server,
-    run_files: Path,
+    run_inputs: RunInputs,
     run_config: Callable[..., dict[str, Any]],
 ) -> None:
     trainer = create_async_trainer(**run_config(max_steps=4, save_steps=100), backend=backend)
@@ -60,9 +62,9 @@ async def test_a_trained_adapter_is_scored_by_an_evaluation_job(  # noqa: PLR091
     def evaluator() -> Any:
         return create_async_evaluator(
             name="Kube Eval",
-            model=str(run_files / "model"),
+            model=run_inputs.model,
             adapter={"kind": "final", "job_id": trainer.job_id},
-            evaluation=_evaluation(run_files),
+            evaluation=_evaluation(run_inputs),
             backend=backend,
             idempotency_key="kube-eval-1",
             callbacks={
@@ -97,24 +99,26 @@ async def test_a_trained_adapter_is_scored_by_an_evaluation_job(  # noqa: PLR091
     assert len(jobs) == 2, jobs  # the training run and one evaluation
 
 
-async def test_an_evaluation_cancelled_mid_way_leaves_nothing(
+async def test_an_evaluation_cancelled_mid_way_leaves_nothing(  # noqa: PLR0917
     backend: KubernetesBackend,
     k8s_cluster: K8sCluster,
     k8s_namespace: str,
     s3_server: S3Server,
     run_files: Path,
+    run_inputs: RunInputs,
 ) -> None:
     scoring = asyncio.Event()
     # more samples than a loaded machine scores before the cancel lands (64 once were not)
     rows = (run_files / "train.jsonl").read_text().splitlines()
-    long_set = run_files / "long.jsonl"
-    long_set.write_text("\n".join(rows * (LONG_SAMPLES // len(rows))) + "\n")
+    long_set = join_uri(run_inputs.bucket, "inputs", "long.jsonl")
+    body = "\n".join(rows * (LONG_SAMPLES // len(rows))) + "\n"
+    open_storage(long_set).put_bytes(long_set, body.encode())
     evaluator = create_async_evaluator(
         name="Kube Eval Cancel",
-        model=str(run_files / "model"),
+        model=run_inputs.model,
         evaluation=_evaluation(
-            run_files,
-            dataset={"type": "file", "path": str(long_set)},
+            run_inputs,
+            dataset={"type": "s3", "uri": long_set},
             max_samples=None,
             generation={"max_new_tokens": 256},
         ),

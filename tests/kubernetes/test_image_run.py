@@ -18,7 +18,7 @@ from arkor_ops.backends.kubernetes import KubernetesBackend
 from arkor_ops.storage import join_uri, open_storage
 from tests.fixtures.cluster import K8sCluster
 from tests.fixtures.s3 import S3Server
-from tests.kubernetes.helpers import make_settings, recorder, s3_secret_yaml
+from tests.kubernetes.helpers import make_settings, recorder, s3_secret_yaml, upload_run_inputs
 from tools.k8senv import oci
 
 pytestmark = [
@@ -69,11 +69,7 @@ async def test_a_run_in_the_built_images_completes_with_its_events_and_checkpoin
 ) -> None:
     k8s_cluster.kubectl("apply", "-f", "-", input=s3_secret_yaml(k8s_namespace, s3_server))
     bucket = f"s3://{s3_bucket}"
-    model_uri = join_uri(bucket, "models", "tiny")
-    data_uri = join_uri(bucket, "data", "train.jsonl")
-    storage = open_storage(bucket)
-    storage.upload_dir(model_uri, run_files / "model")
-    storage.put_bytes(data_uri, (run_files / "train.jsonl").read_bytes())
+    inputs = upload_run_inputs(bucket, run_files)
     settings = make_settings(
         k8s_cluster, k8s_namespace, s3_server, join_uri(bucket, "runs"),
         image=trainer_image, sidecar_image=sidecar_image,
@@ -81,8 +77,8 @@ async def test_a_run_in_the_built_images_completes_with_its_events_and_checkpoin
     seen, callbacks = recorder()
     config: dict[str, Any] = {
         "name": "Image Run",
-        "model": model_uri,
-        "dataset": {"type": "s3", "uri": data_uri},
+        "model": inputs.model,
+        "dataset": inputs.dataset(),
         "max_steps": 4,
         "save_steps": 2,
         "logging_steps": 1,
@@ -111,7 +107,7 @@ async def test_a_run_in_the_built_images_completes_with_its_events_and_checkpoin
     assert [ctx.step for name, ctx in seen if name == "on_checkpoint"] == [2, 4]
     final = [a for a in result.artifacts if a.kind == "final"]
     assert final and final[0].uri.startswith(f"{bucket}/runs/")
-    assert storage.exists(join_uri(final[0].uri, "adapter_config.json"))
+    assert open_storage(bucket).exists(join_uri(final[0].uri, "adapter_config.json"))
 
     # Deleting the pod leaves no container behind on the node.
     k8s_cluster.kubectl(
