@@ -1,9 +1,9 @@
 """The fine_tune flow on the KubernetesBackend, against the real local cluster and Prefect server.
 
 The flows build their backend from ``ARKOR_K8S_*`` (as a deployment would), so the fixture sets
-those for this process and the runner subprocesses. Run pods are processes of this machine in the
-project's env: the tiny model's path works as ``model`` (copied outside /tmp, which run pods
-shadow with an ``emptyDir``), and pods reach the S3 server at ``k8s_cluster.host_ip``.
+those for this process and the runner subprocesses. Run pods run in this checkout's trainer and
+sidecar images (the node agent runs them with runc), read the tiny model and its data from S3
+(``run_inputs``) and reach the S3 server at ``k8s_cluster.host_ip``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tests.flows.helpers import (
     tiny_config,
     wait_final,
 )
-from tests.kubernetes.helpers import S3_SECRET, s3_secret_yaml
+from tests.kubernetes.helpers import S3_SECRET, RunInputs, s3_secret_yaml
 
 pytestmark = [
     pytest.mark.prefect,
@@ -54,6 +54,8 @@ def kube_env(  # noqa: PLR0917
     k8s_namespace: str,
     s3_server: S3Server,
     s3_prefix: str,
+    trainer_image: str,
+    sidecar_image: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, str]:
     """``ARKOR_K8S_*`` for runs in this test's namespace (set here, inherited by runners)."""
@@ -62,6 +64,8 @@ def kube_env(  # noqa: PLR0917
         "ARKOR_BACKEND": "kubernetes",
         "ARKOR_K8S_NAMESPACE": k8s_namespace,
         "ARKOR_K8S_KUBECONFIG": str(k8s_cluster.kubeconfig),
+        "ARKOR_K8S_IMAGE": trainer_image,
+        "ARKOR_K8S_SIDECAR_IMAGE": sidecar_image,
         "ARKOR_K8S_STORAGE_URI": s3_prefix,
         "ARKOR_K8S_S3_ENDPOINT_URL": s3_server.endpoint(k8s_cluster.host_ip),
         "ARKOR_K8S_S3_CLIENT_ENDPOINT_URL": s3_server.endpoint(),
@@ -101,7 +105,7 @@ async def test_fine_tune_completes_on_the_cluster_and_a_retried_start_makes_one_
     kube_env: dict[str, str],
     k8s_cluster: K8sCluster,
     k8s_namespace: str,
-    run_files: Path,
+    run_inputs: RunInputs,
     s3_server: S3Server,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -131,7 +135,7 @@ async def test_fine_tune_completes_on_the_cluster_and_a_retried_start_makes_one_
 
     monkeypatch.setattr(arkor_ops.flows.training, "make_trainer", flaky_make_trainer)
     config = tiny_config(
-        str(run_files / "train.jsonl"), model=str(run_files / "model"), name="flow-kube"
+        run_inputs.data, model=run_inputs.model, name="flow-kube", dataset=run_inputs.dataset()
     )
     state = await fine_tune(config=config, backend=backend_param(k8s_namespace), return_state=True)
     assert state.is_completed(), state.message
@@ -183,7 +187,7 @@ def runner(kube_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator
         yield suffix
 
 
-async def _start_run(client: Any, suffix: str, namespace: str, files: Path) -> Any:
+async def _start_run(client: Any, suffix: str, namespace: str, inputs: RunInputs) -> Any:
     """Start a long fine-tune run through the runner's deployment; returns the flow run."""
     from prefect.exceptions import ObjectNotFound
 
@@ -194,11 +198,12 @@ async def _start_run(client: Any, suffix: str, namespace: str, files: Path) -> A
             return None
 
     config = tiny_config(
-        str(files / "train.jsonl"),
-        model=str(files / "model"),
+        inputs.data,
+        model=inputs.model,
         name=f"cancel-{uuid.uuid4().hex[:6]}",
         maxSteps=1_000_000,  # never ends by itself: it is cancelled or reaped
         saveSteps={"steps": 1000},
+        dataset=inputs.dataset(),
     )
     found = await eventually(deployment, 60)
     return await client.create_flow_run_from_deployment(
@@ -207,13 +212,13 @@ async def _start_run(client: Any, suffix: str, namespace: str, files: Path) -> A
 
 
 async def test_cancelling_the_flow_run_deletes_the_job_and_its_pods(
-    runner: str, k8s_cluster: K8sCluster, k8s_namespace: str, run_files: Path
+    runner: str, k8s_cluster: K8sCluster, k8s_namespace: str, run_inputs: RunInputs
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.states import Cancelling
 
     async with get_client() as client:
-        run = await _start_run(client, runner, k8s_namespace, run_files)
+        run = await _start_run(client, runner, k8s_namespace, run_inputs)
         selector = f"{FLOW_RUN_LABEL}={run.id}"
 
         async def training() -> bool:  # a training.log event reached the progress artifact
@@ -240,7 +245,7 @@ async def test_cancelling_the_flow_run_deletes_the_job_and_its_pods(
 
 @pytest.mark.parametrize("runner", ["broken-hooks"], indirect=True)
 async def test_reaper_deletes_the_job_when_the_hook_fails(
-    runner: str, k8s_cluster: K8sCluster, k8s_namespace: str, run_files: Path
+    runner: str, k8s_cluster: K8sCluster, k8s_namespace: str, run_inputs: RunInputs
 ) -> None:
     """The flow process killed (SIGKILL: no termination path runs) and its crash hook failing
     leave the Job; the reaper's label sweep deletes it."""
@@ -252,7 +257,7 @@ async def test_reaper_deletes_the_job_when_the_hook_fails(
     from arkor_ops.flows.reaper import reap_orphans
 
     async with get_client() as client:
-        run = await _start_run(client, runner, k8s_namespace, run_files)
+        run = await _start_run(client, runner, k8s_namespace, run_inputs)
         selector = f"{FLOW_RUN_LABEL}={run.id}"
 
         async def job() -> list[str]:

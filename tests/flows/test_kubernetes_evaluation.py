@@ -23,7 +23,6 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +31,7 @@ from arkor_ops.backends.kubernetes.manifests import FLOW_RUN_LABEL, STAGE_LABEL
 from tests.fixtures.cluster import K8sCluster
 from tests.flows.helpers import eventually, serve_runner, tiny_config, wait_final
 from tests.flows.test_kubernetes import backend_param, kube_env  # noqa: F401 - fixture
+from tests.kubernetes.helpers import RunInputs
 
 pytestmark = [
     pytest.mark.prefect,
@@ -75,7 +75,7 @@ def _running_pods(cluster: K8sCluster, namespace: str, selector: str) -> list[st
 
 @pytest.mark.parametrize("runner", ["as-deployed", "hooks-only"], indirect=True)
 async def test_cancelling_the_flow_run_during_evaluation_stops_the_evaluation_job(
-    runner: str, k8s_cluster: K8sCluster, k8s_namespace: str, run_files: Path
+    runner: str, k8s_cluster: K8sCluster, k8s_namespace: str, run_inputs: RunInputs
 ) -> None:
     from mlflow.tracking import MlflowClient
     from prefect.client.orchestration import get_client
@@ -83,10 +83,11 @@ async def test_cancelling_the_flow_run_during_evaluation_stops_the_evaluation_jo
 
     name = f"evalcancel-{uuid.uuid4().hex[:6]}"
     config = tiny_config(
-        str(run_files / "train.jsonl"), model=str(run_files / "model"), name=name, maxSteps=2
-    )
+        run_inputs.data, model=run_inputs.model, name=name, maxSteps=2,
+        dataset=run_inputs.dataset(),
+    )  # fmt: skip
     evaluation = {
-        "dataset": {"type": "file", "path": str(run_files / "train.jsonl")},
+        "dataset": run_inputs.dataset(),
         "metrics": ["loss", "exact_match"],
         "generation": {"maxNewTokens": 256},
     }

@@ -33,11 +33,10 @@ from typing import Any
 import pytest
 
 from arkor_ops.backends.kubernetes.manifests import FLOW_RUN_LABEL
-from arkor_ops.storage import join_uri, open_storage
 from tests.fixtures.cluster import K8sCluster
 from tests.fixtures.s3 import S3Server
 from tests.flows.helpers import by_key, eventually, latest, run_artifacts, tiny_config, wait_final
-from tests.kubernetes.helpers import S3_SECRET, service_account_kubeconfig
+from tests.kubernetes.helpers import S3_SECRET, service_account_kubeconfig, upload_run_inputs
 
 pytestmark = [
     pytest.mark.prefect,
@@ -167,13 +166,9 @@ async def start_run(client: Any, pool: Pool, files: Path, **extra: Any) -> Any:
     and its data put in the pool's bucket (the training pod reads them there)."""
     deployment = await client.read_deployment_by_name("fine-tune/fine-tune")
     bucket = "s3://" + pool.storage_uri.removeprefix("s3://").partition("/")[0]
-    model_uri = join_uri(bucket, "inputs", "model")
-    data_uri = join_uri(bucket, "inputs", "train.jsonl")
-    storage = open_storage(bucket)
-    storage.upload_dir(model_uri, files / "model")
-    storage.put_bytes(data_uri, (files / "train.jsonl").read_bytes())
-    config = tiny_config(data_uri, model=model_uri, name="worker-run", **extra)
-    config["dataset"] = {"type": "s3", "uri": data_uri}
+    inputs = upload_run_inputs(bucket, files)
+    config = tiny_config(inputs.data, model=inputs.model, name="worker-run", **extra)
+    config["dataset"] = inputs.dataset()
     return await client.create_flow_run_from_deployment(
         deployment.id, parameters={"config": config}
     )

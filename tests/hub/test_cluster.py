@@ -1,7 +1,7 @@
-"""The Arkor docs' minimal trainer on the cluster, the local hub reached from pods at the
-cluster's gateway address (the real Hub only from a cluster whose pods reach the internet:
-``ARKOR_TEST_KUBECONFIG``); and a run whose branch moves mid-run keeps its commit across an
-eviction (local hub only: it moves the branch)."""
+"""The Arkor docs' minimal trainer on the cluster, in this checkout's trainer and sidecar images,
+the local hub reached from pods at the cluster's gateway address (the real Hub only from a
+cluster whose pods reach the internet: ``ARKOR_TEST_KUBECONFIG``); and a run whose branch moves
+mid-run keeps its commit across an eviction (local hub only: it moves the branch)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from arkor_ops.settings import KubernetesSettings
 from arkor_ops.storage import MANIFEST_NAME, RunLayout, join_uri
 from tests.fixtures.cluster import K8sCluster
 from tests.fixtures.hub import DATASET_ID, HubTarget
+from tests.fixtures.images import built_image
 from tests.fixtures.s3 import S3Server
 from tests.hub.test_local import ARKOR_MINIMAL
 from tests.kubernetes.helpers import ended_run_events, make_settings, s3_secret_yaml
@@ -55,6 +56,12 @@ def _settings(
     **overrides: Any,
 ) -> KubernetesSettings:
     endpoint = _pod_endpoint(hub, k8s_cluster)
+    # the local cluster runs this checkout's images; another cluster, the settings' (its registry)
+    images = (
+        {"image": built_image("trainer"), "sidecar_image": built_image("sidecar")}
+        if k8s_cluster.local is not None
+        else {}
+    )
     k8s_cluster.kubectl("apply", "-f", "-", input=s3_secret_yaml(namespace, s3_server))
     return make_settings(
         k8s_cluster,
@@ -64,6 +71,7 @@ def _settings(
         hf_token=None,
         hf_endpoint=endpoint,
         env={"OMP_NUM_THREADS": "1"},
+        **images,
         **overrides,
     )
 
