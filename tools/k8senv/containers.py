@@ -1,8 +1,9 @@
 """One container of a pod: start, signal, reap, and its Kubernetes status.
 
 A container runs either from its image, through runc (:mod:`tools.k8senv.oci`: the image's root
-filesystem, user, limits and the pod's volumes), or, for the control plane's own self-tests, as a
-process of this machine (:mod:`tools.k8senv.pod_setup` builds its command line).
+filesystem, user, limits and the pod's volumes), or, for any other image name (the control
+plane's self-tests, a few run tests with a model on this machine's disk), as a process of this
+machine (:mod:`tools.k8senv.pod_setup` builds its command line).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ SIDECAR_GRACE_SECONDS = 5.0
 #: Images under this registry name are the node's own: buildah's store (:mod:`tools.k8senv.oci`),
 #: filled by ``scripts/build-images.sh``. Their containers run from the image through runc. The
 #: node reaches no registry, so one that is not in the store cannot be pulled. (Containers of
-#: other images run as processes of this machine: the control plane's self-tests.)
+#: other images run as processes of this machine: docs/local-cluster.md says which tests.)
 LOCAL_REGISTRY = "localhost/"
 
 

@@ -370,12 +370,15 @@ def command_line(
     """The argv that runs ``container`` in the pod's network and a private mount namespace.
 
     Raises:
-        ConfigError: The container has neither ``command`` nor ``args`` (images are ignored).
+        ConfigError: The container has neither ``command`` nor ``args`` (its image is not run).
     """
     cmd = [expand(c, env) for c in (container.get("command") or [])]
     cmd += [expand(a, env) for a in (container.get("args") or [])]
     if not cmd:
-        raise ConfigError("container has no command: images are ignored by the node agent")
+        raise ConfigError(
+            "container has no command: the node agent runs only images under localhost/ "
+            "(scripts/build-images.sh); others need command or args"
+        )
     mounts: list[str] = []
     for mount in container.get("volumeMounts") or []:
         source = volumes.get(mount["name"])
