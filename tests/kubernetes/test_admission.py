@@ -282,12 +282,14 @@ def test_the_only_pod_change_is_the_cancel_annotation_of_a_run_pod(
 
 @pytest.mark.train
 @pytest.mark.timeout(600)
-async def test_the_client_cancels_a_run_through_the_pod_annotation(
+async def test_the_client_cancels_a_run_through_the_pod_annotation(  # noqa: PLR0917 - pytest fixtures
     applied_base: str,
     k8s_cluster: K8sCluster,
     s3_server: S3Server,
     s3_prefix: str,
     run_config: Callable[..., dict[str, Any]],
+    trainer_image: str,
+    sidecar_image: str,
 ) -> None:
     """With only the client's rights and the policies applied, a cancel reaches the trainer:
     the annotation on its pod shows up in its downwardAPI file, so SIGTERM is a cancel."""
@@ -298,8 +300,9 @@ async def test_the_client_cancels_a_run_through_the_pod_annotation(
     from arkor_ops.backends.kubernetes import KubernetesBackend
 
     settings = make_settings(
-        k8s_cluster, applied_base, s3_server, s3_prefix, service_account="arkor-ops-run"
-    )
+        k8s_cluster, applied_base, s3_server, s3_prefix, service_account="arkor-ops-run",
+        image=trainer_image, sidecar_image=sidecar_image,
+    )  # fmt: skip
     backend = KubernetesBackend(settings, configuration=service_account_configuration(k8s_cluster))
     logged = asyncio.Event()
     trainer = create_async_trainer(

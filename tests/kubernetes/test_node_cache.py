@@ -1,7 +1,8 @@
 """The node cache on the cluster: two runs started at once on one node, whose model is an
 ``s3://`` folder, download it once (counted in the S3-protocol server's own request log: the
 server the pods reach at the cluster's gateway address), and a third run on the node downloads
-nothing and trains on the tokenized data the first two left."""
+nothing and trains on the tokenized data the first two left. The runs' pods run in this
+checkout's trainer and sidecar images; the cache is a hostPath directory of the node."""
 
 from __future__ import annotations
 
@@ -26,29 +27,36 @@ async def _started(backend: KubernetesBackend, job_id: str) -> dict[str, Any]:
     return dict(next(e for e in events if e["type"] == "training.started")["metadata"])
 
 
-async def test_runs_started_together_on_a_node_download_the_model_once(
+async def test_runs_started_together_on_a_node_download_the_model_once(  # noqa: PLR0917 - pytest fixtures
     k8s_cluster: K8sCluster,
     k8s_namespace: str,
     logged_s3: LoggedS3,
     run_files: Path,
     node_cache: Path,
+    trainer_image: str,
+    sidecar_image: str,
 ) -> None:
     server = logged_s3.server
     k8s_cluster.kubectl("apply", "-f", "-", input=s3_secret_yaml(k8s_namespace, server))
     bucket = f"s3://{logged_s3.bucket}"
     model_uri = join_uri(bucket, "models", "tiny")
-    open_storage(model_uri).upload_dir(model_uri, run_files / "model")
+    data_uri = join_uri(bucket, "data", "train.jsonl")
+    storage = open_storage(bucket)
+    storage.upload_dir(model_uri, run_files / "model")
+    storage.put_bytes(data_uri, (run_files / "train.jsonl").read_bytes())
     settings = make_settings(
         k8s_cluster,
         k8s_namespace,
         server,
         join_uri(bucket, "runs"),
         model_cache_host_path=str(node_cache),
+        image=trainer_image,
+        sidecar_image=sidecar_image,
     )
     config: dict[str, Any] = {
         "name": "Node Cache",
         "model": model_uri,
-        "dataset": {"type": "file", "path": str(run_files / "train.jsonl")},
+        "dataset": {"type": "s3", "uri": data_uri},
         "max_steps": 2,
         "logging_steps": 1,
         "batch_size": 2,

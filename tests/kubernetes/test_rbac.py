@@ -31,11 +31,14 @@ async def test_service_account_runs_a_whole_run_and_is_forbidden_elsewhere(  # n
     s3_server: S3Server,
     s3_prefix: str,
     run_config: Callable[..., dict[str, Any]],
+    trainer_image: str,
+    sidecar_image: str,
 ) -> None:
     cfg = service_account_configuration(k8s_cluster)
     settings = make_settings(
-        k8s_cluster, applied_base, s3_server, s3_prefix, service_account="arkor-ops-run"
-    )
+        k8s_cluster, applied_base, s3_server, s3_prefix, service_account="arkor-ops-run",
+        image=trainer_image, sidecar_image=sidecar_image,
+    )  # fmt: skip
     backend = KubernetesBackend(settings, configuration=cfg)
     try:
         trainer = create_async_trainer(**run_config(max_steps=2, save_steps=1), backend=backend)
