@@ -15,7 +15,10 @@ so both are always set.
 ``job.phase`` is mostly synthesised by backends (without an id) to explain a wait before the
 trainer runs (queued, unschedulable, pulling the image, crash-looping). The trainer writes one
 itself, phase ``retrying`` (with an id), when it fails in a way that the Job will retry: a
-terminal event is final, so only the last attempt writes ``training.failed``.
+terminal event is final, so only the last attempt writes ``training.failed``. A training run's
+CPU pre-flight (:mod:`arkor_ops.worker.preflight`) writes phase ``preflight`` (with an id) when
+it starts, then ``preflight.passed`` (ours: rows, tokens, a preview of the templated rows) or
+``training.failed``; the GPU run's log continues after them.
 
 ``training.resumed`` (ours, not Arkor's: Arkor clients skip it as an unknown type) is written
 instead of a second ``training.started`` when a later attempt of the same run (a replacement pod)
@@ -255,9 +258,11 @@ class EvaluationCancelled(_Event):
     done: int | None = Field(default=None, description="Samples scored when it stopped.")
 
 
-#: The phases this version knows (a backend's diagnosis, or the trainer's ``retrying``).
+#: The phases this version knows (a backend's diagnosis, or the worker's ``preflight`` and
+#: ``retrying``).
 Phase = Literal[
     "queued",
+    "preflight",
     "pending",
     "create-failed",
     "unschedulable",
@@ -294,6 +299,43 @@ class JobPhase(_Event):
     hint: str | None = Field(default=None, description="What to do about it.")
 
 
+class PreviewRow(_Wire):
+    """One dataset row as the model will see it (the pre-flight's preview)."""
+
+    row: int = Field(description="Row number in the dataset (1-based).")
+    text: str = Field(description="The row rendered with the chat template (cut to 2,000 chars).")
+    tokens: int = Field(description="Its token count.")
+    trained_tokens: int | None = Field(
+        default=None,
+        description="Tokens the loss is computed on with `train_on_responses_only` (the "
+        "assistant turns); None when every token is trained.",
+    )
+
+
+class PreflightPassed(_Event):
+    """The CPU pre-flight checked the run before a GPU is held (ours; Arkor clients skip it).
+
+    Written by the pre-flight Job (:mod:`arkor_ops.worker.preflight`) once the dataset's rows,
+    the model's access and files and the chat template passed; the GPU Job starts after it.
+    """
+
+    type: Literal["preflight.passed"] = "preflight.passed"
+    rows: int = Field(description="Rows that will train.")
+    tokens: int = Field(description="Tokens in those rows, before truncation (for an ETA).")
+    truncated_rows: int = Field(description="Rows longer than `max_length` (cut in training).")
+    untrained_rows: int = Field(
+        default=0,
+        description="With `train_on_responses_only`: rows whose response starts after "
+        "`max_length` (truncation leaves them nothing to train on).",
+    )
+    max_length: int = Field(description="The run's max sequence length.")
+    model_bytes: int | None = Field(
+        default=None, description="Size of the model's weight files, where storage lists it."
+    )
+    preview: list[PreviewRow] = Field(default_factory=list, description="The first rows.")
+    seconds: float = Field(description="How long the pre-flight took.")
+
+
 Event = Annotated[
     TrainingStarted
     | TrainingResumed
@@ -308,6 +350,7 @@ Event = Annotated[
     | EvaluationCompleted
     | EvaluationFailed
     | EvaluationCancelled
+    | PreflightPassed
     | JobPhase,
     Field(discriminator="type"),
 ]

@@ -106,6 +106,11 @@ class WorkerEnvSettings(RunSettings):
         description="Counted attempts the Job allows (Kubernetes: `backoffLimit + 1`); a "
         "retryable failure is final only in the last one.",
     )
+    preflight: bool = Field(
+        default=False,
+        description="`1`: run the pre-flight stage (on the CPU pool: rows, model access, chat "
+        "template, token count), not the training; set by the pre-flight Job.",
+    )
     hf_token_setting: str = Field(
         default=DEFAULT_HF_TOKEN_SETTING,
         description="The setting named in a gated/refused-token error.",

@@ -1,7 +1,9 @@
 """The training worker: ``python -m arkor_ops.worker`` (the trainer image's entrypoint).
 
 The same entrypoint runs an evaluation job when its config says ``kind: evaluation``
-(:mod:`arkor_ops.worker.evaluate`): one image, one environment, one event protocol.
+(:mod:`arkor_ops.worker.evaluate`), and a training run's CPU pre-flight when
+``ARKOR_PREFLIGHT=1`` (:mod:`arkor_ops.worker.preflight`): one image, one environment, one
+event protocol.
 
 Reads and checks its environment first, failing fast with a message naming the variable:
 
@@ -22,6 +24,8 @@ Reads and checks its environment first, failing fast with a message naming the v
 - ``ARKOR_MAX_ATTEMPTS`` (``1``): counted attempts the Job allows (``backoffLimit + 1``); a
   retryable failure writes ``training.failed`` only in the last one, ``job.phase`` ``retrying``
   before (see :mod:`arkor_ops.worker.attempts`).
+- ``ARKOR_PREFLIGHT`` (unset): ``1`` in the pre-flight Job: check the run on the CPU pool
+  (rows, model access, chat template, token count) and exit; no training.
 - ``ARKOR_TEST_FAULT_STORAGE_ATTEMPTS`` (unset; tests only): attempt numbers (``1,2``) in which
   the pipeline's storage calls fail (see :mod:`arkor_ops.worker.faults`).
 - ``ARKOR_TEST_HOLD_UPLOADS`` (unset; tests only): a file path; checkpoint uploads wait until
@@ -176,6 +180,10 @@ def main() -> int:
         from arkor_ops.worker.evaluate import evaluate
 
         return evaluate(settings, state)
+    if settings.stage == "preflight":
+        from arkor_ops.worker.preflight import preflight
+
+        return preflight(settings, state)
     from arkor_ops.worker.run import run
 
     return run(settings, state)

@@ -74,15 +74,19 @@ class WorkerSettings:
     hf_token_setting: str = "HF_TOKEN"
     pod_annotations: Path | None = None
     max_attempts: int = 1
+    preflight: bool = False
     test_fault_storage_attempts: frozenset[int] = frozenset()
     test_hold_uploads: Path | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
-    def stage(self) -> Literal["training", "evaluation"]:
-        """What this worker runs, from its config: ``kind: evaluation`` or a training run."""
-        return "evaluation" if is_evaluation(self.config_data) else "training"
+    def stage(self) -> Literal["training", "evaluation", "preflight"]:
+        """What this worker runs: ``kind: evaluation`` in its config, the pre-flight of a
+        training run (``ARKOR_PREFLIGHT``), or the training run."""
+        if is_evaluation(self.config_data):
+            return "evaluation"
+        return "preflight" if self.preflight else "training"
 
     def evaluation_config(self) -> EvaluationConfig:
         """An evaluation job's config, re-validated with the core's model.
@@ -191,6 +195,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
         hf_token_setting=s.hf_token_setting,
         pod_annotations=s.pod_annotations,
         max_attempts=s.max_attempts,
+        preflight=s.preflight,
         test_fault_storage_attempts=s.fault_attempts(),
         test_hold_uploads=s.test_hold_uploads,
         secrets=secrets,
