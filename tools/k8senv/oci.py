@@ -386,7 +386,26 @@ class Container:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
+        self._wait_created()
         logger.info("container %s started from %s", self.name, self.spec.image)
+
+    def _wait_created(self, timeout: float = 30.0) -> None:
+        """Return once runc knows the container (or ``runc run`` has already exited), as a
+        CRI's StartContainer returns only then: kubelet reports a container running after it."""
+        deadline = time.monotonic() + timeout
+        while self._popen is not None and self._popen.poll() is None:
+            state = subprocess.run(
+                ["runc", "--root", str(RUNC_ROOT), "state", self.name],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if state.returncode == 0 and '"running"' in state.stdout:
+                return
+            if time.monotonic() > deadline:
+                logger.warning(
+                    "container %s: runc has not started it after %.0f s", self.name, timeout
+                )
+                return
+            time.sleep(0.05)
 
     @property
     def pid(self) -> int | None:
