@@ -86,6 +86,11 @@ class QuotaExceededError(BackendError):
     """A resource quota or limit refused the request."""
 
 
+class PreflightFailedError(BackendError):
+    """The run's CPU pre-flight found what would fail it (a bad row, a gated or missing model,
+    a chat template that cannot mask): no GPU Job was created. Retrying cannot help."""
+
+
 class StreamError(BackendError):
     """The event stream could not be opened or broke off.
 

@@ -52,7 +52,7 @@ from arkor_ops.config import (
     TrainerConfig,
     validate_config,
 )
-from arkor_ops.errors import BackendError
+from arkor_ops.errors import BackendError, PreflightFailedError
 from arkor_ops.flows.jobs import run_is_active
 from arkor_ops.flows.reporting import RunReporter
 from arkor_ops.flows.settings import BackendSettings
@@ -132,7 +132,18 @@ async def run_storage(backend: Backend, job_id: str) -> tuple[Storage, RunLayout
         return None
 
 
-@task(retries=2, retry_delay_seconds=2, task_run_name="start-training")
+def _submit_retryable(_task: Any, _task_run: Any, state: Any) -> bool:
+    """Retry a failed submit, except a failed pre-flight: the run can never pass as configured
+    (Prefect hands the exception over as the Failed state's data)."""
+    return not isinstance(getattr(state, "data", None), PreflightFailedError)
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=_submit_retryable,
+    task_run_name="start-training",
+)
 async def start_training(
     config: TrainerConfig, settings: BackendSettings, idempotency_key: str
 ) -> str:

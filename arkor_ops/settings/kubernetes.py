@@ -122,6 +122,32 @@ class KubernetesSettings(BaseSettings):
         description="Trainer `ephemeral-storage` limit; covers both volumes' sizeLimits.",
     )
     priority_class: str | None = Field(default=None, description="PriorityClass of run pods.")
+    # -- the CPU pre-flight (docs/kubernetes.md: "Pre-flight") --------------------------------
+    preflight: bool = Field(
+        default=True,
+        description="Check each training run in a Job on the CPU pool first (dataset rows, "
+        "model access, chat template, token count); only a passing one creates the GPU Job.",
+    )
+    preflight_node_selector: dict[str, str] = Field(
+        default_factory=lambda: {"arkor-ops.dev/pool": "cpu"},
+        description="Node selector of the pre-flight pod (no GPU, no GPU toleration).",
+    )
+    preflight_cpu_request: str = Field(
+        default="500m", pattern=_QUANTITY, description="Pre-flight CPU request."
+    )
+    preflight_memory_request: str = Field(
+        default="1Gi", pattern=_QUANTITY, description="Pre-flight memory request."
+    )
+    preflight_memory_limit: str = Field(
+        default="4Gi", pattern=_QUANTITY, description="Pre-flight memory limit."
+    )
+    preflight_timeout_seconds: int = Field(
+        default=900,
+        ge=30,
+        description="Longest a pre-flight may take, pending time included "
+        "(`activeDeadlineSeconds`); `start()` waits for it.",
+    )
+
     kueue_queue: str | None = Field(
         default=None, description="Kueue LocalQueue; Jobs are then created suspended for Kueue."
     )

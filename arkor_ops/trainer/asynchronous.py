@@ -37,6 +37,7 @@ from arkor_ops.chat import CheckpointChat
 from arkor_ops.checkpoints import CheckpointInfo, check_init_adapter, list_checkpoints
 from arkor_ops.closing import AsyncClosing
 from arkor_ops.config import TrainerConfig, validate_config
+from arkor_ops.errors import JobNotFoundError
 from arkor_ops.events import (
     CheckpointSaved,
     Event,
@@ -194,12 +195,19 @@ class AsyncTrainer(AsyncClosing):
         """Ask the backend to stop the run; a no-op when no job was created.
 
         A submission still in flight is awaited first, so a run being created is cancelled too.
+        A keyed run is asked to stop before that (its job id is known): one still in its
+        Kubernetes pre-flight stops there, and its submission fails without a GPU Job.
         ``wait=False`` returns once the stop is requested (see ``Backend.cancel``).
 
         Raises:
             BackendError: the backend refused or failed (errors propagate).
         """
         if self._job is None and self._submitting is not None:
+            key = self._idempotency_key
+            job_id = self.backend.job_id_for(self._config, key) if key else None
+            if job_id is not None and not self._submitting.done():
+                with contextlib.suppress(JobNotFoundError):
+                    await self.backend.cancel(job_id, wait=False)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._submitting)
         if self._job is None:

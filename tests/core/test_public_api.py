@@ -55,6 +55,8 @@ EXPECTED = [
     "Metrics",
     "PermissionDeniedError",
     "PhaseContext",
+    "PreflightFailedError",
+    "PreflightPassed",
     "QuotaExceededError",
     "ReconnectGiveUpError",
     "ReconnectPolicy",

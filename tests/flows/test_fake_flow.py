@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from arkor_ops.errors import BackendError, PreflightFailedError
 from arkor_ops.testing import FakeBackend, scripted_events
 from tests.flows.helpers import (
     by_key,
@@ -169,6 +170,45 @@ async def test_retried_start_training_adopts_its_job(use_fake: Any) -> None:
     key = str(state.state_details.flow_run_id)
     assert attempts == ["fake-r", "fake-r"]
     assert [s["idempotencyKey"] for s in fake.submits] == [key, key]
+
+
+@pytest.mark.parametrize(
+    ("error", "submits"),
+    [
+        (PreflightFailedError("pre-flight: 1 bad row(s): row 3: no assistant turn"), 1),
+        (BackendError("the API server answered 503"), 3),
+    ],
+    ids=["failed pre-flight: final", "other errors: retried"],
+)
+async def test_start_training_retries_all_but_a_failed_preflight(
+    use_fake: Any, error: BackendError, submits: int
+) -> None:
+    from prefect import flow, runtime
+
+    from arkor_ops.config import validate_config
+    from arkor_ops.flows.settings import BackendSettings
+    from arkor_ops.flows.training import start_training
+
+    class Refusing(FakeBackend):
+        calls = 0
+
+        async def submit(self, config: Any, *, idempotency_key: str | None = None) -> Any:
+            Refusing.calls += 1
+            raise error
+
+    use_fake(Refusing(scripted_events("fake-p", outcome=None), job_id="fake-p"))
+
+    @flow
+    async def start(config: dict[str, Any]) -> str:
+        key = str(runtime.flow_run.id)
+        return await start_training(validate_config(config), BackendSettings(), key)
+
+    state = await start(tiny_config("/data/train.jsonl"), return_state=True)
+    assert state.is_failed()
+    assert Refusing.calls == submits
+    with pytest.raises(type(error)) as raised:
+        await state.result()
+    assert str(raised.value) == str(error)
 
 
 async def test_a_resumed_run_has_each_step_once_in_the_loss_table(use_fake: Any) -> None:

@@ -75,6 +75,9 @@ def kube_env(  # noqa: PLR0917
         "ARKOR_K8S_MEMORY_LIMIT": "4Gi",
         "ARKOR_K8S_CANCEL_GRACE_SECONDS": "5",
         "ARKOR_K8S_CANCEL_TIMEOUT_SECONDS": "60",
+        # the flows' steps, not the pre-flight (tests/kubernetes/test_preflight.py; the
+        # Prefect worker's deployment test runs with it, as deployed)
+        "ARKOR_K8S_PREFLIGHT": "false",
         "ARKOR_K8S_ENV": json.dumps(
             {
                 "HF_HUB_OFFLINE": "1",

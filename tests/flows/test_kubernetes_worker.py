@@ -260,9 +260,10 @@ async def test_a_deployment_run_trains_in_a_flow_run_pod_of_the_kubernetes_worke
     keys = s3_server.client().list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{job_id}/")
     names = {o["Key"].removeprefix(f"{prefix}/{job_id}/") for o in keys.get("Contents", [])}
     assert {"events.jsonl", "loss.png"} <= names, names
-    # the three containers (flow run, trainer, sidecar) ran from the images with runc, none as
-    # a process of this machine
-    assert len(ran) == 3 and all(" runc://" in c for c in ran), ran
+    # the four containers (flow run, the run's CPU pre-flight, trainer, sidecar) ran from the
+    # images with runc, none as a process of this machine
+    assert len(ran) == 4 and all(" runc://" in c for c in ran), ran
+    assert [c for c in ran if c.startswith(f"{job_id}-preflight-")], ran
 
 
 async def test_cancelling_the_flow_run_removes_the_flow_run_job_and_the_training_job(

@@ -103,8 +103,10 @@ def base_applied(cluster: K8sCluster, s3: S3Server) -> Iterator[str]:
 def make_settings(
     cluster: K8sCluster, namespace: str, s3: S3Server, storage_uri: str, **overrides: Any
 ) -> KubernetesSettings:
-    """Settings for runs on the local cluster (small requests; the GPU pool by default)."""
+    """Settings for runs on the local cluster (small requests; the GPU pool by default; no
+    pre-flight unless ``preflight=True``: tests/kubernetes/test_preflight.py tests it)."""
     fields: dict[str, Any] = {
+        "preflight": False,
         "namespace": namespace,
         "kubeconfig": str(cluster.kubeconfig),
         "storage_uri": storage_uri,

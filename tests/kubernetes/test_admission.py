@@ -32,17 +32,25 @@ def client_api(applied_base: str, k8s_cluster: K8sCluster) -> Iterator[client.Ap
 
 
 @pytest.fixture
-def run_job(
+def run_objects(
     applied_base: str, k8s_cluster: K8sCluster, s3_server: S3Server, s3_prefix: str
-) -> dict[str, Any]:
-    """The Job KubernetesBackend would create in k8s/base's namespace."""
+) -> tuple[m.RunObjects, m.RunObjects]:
+    """The objects KubernetesBackend would create in k8s/base's namespace: the run's, and
+    its pre-flight's."""
     settings = make_settings(
         k8s_cluster, applied_base, s3_server, s3_prefix, service_account="arkor-ops-run"
     )
     config = validate_config(
         {"name": "adm", "model": "m", "dataset": {"type": "file", "path": "/d"}, "maxSteps": 1}
     )
-    return m.build_run(config, settings, name=NAME, storage_uri=s3_prefix).job
+    run = m.build_run(config, settings, name=NAME, storage_uri=s3_prefix)
+    return run, m.build_preflight(run, settings)
+
+
+@pytest.fixture
+def run_job(run_objects: tuple[m.RunObjects, m.RunObjects]) -> dict[str, Any]:
+    """The run's Job."""
+    return run_objects[0].job
 
 
 def _refused(call: Callable[[], Any]) -> str:
@@ -66,6 +74,27 @@ def test_a_run_shaped_job_is_admitted(
 ) -> None:
     created = _create_job(client_api, applied_base, run_job)
     assert created.metadata.name == NAME
+
+
+def test_a_preflight_job_and_its_objects_are_admitted(
+    client_api: client.ApiClient, applied_base: str, run_objects: tuple[m.RunObjects, ...]
+) -> None:
+    pre = run_objects[1]
+    assert pre.secret is not None
+    created = _create_job(client_api, applied_base, pre.job)
+    assert created.metadata.name == f"{NAME}-preflight"
+    core = client.CoreV1Api(client_api)
+    core.create_namespaced_secret(applied_base, pre.secret, dry_run="All")
+    core.create_namespaced_config_map(applied_base, pre.config_map, dry_run="All")
+    # It reads only its own Secret: the run's is refused to it.
+    job = copy.deepcopy(pre.job)
+    for var in _trainer(job)["env"]:
+        ref = (var.get("valueFrom") or {}).get("secretKeyRef")
+        if ref and ref["name"].endswith("-preflight-secrets"):
+            ref["name"] = f"{NAME}-secrets"
+    assert "may read only its own Secret" in _refused(
+        lambda: _create_job(client_api, applied_base, job)
+    )
 
 
 def _mutations() -> dict[str, Callable[[dict[str, Any]], None]]:

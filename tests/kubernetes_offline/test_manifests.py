@@ -279,3 +279,58 @@ def test_a_claim_as_the_shared_model_cache_and_its_bound() -> None:
     assert env["HF_HOME"]["value"].startswith(env["ARKOR_MODEL_CACHE"]["value"] + "/")
     with pytest.raises(ValidationError, match="MODEL_CACHE_CLAIM"):
         KubernetesSettings(model_cache_claim="c", model_cache_host_path="/var/cache/arkor")
+
+
+def test_preflight_is_the_run_on_the_cpu_pool_without_gpu_or_sidecar() -> None:
+    settings = KubernetesSettings(
+        hf_token=HF,
+        s3_endpoint_url="http://minio:9000",
+        model_cache_host_path="/var/cache/arkor",
+        kueue_queue="team-a",
+        priority_class="training",
+        gpu_type="NVIDIA-H100-80GB-HBM3",
+    )
+    run = _build(settings, idempotency_key="k-1")
+    pre = m.build_preflight(run, settings)
+    name = "support-bot-v1-abcd1234-preflight"
+
+    assert pre.job["metadata"]["name"] == name
+    assert pre.config_map["metadata"]["name"] == f"{name}-config"
+    assert pre.secret is not None and pre.secret["metadata"]["name"] == f"{name}-secrets"
+    assert run.secret is not None
+    assert pre.secret["stringData"] == run.secret["stringData"]
+    for meta in (pre.job["metadata"], pre.job["spec"]["template"]["metadata"]):
+        assert meta["labels"][m.STAGE_LABEL] == "preflight"
+        assert m.KUEUE_QUEUE_LABEL not in meta["labels"]
+    # same key and config: a second submit adopts it, as it adopts the run's Job
+    assert pre.job["metadata"]["labels"][m.IDEMPOTENCY_LABEL] == m.key_hash("k-1")
+    assert pre.job["metadata"]["annotations"] == run.job["metadata"]["annotations"]
+    spec = pre.job["spec"]
+    assert spec["suspend"] is True, "resumed once its Secret exists"
+    assert spec["activeDeadlineSeconds"] == settings.preflight_timeout_seconds
+    pod = spec["template"]["spec"]
+    assert "initContainers" not in pod, "no sidecar"
+    for key in ("tolerations", "affinity", "priorityClassName"):
+        assert key not in pod
+    assert pod["nodeSelector"] == {"arkor-ops.dev/pool": "cpu"}
+    assert not [v for v in pod["volumes"] if "hostPath" in v], "no node cache"
+    assert {"name": "config", "configMap": {"name": f"{name}-config"}} in pod["volumes"]
+    (trainer,) = pod["containers"]
+    env = _env(trainer)
+    assert env["ARKOR_PREFLIGHT"]["value"] == "1"
+    assert env["ARKOR_JOB_ID"]["value"] == "support-bot-v1-abcd1234", "it writes the run's log"
+    assert env["HF_HOME"]["value"] == "/var/cache/arkor/huggingface"
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == f"{name}-secrets"
+    assert "nvidia.com/gpu" not in trainer["resources"]["limits"]
+    assert trainer["resources"]["requests"]["cpu"] == settings.preflight_cpu_request
+    assert [m["name"] for m in trainer["volumeMounts"]] == [
+        "run",
+        "cache",
+        "dshm",
+        "config",
+        "podinfo",
+        "tmp",
+    ]
+    # the run's own objects are unchanged
+    assert run.job["spec"]["template"]["spec"]["initContainers"]
+    assert run.job["metadata"]["name"] == "support-bot-v1-abcd1234"

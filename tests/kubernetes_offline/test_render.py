@@ -31,15 +31,23 @@ def test_render_prints_the_job_and_config_map_with_this_environment_s_settings(
     monkeypatch.setenv("ARKOR_K8S_GPU_TYPE", "NVIDIA-L4")
     assert main(["render", str(write(tmp_path)), "--name", "render-me-0001"]) == 0
     out = capsys.readouterr().out
-    job, config_map = list(yaml.safe_load_all(out))
+    pre, pre_config, job, config_map = list(yaml.safe_load_all(out))
     assert (job["kind"], job["metadata"]["name"], job["metadata"]["namespace"]) == (
         "Job",
         "render-me-0001",
         "ml-team",
     )
     assert config_map["kind"] == "ConfigMap"
-    assert "NVIDIA-L4" in out
-    assert TOKEN not in out  # the credentials stay in the Secret, which is not printed
+    # the CPU pre-flight comes first, on the CPU pool, without a GPU
+    assert (pre["kind"], pre["metadata"]["name"]) == ("Job", "render-me-0001-preflight")
+    assert pre_config["metadata"]["name"] == "render-me-0001-preflight-config"
+    assert "affinity" not in pre["spec"]["template"]["spec"]
+    assert "NVIDIA-L4" in yaml.safe_dump(job)
+    assert TOKEN not in out  # the credentials stay in the Secrets, which are not printed
+
+    monkeypatch.setenv("ARKOR_K8S_PREFLIGHT", "false")
+    assert main(["render", str(write(tmp_path)), "--name", "render-me-0001"]) == 0
+    assert len(list(yaml.safe_load_all(capsys.readouterr().out))) == 2
 
 
 def test_render_names_the_bad_field_and_prints_nothing(

@@ -8,6 +8,13 @@
   key the Job name is derived from the key and an existing Job made with that key and the same
   config is adopted (HTTP 409); a failure while completing an adopted Job never deletes it
   (see :mod:`.adoption`).
+* A training run is checked first (``ARKOR_K8S_PREFLIGHT``, on by default): ``submit`` creates
+  its pre-flight Job on the CPU pool (:func:`~.manifests.build_preflight`), waits for it and
+  deletes it; only a passing one creates the run's Job, whose worker continues the log the
+  pre-flight stored. A failing one raises :class:`~arkor_ops.errors.PreflightFailedError`
+  with the worker's error (the bad row, the gated model) and leaves the run's log, ending in
+  ``training.failed``, in storage; no GPU Job ever exists. Deleting the pre-flight Job
+  (``cancel()``, the reaper, ``kubectl delete``) stops the submit the same way.
 * :meth:`KubernetesBackend.events`: see :mod:`.stream`.
 * :meth:`KubernetesBackend.cancel` annotates the Job and its pods (the trainer reads its pod's
   annotation through a ``downwardAPI`` file, so SIGTERM reads as a cancel), records the cancel
@@ -57,6 +64,7 @@ from arkor_ops.errors import (
     InferenceError,
     JobNotFoundError,
     PermissionDeniedError,
+    PreflightFailedError,
     StorageError,
 )
 from arkor_ops.evaluation import EvaluationConfig
@@ -68,7 +76,11 @@ from arkor_ops.storage import FileStorage, RunLayout, S3Storage, Storage, s3_cli
 
 log = logging.getLogger(__name__)
 
-_QUEUED_PHASES = frozenset({"queued", "pending", "create-failed", "unschedulable"})
+_QUEUED_PHASES = frozenset({"queued", "preflight", "pending", "create-failed", "unschedulable"})
+#: Pre-flight phases that fail the submit once they last this long (a missing image, Secret).
+_STUCK_PHASES = frozenset({"image-pull-error", "config-error"})
+_STUCK_SECONDS = 60.0
+_PREFLIGHT_POLL_SECONDS = 1.0
 
 
 class KubernetesBackend(Backend):
@@ -244,16 +256,10 @@ class KubernetesBackend(Backend):
             idempotency_key=idempotency_key,
             flow_run_id=flow_run_id or self.flow_run_id or FlowRunSettings().flow_run_id,
         )
-        try:
-            job = await self.api.create("jobs", objs.job)
-        except BackendError as exc:
-            if exc.status != 409 or not idempotency_key:
-                raise
-            job = await self.api.get_job(name)
-            adoption.check_adoptable(
-                job, namespace=self.settings.namespace, idempotency_key=idempotency_key,
-                config=config,
-            )  # fmt: skip
+        if isinstance(config, TrainerConfig) and self.settings.preflight:
+            await self._preflight(config, objs, idempotency_key)
+        job, created = await self._create_or_adopt(objs.job, config, idempotency_key)
+        if not created:
             log.info("adopting existing Job %s/%s", self.settings.namespace, name)
             if adoption.needs_completing(job):
                 await self._complete(job, objs)  # a failure never deletes what we adopted
@@ -266,6 +272,116 @@ class KubernetesBackend(Backend):
                 await self.api.delete("jobs", name)
             raise
         return self._training_job(job, config.to_wire())
+
+    async def _create_or_adopt(
+        self, body: dict[str, Any], config: m.JobConfig, idempotency_key: str | None
+    ) -> tuple[dict[str, Any], bool]:
+        """Create the Job ``body``, or, with a key, adopt the one this key and config made
+        (HTTP 409; see :mod:`.adoption`). Returns the Job and whether this call created it."""
+        try:
+            return await self.api.create("jobs", body), True
+        except BackendError as exc:
+            if exc.status != 409 or not idempotency_key:
+                raise
+        job = await self.api.get_job(body["metadata"]["name"])
+        adoption.check_adoptable(
+            job, namespace=self.settings.namespace, idempotency_key=idempotency_key, config=config
+        )
+        return job, False
+
+    # -- pre-flight ---------------------------------------------------------------------------
+
+    async def _preflight(
+        self, config: TrainerConfig, objs: m.RunObjects, idempotency_key: str | None
+    ) -> None:
+        """Run the pre-flight Job to its end, then delete it (see the module docstring).
+
+        Skipped when the keyed run's Job exists already (its pre-flight passed). A pre-flight
+        Job made by another submit with the same key is adopted and followed; this call
+        deletes it once it has ended, or on its own failure only when it created it.
+
+        Raises:
+            PreflightFailedError: a check failed (the worker's error).
+            BackendError: the pre-flight could not run, was deleted, or ran out of time.
+        """
+        name = objs.job["metadata"]["name"]
+        if idempotency_key:
+            with contextlib.suppress(JobNotFoundError):
+                await self.api.get_job(name)
+                return
+        pre = m.build_preflight(objs, self.settings)
+        pname = pre.job["metadata"]["name"]
+        job, created = await self._create_or_adopt(pre.job, config, idempotency_key)
+        log.info("pre-flight of run %s: Job %s/%s", name, self.settings.namespace, pname)
+        ended = False
+        try:
+            await self._complete(job, pre)
+            await self._await_preflight(name, pname)
+            ended = True
+        except PreflightFailedError:
+            ended = True
+            raise
+        finally:
+            if created or ended:  # its ConfigMap and Secret go with it (owner references)
+                with contextlib.suppress(BackendError):
+                    await self.api.delete("jobs", pname)
+
+    async def _await_preflight(self, run: str, pname: str) -> None:
+        """Poll the pre-flight Job until it ends; log each phase it goes through."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.preflight_timeout_seconds + 60
+        shown: str | None = None
+        stuck_since: float | None = None
+        while True:
+            try:
+                job = await self.api.get_job(pname)
+            except JobNotFoundError:
+                raise BackendError(
+                    f"run {run}: its pre-flight Job {pname} was deleted before it ended "
+                    "(cancelled?); no GPU Job was created",
+                    status=410,
+                ) from None
+            pods = await self.api.job_pods(pname)
+            events = await self.api.events([pname, *(p["metadata"]["name"] for p in pods)])
+            diagnosis = diagnose(job, pods, events)
+            if diagnosis.phase == "completed":
+                log.info("pre-flight of run %s passed", run)
+                return
+            if diagnosis.terminal:
+                raise await self._preflight_failure(run, job, diagnosis)
+            if diagnosis.phase != shown:
+                shown = diagnosis.phase
+                detail = f": {diagnosis.message}" if diagnosis.message else ""
+                log.info("pre-flight of run %s: %s%s", run, shown, detail)
+            now = loop.time()
+            stuck_since = (stuck_since or now) if diagnosis.phase in _STUCK_PHASES else None
+            if stuck_since is not None and now - stuck_since > _STUCK_SECONDS:
+                hint = f" ({diagnosis.hint})" if diagnosis.hint else ""
+                raise BackendError(
+                    f"run {run}: its pre-flight pod cannot start ({diagnosis.phase}): "
+                    f"{diagnosis.message}{hint}; no GPU Job was created"
+                )
+            if now > deadline:
+                raise BackendError(f"run {run}: its pre-flight did not end in time ({shown})")
+            await asyncio.sleep(_PREFLIGHT_POLL_SECONDS)
+
+    async def _preflight_failure(
+        self, run: str, job: dict[str, Any], diagnosis: Diagnosis
+    ) -> BackendError:
+        """The error of a failed pre-flight: the worker's, from the log it stored."""
+        stored = await self._stored_events(run, job) or []
+        failed = next((e for e in reversed(stored) if e.get("type") == "training.failed"), None)
+        if failed is not None:
+            return PreflightFailedError(
+                f"run {run} failed its pre-flight, no GPU Job was created: {failed.get('error')}",
+                status=422,
+            )
+        phase = next(
+            (e for e in reversed(stored) if e.get("type") == "job.phase" and e.get("hint")),
+            None,
+        )
+        why = (phase or {}).get("message") or diagnosis.message or diagnosis.reason
+        return BackendError(f"run {run}: its pre-flight failed ({why}); no GPU Job was created")
 
     async def _complete(self, job: dict[str, Any], objs: m.RunObjects) -> None:
         """Create the ConfigMap/Secret owned by ``job`` (409 = already there), then resume it.
@@ -287,7 +403,8 @@ class KubernetesBackend(Backend):
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        if (job.get("spec") or {}).get("suspend") and not self.settings.kueue_queue:
+        queued = m.KUEUE_QUEUE_LABEL in ((job.get("metadata") or {}).get("labels") or {})
+        if (job.get("spec") or {}).get("suspend") and not queued:  # Kueue resumes a queued one
             await self.api.patch_job(job["metadata"]["name"], {"spec": {"suspend": False}})
 
     async def _create_owned(self, kind: str, body: dict[str, Any], owner: dict[str, Any]) -> None:
@@ -447,8 +564,9 @@ class KubernetesBackend(Backend):
             await kube_cancel.annotate_pods(api, job_id, stamp)
             await api.delete("jobs", job_id, grace_seconds=self.settings.cancel_grace_seconds)
         except JobNotFoundError:
-            log.debug("Job %s is already gone", job_id)
+            log.debug("Job %s is already gone, or not created yet", job_id)
             self._cancelled.add(job_id)
+            await self._cancel_preflight(job_id, wait=wait)
         if not wait:
             return
         await kube_cancel.wait_gone(api, job_id, self.settings.cancel_timeout_seconds)
@@ -456,6 +574,29 @@ class KubernetesBackend(Backend):
             with contextlib.suppress(JobNotFoundError):
                 await api.delete(kind, name)
         self._released.add(job_id)
+
+    async def _preflight_job(self, job_id: str) -> dict[str, Any] | None:
+        """Run ``job_id``'s pre-flight Job while it exists and is not being deleted."""
+        try:
+            job = await self.api.get_job(m.preflight_name(job_id))
+        except JobNotFoundError:
+            return None
+        return None if job["metadata"].get("deletionTimestamp") else job
+
+    async def _cancel_preflight(self, job_id: str, *, wait: bool) -> None:
+        """Stop a run still in its pre-flight: record the cancel beside its log, delete the
+        pre-flight Job (its submit then fails: no GPU Job is created). No such Job is fine."""
+        pname = m.preflight_name(job_id)
+        job = await self._preflight_job(job_id)
+        if job is None:
+            return
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        await kube_cancel.write_record(self.storage, self.events_uri(job_id, job), job, stamp)
+        with contextlib.suppress(JobNotFoundError):
+            await self.api.delete("jobs", pname, grace_seconds=self.settings.cancel_grace_seconds)
+        log.info("run %s was in its pre-flight: Job %s deleted", job_id, pname)
+        if wait:
+            await kube_cancel.wait_gone(self.api, pname, self.settings.cancel_timeout_seconds)
 
     async def _log_ended(self, job_id: str, job: dict[str, Any]) -> bool:
         """Whether the run's log holds a terminal event though the Job has not finished.
@@ -486,6 +627,12 @@ class KubernetesBackend(Backend):
             job: dict[str, Any] | None = await self.api.get_job(job_id)
         except JobNotFoundError:
             job = None
+        if job is None and (pre := await self._preflight_job(job_id)) is not None:
+            base = {**pre, "metadata": {**pre["metadata"], "name": job_id}}
+            message = "the pre-flight checks the run on the CPU pool; its GPU Job comes next"
+            return JobDescription(
+                job=self._training_job(base, status="queued"), phase="preflight", message=message
+            )
         if job is None:
             log_events = await self._stored_events(job_id, None)
             if await self._cancel_recorded(job_id):
@@ -586,7 +733,7 @@ class KubernetesBackend(Backend):
         Raises:
             PermissionDeniedError: the credentials may not list Jobs or pods there.
         """
-        jobs = await self.api.list_jobs(m.SELECTOR)
+        jobs = await self.api.list_jobs(m.RUNS_SELECTOR)
         pods_data = await self.api.call(
             "list", "pods", self.api.core.list_namespaced_pod, self.api.namespace,
             label_selector=m.SELECTOR,

@@ -13,6 +13,9 @@ Objects of one run ``{job}`` (all in ``settings.namespace``):
 * Secret ``{job}-secrets``: only when the run has secrets (dataset token, HF token); referenced
   by ``secretKeyRef`` (optional: it is deleted when the run ends), never copied into the Job.
   S3 keys come from an existing Secret (``settings.s3_secret_name``).
+
+A training run's CPU pre-flight (:func:`build_preflight`) is the same objects under
+``{job}-preflight`` (Job, ``-config``, ``-secrets``), reshaped for the CPU pool.
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ RUN_USER_ID = images.RUN_UID
 RUN_GROUP_ID = images.RUN_GID
 EXIT_NEVER_RETRY = 2
 SELECTOR = f"{MANAGED_BY}=arkor-ops"
+#: The pre-flight Job of run ``{job}`` is ``{job}{PREFLIGHT_SUFFIX}``.
+PREFLIGHT_SUFFIX = "-preflight"
+#: The run Jobs (training and evaluation), without their pre-flight Jobs.
+RUNS_SELECTOR = f"{SELECTOR},{STAGE_LABEL}!=preflight"
 
 _NAME_MAX = 40
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -466,3 +473,95 @@ def owner_reference(job: dict[str, Any]) -> dict[str, Any]:
         "uid": meta["uid"],
         "controller": False,
     }
+
+
+def preflight_name(job: str) -> str:
+    """The name of run ``job``'s pre-flight Job."""
+    return f"{job}{PREFLIGHT_SUFFIX}"
+
+
+def _preflight_pod(pod: dict[str, Any], job: str, settings: KubernetesSettings) -> None:
+    """Reshape the run's pod spec (a copy) for the CPU pool, in place."""
+    name = preflight_name(job)
+    for key in ("initContainers", "tolerations", "affinity", "priorityClassName"):
+        pod.pop(key, None)  # no sidecar: the pre-flight's log goes to storage when it ends
+    pod["terminationGracePeriodSeconds"] = 15
+    if settings.preflight_node_selector:
+        pod["nodeSelector"] = dict(settings.preflight_node_selector)
+    else:
+        pod.pop("nodeSelector", None)
+    pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "model-cache"]
+    for volume in pod["volumes"]:
+        if volume["name"] == "config":
+            volume["configMap"]["name"] = f"{name}-config"
+    trainer = pod["containers"][0]
+    trainer["volumeMounts"] = [m for m in trainer["volumeMounts"] if m["name"] != "model-cache"]
+    env = []
+    for var in trainer["env"]:
+        ref = (var.get("valueFrom") or {}).get("secretKeyRef")
+        if ref is not None and ref["name"] == f"{job}-secrets":
+            ref["name"] = f"{name}-secrets"
+        if var["name"] in ("ARKOR_MAX_ATTEMPTS", "ARKOR_MODEL_CACHE_MAX_BYTES"):
+            continue
+        if var["name"] == "HF_HOME":  # the node cache's is not mounted here
+            env.append({"name": "HF_HOME", "value": images.TRAINER_PATH_ENV["HF_HOME"]})
+        else:
+            env.append(var)
+    env.append({"name": "ARKOR_PREFLIGHT", "value": "1"})
+    trainer["env"] = env
+    trainer["resources"] = {
+        "requests": {
+            "cpu": settings.preflight_cpu_request,
+            "memory": settings.preflight_memory_request,
+            "ephemeral-storage": "2Gi",
+        },
+        "limits": {"memory": settings.preflight_memory_limit, "ephemeral-storage": "20Gi"},
+    }
+
+
+def build_preflight(run: RunObjects, settings: KubernetesSettings) -> RunObjects:
+    """The pre-flight objects of a training run: its CPU-pool Job, ConfigMap and Secret.
+
+    The run's own objects, copied under :func:`preflight_name` (so the admission policy's
+    "a Job reads only its own ConfigMap and Secret" holds for it too) and labelled
+    ``arkor-ops.dev/stage=preflight``: the same image, worker and config, with
+    ``ARKOR_PREFLIGHT=1`` and ``ARKOR_JOB_ID`` still the run's (the pre-flight writes the run's
+    log); no sidecar, no GPU, no GPU toleration, affinity or priority, no node cache; the
+    CPU pool's node selector, small requests and ``settings.preflight_timeout_seconds`` as its
+    deadline. A failed check exits 2, which the pod failure policy makes final; any other
+    failure is retried up to ``backoff_limit`` times.
+
+    Args:
+        run: what :func:`build_run` built for the run.
+        settings: backend settings (``preflight_*``).
+
+    Returns:
+        The pre-flight's Job, ConfigMap and Secret (None when the run has none).
+    """
+    import copy
+
+    job = run.job["metadata"]["name"]
+    name = preflight_name(job)
+
+    def relabel(meta: dict[str, Any]) -> None:
+        meta["labels"] = {**meta.get("labels", {}), STAGE_LABEL: "preflight"}
+        meta["labels"][APP_NAME] = "arkor-ops-preflight"
+        meta["labels"].pop(KUEUE_QUEUE_LABEL, None)  # a CPU check waits in no GPU queue
+
+    pre = copy.deepcopy(run.job)
+    pre["metadata"]["name"] = name
+    relabel(pre["metadata"])
+    spec = pre["spec"]
+    spec["suspend"] = run.secret is not None  # resumed once its Secret exists
+    spec["activeDeadlineSeconds"] = settings.preflight_timeout_seconds
+    relabel(spec["template"]["metadata"])
+    _preflight_pod(spec["template"]["spec"], job, settings)
+    config_map = copy.deepcopy(run.config_map)
+    config_map["metadata"]["name"] = f"{name}-config"
+    relabel(config_map["metadata"])
+    secret = None
+    if run.secret is not None:
+        secret = copy.deepcopy(run.secret)
+        secret["metadata"]["name"] = f"{name}-secrets"
+        relabel(secret["metadata"])
+    return RunObjects(job=pre, config_map=config_map, secret=secret)
