@@ -63,7 +63,7 @@ from arkor_ops.worker.hub import MODEL_FILES, HubRef, call_hub
 from arkor_ops.worker.pins import Pins
 from arkor_ops.worker.run import seed_event_log
 from arkor_ops.worker.settings import WorkerSettings
-from arkor_ops.worker.train import RunState
+from arkor_ops.worker.train import RunState, check_template
 
 log = logging.getLogger(__name__)
 
@@ -249,12 +249,8 @@ def preview(
         ModelError: a chat dataset and a tokenizer without a chat template, or (with
             ``responses_only``) a template that marks no assistant token.
     """
+    check_template(tok, data)  # the training's own check
     chat = data.format != "text"
-    if chat and not getattr(tok, "chat_template", None):
-        raise ModelError(
-            "the model's tokenizer has no chat template, which the chat and alpaca formats need; "
-            "use a model with one or dataset_format=text"
-        )
     masks = responses_only and chat
     template = training_template(tok) if masks else None
     out = []

@@ -242,7 +242,12 @@ def _end_of_turn(tok: Any, fmt: str) -> str | None:
     return "<end_of_turn>" if "<end_of_turn>" in vocab and "<end_of_turn>" in template else None
 
 
-def _check_template(tok: Any, data: PreparedDataset) -> None:
+def check_template(tok: Any, data: PreparedDataset) -> None:
+    """A chat or alpaca dataset needs a chat template; a missing pad token becomes EOS.
+
+    Raises:
+        ModelError: the tokenizer has no chat template and the rows are chats.
+    """
     if data.format != "text" and not getattr(tok, "chat_template", None):
         raise ModelError(
             "the model's tokenizer has no chat template, which the chat and alpaca formats need; "
@@ -493,7 +498,7 @@ def build_trainer(
         model, tok, peft_config = idle.timed("modelLoad", loader, config, model_path, cuda)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load the model from {model_path}: {exc}") from exc
-    _check_template(tok, data)
+    check_template(tok, data)
     import datasets
     from transformers import PrinterCallback
     from trl import SFTTrainer  # type: ignore[attr-defined]
