@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from arkor_ops.errors import ArkorOpsError
@@ -148,6 +148,7 @@ class AbortScope:
         self._interruptible = False
         self._cancelling = False
         self._remove: Callable[[], None] = lambda: None
+        self._guard = _Interruptible(self)
 
     def __enter__(self) -> AbortScope:
         if self._signal is not None:
@@ -170,18 +171,32 @@ class AbortScope:
         if self._signal is not None:
             self._signal.throw_if_aborted()
 
-    @contextlib.contextmanager
-    def interruptible(self) -> Iterator[None]:
-        self.check()
-        self._interruptible = True
-        try:
-            yield
-        except asyncio.CancelledError:
-            if not self._cancelling or self._signal is None:
-                raise
-            self._cancelling = False
-            if self._task is not None:
-                self._task.uncancel()
-            raise self._signal.error() from None
-        finally:
-            self._interruptible = False
+    def interruptible(self) -> _Interruptible:
+        """A ``with`` block an abort may interrupt (it raises the abort's error instead)."""
+        return self._guard
+
+
+class _Interruptible:
+    """:meth:`AbortScope.interruptible`'s block: a class, not a generator, as it wraps the read
+    of every frame of a stream."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self, scope: AbortScope) -> None:
+        self._scope = scope
+
+    def __enter__(self) -> None:
+        self._scope.check()
+        self._scope._interruptible = True
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        scope = self._scope
+        scope._interruptible = False
+        if not isinstance(exc, asyncio.CancelledError):
+            return
+        if not scope._cancelling or scope._signal is None:
+            return  # someone else's cancellation: it propagates
+        scope._cancelling = False
+        if scope._task is not None:
+            scope._task.uncancel()
+        raise scope._signal.error() from None

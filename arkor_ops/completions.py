@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
-from httpx_sse import aconnect_sse
 
-from arkor_ops.errors import CheckpointUnavailableError, InferenceError
+from arkor_ops.errors import CheckpointUnavailableError, InferenceError, StreamError
 from arkor_ops.inference import NOT_HELD, RUN_ENDED
+from arkor_ops.sse import open_frames
 
 #: How long to wait for the next piece of an answer: it comes at the next step boundary, after
 #: any answers queued before it.
@@ -76,25 +76,26 @@ async def post(
                 raise refusal(job_id, step, response.status_code, _json(response), url)
             yield response.json()
             return
-        async with aconnect_sse(client, "POST", url, content=data, headers=hdrs) as source:
-            response = source.response
+        async with client.stream("POST", url, content=data, headers=hdrs) as response:
             if not response.is_success:
                 await response.aread()
                 raise refusal(job_id, step, response.status_code, _json(response), url)
-            async with contextlib.aclosing(source.aiter_sse()) as events:
-                async for sse in events:
-                    if sse.event == "error":
-                        raise refusal(job_id, step, 500, _loads(sse.data), url)
-                    if sse.event not in ("message", "", None) or not sse.data:
+            async with contextlib.aclosing(open_frames(response)) as frames:
+                async for frame in frames:
+                    if frame.event == "error":
+                        raise refusal(job_id, step, 500, _loads(frame.data), url)
+                    if frame.event != "message" or not frame.data:
                         continue  # ping and other control frames
-                    if sse.data.strip() == DONE:
+                    if frame.data.strip() == DONE:
                         return
-                    chunk = _loads(sse.data)
+                    chunk = _loads(frame.data)
                     if isinstance(chunk, dict):
                         yield chunk
         raise InferenceError(
             f"infer() for run {job_id} step {step}: the stream ended before [DONE]"
         )
+    except StreamError as exc:  # not an event stream
+        raise InferenceError(f"infer() for run {job_id} step {step}: {exc}") from exc
     except httpx.TransportError as exc:
         raise InferenceError(
             f"infer() for run {job_id} step {step} ({url}): {type(exc).__name__}: {exc}"

@@ -39,8 +39,8 @@ from arkor_ops.events import (
     EvaluationFailed,
     EvaluationProgress,
     EvaluationStarted,
+    Event,
     JobPhase,
-    parse_event,
 )
 from arkor_ops.follow import follow
 from arkor_ops.reconnect import ReconnectPolicy
@@ -203,7 +203,7 @@ class AsyncEvaluator(AsyncClosing):
             async for frame in frames:
                 if frame.is_end or not frame.data:
                     continue
-                result = await self._dispatch(frame.data)
+                result = await self._dispatch(frame.parsed)
                 if result is not None:
                     return result
         raise StreamError(f"the event stream of {job_id} ended before the evaluation did")
@@ -215,8 +215,7 @@ class AsyncEvaluator(AsyncClosing):
             if inspect.isawaitable(outcome):
                 await outcome
 
-    async def _dispatch(self, data: str) -> EvaluationResult | None:
-        event = parse_event(data)
+    async def _dispatch(self, event: Event | None) -> EvaluationResult | None:
         if isinstance(event, EvaluationStarted):
             await self._call("on_started", event)
         elif isinstance(event, EvaluationProgress):

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -397,10 +398,13 @@ def parse_event(data: str | bytes | dict[str, Any]) -> Event | None:
 # --- SSE framing ------------------------------------------------------------------------------
 
 
-class Frame(BaseModel):
-    """One SSE frame as received: the ``event`` name, ``data`` text and ``id`` (if any)."""
+@dataclass(frozen=True)
+class Frame:
+    """One SSE frame as received: the ``event`` name, ``data`` text and ``id`` (if any).
 
-    model_config = ConfigDict(frozen=True)
+    A plain dataclass, not a pydantic model: a busy run's stream makes one per event, and the
+    fields are already strings.
+    """
 
     event: str = "message"
     data: str = ""
@@ -415,6 +419,37 @@ class Frame(BaseModel):
     def is_end(self) -> bool:
         """The server's clean end of stream."""
         return self.event == END
+
+    @property
+    def has_payload(self) -> bool:
+        """Whether the data is a JSON object (an event, maybe of a type this client does not
+        know): what counts as progress on a stream."""
+        return self._decoded()[0]
+
+    @property
+    def parsed(self) -> Event | None:
+        """The typed event in the data, or None (not an event, or of a type unknown here)."""
+        return self._decoded()[1]
+
+    def _decoded(self) -> tuple[bool, Event | None]:
+        cache = self.__dict__  # not functools.cached_property: it takes a lock on every read
+        if "_event" not in cache:
+            cache["_event"] = decode_event(self.data)
+        decoded: tuple[bool, Event | None] = cache["_event"]
+        return decoded
+
+
+def decode_event(data: str) -> tuple[bool, Event | None]:
+    """Whether ``data`` is a JSON object, and the typed event in it (None when it is not one).
+
+    One pass of pydantic-core's JSON parser (which reads ``NaN`` as Python's ``json`` does),
+    not ``json.loads`` and then a validation: a stream decodes every event it receives.
+    """
+    try:
+        return True, _EVENT_ADAPTER.validate_json(data)
+    except ValidationError as exc:
+        kind = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+        return kind["type"] not in ("json_invalid", "dict_type"), None
 
 
 def encode_frame(event: str, data: str = "", event_id: int | str | None = None) -> bytes:

@@ -26,7 +26,6 @@ awaited before the next frame is read; closing the generator closes the connecti
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
@@ -44,10 +43,7 @@ Connect = Callable[[str | None], AsyncIterator[Frame]]
 
 def has_payload(frame: Frame) -> bool:
     """Whether ``frame`` carries an event (its data is a JSON object): what counts as progress."""
-    try:
-        return isinstance(json.loads(frame.data), dict)
-    except ValueError:
-        return False
+    return frame.has_payload
 
 
 def frame_id(frame: Frame) -> int | None:
@@ -144,6 +140,8 @@ async def _next(source: AsyncIterator[Frame], timeout: float | None) -> Frame | 
 
     The wait runs in the caller's task, so an abort (a cancellation of that task) reaches it.
     """
+    if timeout is None:  # the common case: no timer per frame
+        return await anext(source, None)
     try:
         async with asyncio.timeout(timeout):
             return await anext(source)
@@ -158,5 +156,7 @@ async def _close(source: AsyncIterator[Frame]) -> None:
 
 
 def _reaches(frame: Frame, upto: int | None) -> bool:
+    if upto is None:
+        return False
     number = frame_id(frame)
-    return upto is not None and number is not None and number >= upto
+    return number is not None and number >= upto

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -48,7 +47,6 @@ from arkor_ops.events import (
     TrainingLog,
     TrainingResumed,
     TrainingStarted,
-    parse_event,
 )
 from arkor_ops.follow import follow
 from arkor_ops.reconnect import ReconnectPolicy
@@ -289,11 +287,11 @@ class AsyncTrainer(AsyncClosing):
                     frame = await anext(frames, None)
                 if frame is None or frame.is_end:  # with a policy, follow() ends only at `end`
                     return TrainingResult(job=self._snapshot())
-                payload = _json_object(frame.data)
-                if payload is None:
-                    logger.debug("skipping a malformed frame: %.200r", frame.data)
+                event = frame.parsed
+                if event is None:
+                    logger.debug("skipping a frame that is no event known here: %.200r", frame.data)
                     continue
-                result = await self._dispatch(payload, cursor)
+                result = await self._dispatch(event, cursor)
                 if result is not None:
                     return result
 
@@ -306,20 +304,30 @@ class AsyncTrainer(AsyncClosing):
         return self._job
 
     async def _call(self, name: str, ctx: Any) -> None:
-        chain = [self._callbacks.get(name), *(o.get(name) for o in list(self._observers))]
+        first = self._callbacks.get(name)
+        chain = (
+            [first, *(o.get(name) for o in list(self._observers))] if self._observers else [first]
+        )
         for callback in chain:
             if callback is None:
                 continue
             outcome = callback(ctx)
-            if inspect.isawaitable(outcome):
+            if outcome is not None and inspect.isawaitable(outcome):
                 await outcome
 
-    async def _dispatch(self, payload: dict[str, Any], cursor: _Cursor) -> TrainingResult | None:
-        event: Event | None = parse_event(payload)
-        if event is None:
-            logger.debug("skipping an event of unknown type %r", payload.get("type"))
-            return None
-        if isinstance(event, TrainingStarted):
+    async def _dispatch(self, event: Event, cursor: _Cursor) -> TrainingResult | None:
+        if isinstance(event, TrainingLog):  # first: the most frequent by far
+            ctx = LogContext(
+                job=self._snapshot(),
+                step=event.step,
+                loss=event.loss,
+                eval_loss=event.eval_loss,
+                learning_rate=event.learning_rate,
+                epoch=event.epoch,
+                samples_per_second=event.samples_per_second,
+            )
+            await self._call("on_log", ctx)
+        elif isinstance(event, TrainingStarted):
             if cursor.started:  # a replacement pod whose log lost the first start: not news
                 logger.debug("skipping a second training.started (id %s)", event.id)
                 return None
@@ -332,17 +340,6 @@ class AsyncTrainer(AsyncClosing):
                 job=job, step=event.step, reason=event.reason, attempt=event.attempt
             )
             await self._call("on_resumed", resumed)
-        elif isinstance(event, TrainingLog):
-            ctx = LogContext(
-                job=self._snapshot(),
-                step=event.step,
-                loss=event.loss,
-                eval_loss=event.eval_loss,
-                learning_rate=event.learning_rate,
-                epoch=event.epoch,
-                samples_per_second=event.samples_per_second,
-            )
-            await self._call("on_log", ctx)
         elif isinstance(event, CheckpointSaved):
             job = self._snapshot()
             adapter = {"kind": "checkpoint", "jobId": job.id, "step": event.step}
@@ -391,14 +388,6 @@ class _Cursor:
     """What ``wait()`` remembers across connections."""
 
     started: bool = False
-
-
-def _json_object(data: str) -> dict[str, Any] | None:
-    try:
-        payload = json.loads(data)
-    except ValueError:
-        return None
-    return payload if isinstance(payload, dict) else None
 
 
 def _merge_callbacks(
