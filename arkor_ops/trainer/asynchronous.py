@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Unpack, cast
@@ -106,7 +107,10 @@ class AsyncTrainer(AsyncClosing):
         self._backend = BackendSlot(backend)
         self._callbacks: dict[str, Callback] = dict(callbacks or {})
         self._abort_signal = abort_signal
-        self._idempotency_key = idempotency_key
+        # Without a key of the caller's, one of the trainer's own: a start() that failed after
+        # the job was made adopts it on the next try, and cancel() knows the job id in advance
+        # (it stops a run still in its pre-flight instead of waiting for the GPU job).
+        self._idempotency_key = idempotency_key or f"trainer-{uuid.uuid4().hex}"
         self._reconnect = reconnect or ReconnectPolicy()
         self._job: TrainingJob | None = None
         self._submitting: asyncio.Future[TrainingJob] | None = None
@@ -193,16 +197,16 @@ class AsyncTrainer(AsyncClosing):
         """Ask the backend to stop the run; a no-op when no job was created.
 
         A submission still in flight is awaited first, so a run being created is cancelled too.
-        A keyed run is asked to stop before that (its job id is known): one still in its
-        Kubernetes pre-flight stops there, and its submission fails without a GPU Job.
+        Where the backend knows the job id in advance (every run is keyed: by the caller, or by
+        the trainer), the run is asked to stop before that: one still in its Kubernetes
+        pre-flight stops there, and its submission fails without a GPU Job.
         ``wait=False`` returns once the stop is requested (see ``Backend.cancel``).
 
         Raises:
             BackendError: the backend refused or failed (errors propagate).
         """
         if self._job is None and self._submitting is not None:
-            key = self._idempotency_key
-            job_id = self.backend.job_id_for(self._config, key) if key else None
+            job_id = self.backend.job_id_for(self._config, self._idempotency_key)
             if job_id is not None and not self._submitting.done():
                 with contextlib.suppress(JobNotFoundError):
                     await self.backend.cancel(job_id, wait=False)

@@ -169,13 +169,15 @@ async def test_passing_preflight_then_the_gpu_job_continues_its_log(
     assert passed["preview"][0]["text"], passed
 
 
+@pytest.mark.parametrize("key", ["cancel-in-preflight", None], ids=["keyed", "unkeyed"])
 async def test_cancel_during_the_preflight_leaves_nothing(
     checked: KubernetesBackend,
     run_config: Callable[..., dict[str, Any]],
     jobs: JobWatch,
     k8s_cluster: K8sCluster,
+    key: str | None,
 ) -> None:
-    key = "cancel-in-preflight"
+    """With or without the caller's key, the cancel stops the run in its pre-flight."""
     trainer = create_async_trainer(
         **run_config(name="Cancelled Early"), backend=checked, idempotency_key=key
     )
@@ -185,7 +187,9 @@ async def test_cancel_during_the_preflight_leaves_nothing(
     await trainer.cancel()
     with pytest.raises(BackendError, match="deleted before it ended"):
         await started
-    job_id = m.job_name("Cancelled Early", key)
+    (preflight,) = jobs.added()
+    job_id = preflight.removesuffix(m.PREFLIGHT_SUFFIX)
+    assert key is None or job_id == m.job_name("Cancelled Early", key)
     described = await checked.describe(job_id)
 
     assert described.job.status == "cancelled", described
