@@ -333,6 +333,12 @@ class PreflightPassed(_Event):
     model_bytes: int | None = Field(
         default=None, description="Size of the model's weight files, where storage lists it."
     )
+    memory_estimate_gib: float | None = Field(
+        default=None, description="Rough GPU memory the run needs (weights, adapter, activations)."
+    )
+    gpu_memory_gib: float | None = Field(
+        default=None, description="Memory of the run's GPU type, where known."
+    )
     preview: list[PreviewRow] = Field(default_factory=list, description="The first rows.")
     seconds: float = Field(description="How long the pre-flight took.")
 

@@ -97,6 +97,12 @@ class KubernetesSettings(BaseSettings):
     gpu_type_label: str = Field(
         default="nvidia.com/gpu.product", description="Node label that names the GPU model."
     )
+    gpu_memory_gib: float | None = Field(
+        default=None,
+        gt=0,
+        description="Memory of one GPU, GiB, for the pre-flight's check that the model fits "
+        "(default: from `gpu_type` where it names a known product or a size, e.g. `-80GB`).",
+    )
     cpu_request: str = Field(default="2", pattern=_QUANTITY, description="Trainer CPU request.")
     cpu_limit: str | None = Field(default=None, pattern=_QUANTITY, description="CPU limit.")
     memory_request: str = Field(default="8Gi", pattern=_QUANTITY, description="Memory request.")

@@ -111,6 +111,17 @@ class WorkerEnvSettings(RunSettings):
         description="`1`: run the pre-flight stage (on the CPU pool: rows, model access, chat "
         "template, token count), not the training; set by the pre-flight Job.",
     )
+    gpu_memory_gib: float | None = Field(
+        default=None,
+        gt=0,
+        description="Memory of one GPU of the run's type, GiB: the pre-flight checks that the "
+        "model's weights fit and reports its estimate against it; set by the pre-flight Job.",
+    )
+    gpu_type: str | None = Field(
+        default=None,
+        description="The run's GPU product (`nvidia.com/gpu.product`), whose memory the "
+        "pre-flight uses when `ARKOR_GPU_MEMORY_GIB` is unset; set by the pre-flight Job.",
+    )
     hf_token_setting: str = Field(
         default=DEFAULT_HF_TOKEN_SETTING,
         description="The setting named in a gated/refused-token error.",

@@ -28,13 +28,17 @@ continues it (ids go on from there), so a follower sees the pre-flight's events 
 failed pre-flight's ``training.failed`` ends the run that never got a GPU. The pins recorded
 here are the ones the GPU run downloads.
 
-Not done here (yet): staging the model and tokenized data for the GPU node, and an estimate
-of memory need against the GPU type.
+6. the GPU memory the run needs, estimated from ``config.json`` and the weights' size
+   (:mod:`.memory`), against the GPU type's (``ARKOR_GPU_MEMORY_GIB``, where known): weights
+   that alone do not fit fail here; an estimate above it is reported, not stopped.
+
+Not done here (yet): staging the model and tokenized data for the GPU node.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import shutil
 import time
@@ -449,6 +453,7 @@ class Preflight:
                 longest,
                 ", ".join(map(str, untrained[:10])),
             )
+        need = self._memory(config, files, longest)
         passed = PreflightPassed(
             job_id="",
             rows=data.rows,
@@ -457,6 +462,8 @@ class Preflight:
             untrained_rows=len(untrained),
             max_length=longest,
             model_bytes=files.weight_bytes,
+            memory_estimate_gib=need,
+            gpu_memory_gib=settings.gpu_memory_gib,
             preview=shown,
             seconds=round(time.perf_counter() - began, 3),
         )
@@ -470,6 +477,54 @@ class Preflight:
             longest,
         )
         return EXIT_OK
+
+    def _memory(self, config: TrainerConfig, files: ModelFiles, longest: int) -> float | None:
+        """The run's estimated GPU memory, GiB (None without the weights' size).
+
+        Raises:
+            ModelError: the weights alone do not fit the GPU type.
+        """
+        from arkor_ops.worker.memory import OVERHEAD_GIB, estimate
+
+        if not files.weight_bytes:
+            return None
+        model_config = json.loads((files.path / "config.json").read_text(encoding="utf-8"))
+        lora, have = config.lora, self.settings.gpu_memory_gib
+        four_bit = bool(lora and lora.load_in_4bit)
+        need = estimate(
+            model_config,
+            files.weight_bytes,
+            load_in_4bit=four_bit,
+            lora_rank=lora.r if lora else 16,
+            batch_size=config.batch_size or 2,
+            max_length=longest,
+        )
+        log.info(
+            "GPU memory, estimated: %.2f GiB (weights %.2f, adapter %.2f, activations %.2f)%s",
+            need.total,
+            need.weights,
+            need.adapter,
+            need.activations,
+            f" of {have:.1f} GiB" if have else "",
+        )
+        if have and need.weights + OVERHEAD_GIB > have:
+            hint = "a GPU type with more memory or a smaller model"
+            if not four_bit:
+                hint = "lora.loadIn4bit, " + hint
+            raise ModelError(
+                f"model {config.model!r} needs about {need.weights + OVERHEAD_GIB:.1f} GiB of "
+                f"GPU memory just to load ({need.weights:.1f} GiB of weights "
+                f"{'in 4-bit' if four_bit else 'in bf16'} and {OVERHEAD_GIB:.0f} GiB for CUDA), "
+                f"and the run's GPU has {have:.1f} GiB: use {hint}"
+            )
+        if have and need.total > have:
+            log.warning(
+                "the run may run out of GPU memory: about %.1f GiB needed, %.1f GiB there "
+                "(lower batchSize or lora.maxLength, or set lora.loadIn4bit)",
+                need.total,
+                have,
+            )
+        return need.total
 
 
 def preflight(settings: WorkerSettings, state: RunState | None = None) -> int:

@@ -36,6 +36,7 @@ from arkor_ops.settings.worker import (
     DEFAULT_WORK_DIR,
     BackendChoice,
 )
+from arkor_ops.worker.memory import gpu_memory_gib
 
 __all__ = [
     "DEFAULT_EVENT_LOG",
@@ -75,6 +76,7 @@ class WorkerSettings:
     pod_annotations: Path | None = None
     max_attempts: int = 1
     preflight: bool = False
+    gpu_memory_gib: float | None = None
     test_fault_storage_attempts: frozenset[int] = frozenset()
     test_hold_uploads: Path | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -196,6 +198,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
         pod_annotations=s.pod_annotations,
         max_attempts=s.max_attempts,
         preflight=s.preflight,
+        gpu_memory_gib=s.gpu_memory_gib or gpu_memory_gib(s.gpu_type),
         test_fault_storage_attempts=s.fault_attempts(),
         test_hold_uploads=s.test_hold_uploads,
         secrets=secrets,

@@ -321,6 +321,8 @@ def test_preflight_is_the_run_on_the_cpu_pool_without_gpu_or_sidecar() -> None:
     assert env["ARKOR_JOB_ID"]["value"] == "support-bot-v1-abcd1234", "it writes the run's log"
     assert env["HF_HOME"]["value"] == "/var/cache/arkor/huggingface"
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == f"{name}-secrets"
+    assert env["ARKOR_GPU_TYPE"]["value"] == "NVIDIA-H100-80GB-HBM3", "what the model must fit"
+    assert "ARKOR_GPU_MEMORY_GIB" not in env  # unset: the worker reads it from the GPU type
     assert "nvidia.com/gpu" not in trainer["resources"]["limits"]
     assert trainer["resources"]["requests"]["cpu"] == settings.preflight_cpu_request
     assert [m["name"] for m in trainer["volumeMounts"]] == [

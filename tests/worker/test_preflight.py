@@ -77,6 +77,7 @@ def test_passing_preflight_previews_rows_and_the_gpu_run_continues_its_log(
         saveSteps=2,
         lora={"r": 4, "alpha": 8, "maxLength": 46},
     )
+    run_dir.extra_env["ARKOR_GPU_TYPE"] = "NVIDIA-A100-SXM4-80GB"  # the Job sets it from settings
 
     assert _preflight(run_dir, config) == 0
 
@@ -96,6 +97,9 @@ def test_passing_preflight_previews_rows_and_the_gpu_run_continues_its_log(
     assert 0 < passed.truncated_rows < 10, "rows over 46 tokens are counted"
     assert passed.untrained_rows == 0
     assert passed.model_bytes == sum(p.stat().st_size for p in tiny_model_dir.glob("*.safetensors"))
+    assert passed.gpu_memory_gib == 74.5
+    assert passed.memory_estimate_gib is not None
+    assert 1.0 <= passed.memory_estimate_gib < passed.gpu_memory_gib  # CUDA's 1 GiB: a tiny model
     assert [e["type"] for e in _stored(run_dir)] == ["job.phase", "preflight.passed"]
 
     # The GPU pod starts with an empty log: it seeds from storage and goes on from id 3.
@@ -105,6 +109,22 @@ def test_passing_preflight_previews_rows_and_the_gpu_run_continues_its_log(
     assert [e.type for e in events[:3]] == ["job.phase", "preflight.passed", "training.started"]
     assert [e.id for e in events] == list(range(1, len(events) + 1))
     assert events[-1].type == "training.completed"
+
+
+def test_a_model_too_big_for_the_gpu_type_fails_the_preflight(
+    tmp_path: Path, run_dir: RunDir, tiny_model_dir: Path
+) -> None:
+    path = write_rows(tmp_path / "train.jsonl", ROWS["chatml"](4))
+    config = base_config(tiny_model_dir, {"type": "file", "path": str(path)})
+    run_dir.extra_env["ARKOR_GPU_MEMORY_GIB"] = "0.5"  # below CUDA's own share: nothing loads
+
+    assert _preflight(run_dir, config) == 2
+
+    events = run_dir.events()
+    assert [e.type for e in events] == ["job.phase", "training.failed"]
+    error = events[-1].error
+    assert error.startswith(f"pre-flight: model {str(tiny_model_dir)!r} needs about 1.0 GiB"), error
+    assert "the run's GPU has 0.5 GiB: use lora.loadIn4bit, a GPU type with more memory" in error
 
 
 def test_missing_s3_model_fails_the_preflight_naming_it(

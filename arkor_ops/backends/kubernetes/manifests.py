@@ -508,6 +508,10 @@ def _preflight_pod(pod: dict[str, Any], job: str, settings: KubernetesSettings) 
         else:
             env.append(var)
     env.append({"name": "ARKOR_PREFLIGHT", "value": "1"})
+    if settings.gpu_type:  # what the pre-flight checks the model's memory against
+        env.append({"name": "ARKOR_GPU_TYPE", "value": settings.gpu_type})
+    if settings.gpu_memory_gib:
+        env.append({"name": "ARKOR_GPU_MEMORY_GIB", "value": str(settings.gpu_memory_gib)})
     trainer["env"] = env
     trainer["resources"] = {
         "requests": {
