@@ -15,9 +15,13 @@ trainer image's worker with ``ARKOR_PREFLIGHT=1`` on a CPU node. It writes ``job
    while tokenizing);
 5. every row's token count, the rows longer than the run's ``max_length`` and, with
    ``train_on_responses_only``, the rows whose response starts past it (truncation leaves
-   them no loss; when that is every row, the run would train nothing: it fails here).
+   them no loss; when that is every row, the run would train nothing: it fails here);
+6. the GPU memory the run needs, estimated from ``config.json`` and the weights' size
+   (:mod:`.memory`), against the GPU type's (``ARKOR_GPU_MEMORY_GIB``, where known): weights
+   that alone do not fit fail here; an estimate above it is reported, not stopped.
 
-Passing writes ``preflight.passed`` (rows, tokens, the preview, the weights' size), exit 0.
+Passing writes ``preflight.passed`` (rows, tokens, the preview, the weights' size, the
+memory estimate), exit 0.
 A check that can never pass writes ``training.failed`` naming the row or the model, exit 2
 (the Job's pod failure policy fails it at once). A retryable failure (storage or the hub
 unreachable) writes ``job.phase`` ``preflight`` with the error, exit 1: the Job retries.
@@ -27,10 +31,6 @@ Either way the log goes to the run's ``events.jsonl`` in storage, where the GPU 
 continues it (ids go on from there), so a follower sees the pre-flight's events first and a
 failed pre-flight's ``training.failed`` ends the run that never got a GPU. The pins recorded
 here are the ones the GPU run downloads.
-
-6. the GPU memory the run needs, estimated from ``config.json`` and the weights' size
-   (:mod:`.memory`), against the GPU type's (``ARKOR_GPU_MEMORY_GIB``, where known): weights
-   that alone do not fit fail here; an estimate above it is reported, not stopped.
 
 Not done here (yet): staging the model and tokenized data for the GPU node.
 """
