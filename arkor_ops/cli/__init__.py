@@ -11,6 +11,7 @@ Each command group lives in its own module with a ``register(subparsers)`` funct
 | ``ops`` | ``list``, ``status JOB``, ``logs JOB [-f]``, ``cancel JOB`` |
 | ``studio`` | ``studio`` (local web app: runs, loss chart, checkpoints, playground, cancel) |
 | ``dev`` | ``dev`` (local Prefect server + deployments) |
+| ``serve`` | ``serve NAME --model DIR [--adapter URI]`` (a local OpenAI-compatible endpoint) |
 | ``models`` | ``models list``, ``models show NAME``, ``models promote NAME VERSION`` (MLflow) |
 | ``settings`` | ``settings [GROUP] [--write-docs [DIR]]`` (the environment tables) |
 """
@@ -34,6 +35,7 @@ COMMAND_MODULES = (
     "ops",
     "studio",
     "dev",
+    "serve",
     "models",
     "settings",
 )

@@ -1,7 +1,10 @@
 """A tiny random Gemma-3-shaped causal LM for tests and benchmarks (seconds to build and train).
 
 Its modules carry the same names as Gemma 3 270M, so LoRA target lists, chat template and
-checkpoint files behave exactly as with the real model. Nothing is downloaded.
+checkpoint files behave exactly as with the real model, and it keeps Gemma 3's conventions that
+other engines rely on: ``query_pre_attn_scalar`` equals ``head_dim``, as in every Gemma 3 (with
+transformers' default of 256 against a head of 32, llama.cpp, which scales attention by the head
+size, computed another model). Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ def build_tiny_model(out: Path, *, seed: int = 0, extra_texts: list[str] | None 
         num_attention_heads=2,
         num_key_value_heads=1,
         head_dim=32,
+        query_pre_attn_scalar=32,
         max_position_embeddings=512,
         sliding_window=128,
         pad_token_id=tok.pad_token_id,
@@ -75,6 +79,27 @@ def build_tiny_model(out: Path, *, seed: int = 0, extra_texts: list[str] | None 
     model.save_pretrained(out)
     tok.save_pretrained(out)
     (out / "arkor-tiny.json").write_text(json.dumps({"seed": seed, "vocab": len(tok)}))
+    return out
+
+
+#: The modules a LoRA adapter on the tiny model (or Gemma 3) targets.
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def build_random_adapter(base: Path, out: Path, *, seed: int, r: int = 8) -> Path:
+    """Save a PEFT LoRA adapter on ``base`` with random weights (not the zero start) to ``out``.
+
+    Untrained: two seeds answer differently, which is what serving tests and benchmarks need to
+    tell two versions apart without a training run.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=LORA_TARGETS, init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(str(out))
     return out
 
 

@@ -1,0 +1,270 @@
+"""A local endpoint: the CPU engine and the gateway on one machine (``arkor-ops serve``).
+
+:class:`LocalEndpoint` converts the base model to GGUF once (kept in the endpoint's folder,
+keyed by the model files' sha256), starts llama-server in router mode and the gateway on
+``host:port``, and serves one version at a time. :meth:`LocalEndpoint.deploy` is the hot swap:
+
+1. the adapter is fetched from storage (``file://`` or ``s3://``) and every file is checked
+   against its committed ``manifest.json``: an uncommitted adapter or a file that fails its
+   sha256 is refused with :class:`~arkor_ops.errors.CheckpointError`;
+2. it is converted to GGUF and loaded as a new engine instance beside the serving one; a
+   conversion or load failure is a :class:`~arkor_ops.errors.ServingError`;
+3. only then does the gateway send new requests to it; the old instance finishes what it has and
+   is unloaded.
+
+Whatever fails, the version that served before keeps serving, and the failure is logged and kept
+in :attr:`LocalEndpoint.history`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from arkor_ops.checkpoints import committed_adapter
+from arkor_ops.errors import ArkorOpsError, ServingError
+from arkor_ops.serving.gateway import Gateway
+from arkor_ops.serving.gguf import adapter_gguf, base_gguf
+from arkor_ops.serving.keys import KeyFile
+from arkor_ops.serving.llama_cpp import LlamaServer, Preset, free_port
+from arkor_ops.storage import open_storage
+from arkor_ops.worker.checkpoints import download_files
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+BASE = "base"
+
+
+def check_name(name: str) -> str:
+    """``name`` if it can name an endpoint (a DNS label: it becomes a Service name)."""
+    if not _NAME.match(name):
+        raise ServingError(
+            f"endpoint name {name[:80]!r}: use 1-63 lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+def _files_sha256(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class SwapRecord:
+    """One :meth:`LocalEndpoint.deploy`: what was asked, and what came of it."""
+
+    version: str
+    adapter_uri: str | None
+    ok: bool
+    error: str | None
+    at: float
+    seconds: float
+
+
+class LocalEndpoint:
+    """An OpenAI-compatible endpoint on this machine serving ``base_model`` and one adapter.
+
+    Args:
+        name: the endpoint's name, which clients send as ``"model"``.
+        base_model: the Hugging Face folder of the base model the adapters were trained on.
+        workdir: the endpoint's folder (GGUF files, presets, logs, ``keys.jsonl``).
+        auth: ``"key"`` (requests need a key of :attr:`keys`) or ``"none"``.
+        vocab_pre: for a base model whose tokenizer llama.cpp's converter does not know
+            (:mod:`arkor_ops.serving._convert`).
+        base_cache: where converted base models are kept (default ``workdir/base``), keyed by
+            the sha256 of the model's files and the GGUF type.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        base_model: Path,
+        workdir: Path,
+        *,
+        auth: str = "key",
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        llama_cpp_home: str | Path | None = None,
+        vocab_pre: str | None = None,
+        gguf_type: str = "f16",
+        threads: int | None = None,
+        base_cache: Path | None = None,
+    ) -> None:
+        if auth not in ("key", "none"):
+            raise ServingError(f"auth {auth!r}: use 'key' or 'none'")
+        self.name = check_name(name)
+        self.base_model = base_model
+        self.workdir = workdir
+        self.keys = KeyFile(workdir / "keys.jsonl")
+        self.host = host
+        self.port = port or free_port(host)
+        self.url = f"http://{host}:{self.port}"
+        self.vocab_pre = vocab_pre
+        self.gguf_type = gguf_type
+        self.base_cache = base_cache or workdir / "base"
+        self.history: list[SwapRecord] = []
+        self.engine = LlamaServer(workdir / "engine", home=llama_cpp_home, threads=threads)
+        self.gateway = Gateway(
+            name, self.engine.url, verify=self.keys.verify if auth == "key" else None
+        )
+        self._folders: dict[str, Path] = {}  # engine instance -> its files
+        self._swap = threading.Lock()
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._base_gguf: Path | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> LocalEndpoint:
+        """Convert the base model (once), start the engine and the gateway."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._base_gguf = self._convert_base()
+        self.engine.start()
+        try:
+            self._start_gateway()
+        except BaseException:
+            self.engine.stop()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Stop the gateway and the engine."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        self.engine.stop()
+
+    def __enter__(self) -> LocalEndpoint:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _convert_base(self) -> Path:
+        if not (self.base_model / "config.json").is_file():
+            raise ServingError(f"base model {self.base_model}: no config.json there")
+        key = _files_sha256(self.base_model)[:16]
+        dest = self.base_cache / f"{key}-{self.gguf_type}.gguf"
+        if not dest.is_file():
+            log.info("converting %s to GGUF (%s)", self.base_model, self.gguf_type)
+            base_gguf(
+                self.engine.home,
+                self.base_model,
+                dest,
+                outtype=self.gguf_type,
+                vocab_pre=self.vocab_pre,
+            )
+        return dest
+
+    def _start_gateway(self) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(
+            self.gateway.app,
+            host=self.host,
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, name=f"endpoint-{self.name}", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ServingError(f"the gateway of {self.name} did not start on {self.url}")
+            time.sleep(0.02)
+
+    # -- versions --------------------------------------------------------------------------
+
+    @property
+    def serving(self) -> str | None:
+        """The version new requests go to (``base`` for the base model alone), or None."""
+        active = self.gateway.active
+        return None if active is None else active.partition("@")[2]
+
+    def deploy(self, version: str, adapter_uri: str | None) -> None:
+        """Serve ``adapter_uri`` (a committed adapter) as ``version``; None serves the base.
+
+        Raises:
+            CheckpointError: the adapter is not committed, or a file fails its sha256.
+            ServingError: the conversion or the engine's load failed.
+            In each case the version serving before keeps serving.
+        """
+        if not _VERSION.match(version):
+            raise ServingError(f"version {version[:80]!r}: use letters, digits, '.', '_', '-'")
+        t0 = time.monotonic()
+        with self._swap:
+            try:
+                self._deploy(version, adapter_uri)
+            except ArkorOpsError as exc:
+                log.warning(
+                    "%s: version %s refused, %s keeps serving: %s",
+                    self.name,
+                    version,
+                    self.serving or "nothing",
+                    exc,
+                )
+                self._record(version, adapter_uri, t0, str(exc))
+                raise
+            self._record(version, adapter_uri, t0, None)
+
+    def _record(self, version: str, uri: str | None, t0: float, error: str | None) -> None:
+        self.history.append(
+            SwapRecord(version, uri, error is None, error, time.time(), time.monotonic() - t0)
+        )
+
+    def _deploy(self, version: str, adapter_uri: str | None) -> None:
+        assert self._base_gguf is not None, "start() the endpoint first"
+        instance = f"{self.name}@{version}"
+        if instance == self.gateway.active:
+            return
+        if instance in self._folders:
+            raise ServingError(f"version {version} is being loaded already")
+        folder = self.workdir / "versions" / f"{version}.{uuid.uuid4().hex[:8]}"
+        self._folders[instance] = folder
+        try:
+            lora = None if adapter_uri is None else self._fetch(adapter_uri, folder)
+            self.engine.load(Preset(instance, self._base_gguf, lora))
+        except BaseException:
+            self._forget(instance)
+            raise
+        old = self.gateway.switch(instance)
+        if old is not None:
+            self.engine.unload(old)
+            self._forget(old)
+
+    def _forget(self, instance: str) -> None:
+        folder = self._folders.pop(instance, None)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _fetch(self, uri: str, folder: Path) -> Path:
+        """Download and verify the adapter into ``folder``, convert it; return its GGUF."""
+        uri = uri.rstrip("/")
+        storage = open_storage(uri)
+        manifest = committed_adapter(storage, uri, label="adapter")
+        adapter = download_files(storage, uri, manifest, folder / "adapter", label=f"adapter {uri}")
+        return adapter_gguf(
+            self.engine.home, adapter, self.base_model, folder / "adapter.gguf", outtype="f32"
+        )
