@@ -29,11 +29,10 @@ from typing import Any
 import httpx
 
 from arkor_ops.errors import ServingError
+from arkor_ops.settings import ServingSettings, default_llama_cpp_home, read
 
 log = logging.getLogger(__name__)
 
-#: The llama-cpp-python release whose vendored llama.cpp is built (scripts/build-llama-server.sh).
-LLAMA_CPP_VERSION = "0.3.36"
 HOME_ENV = "ARKOR_LLAMA_CPP_HOME"
 _BUILD = "scripts/build-llama-server.sh"
 
@@ -45,10 +44,7 @@ def llama_cpp_home(home: str | Path | None = None) -> Path:
         ServingError: there is no complete build there (the message says how to make one).
     """
     if home is None:
-        home = os.environ.get(HOME_ENV) or None
-    if home is None:
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        home = cache / "arkor-ops" / f"llama.cpp-{LLAMA_CPP_VERSION}"
+        home = read(ServingSettings).llama_cpp_home or default_llama_cpp_home()
     path = Path(home)
     if not (path / "bin" / "llama-server").is_file():
         raise ServingError(

@@ -13,6 +13,7 @@ One package, one module per group, because the groups together pass 400 lines:
 | backend choice | :class:`BackendChoiceSettings` | ``ARKOR_BACKEND`` |
 | flows | :class:`FlowSettings`, :class:`FlowRunSettings` | ``ARKOR_RETRAIN_*``, … |
 | registry | :class:`MlflowRegistrySettings` | ``MLFLOW_TRACKING_URI``, ``ARKOR_REGISTRY_*`` |
+| serving | :class:`ServingSettings` | ``ARKOR_LLAMA_CPP_HOME`` |
 
 Secret variables are listed once (:data:`SECRET_ENV`); :func:`secret_values` gives their values
 for redaction. :func:`read` builds a group from the environment (or a given mapping) and raises
@@ -46,6 +47,7 @@ from arkor_ops.settings.run import (
 )
 from arkor_ops.settings.s3 import S3Settings
 from arkor_ops.settings.secrets import SECRET_ENV, secret_values
+from arkor_ops.settings.serving import LLAMA_CPP_VERSION, ServingSettings, default_llama_cpp_home
 from arkor_ops.settings.sidecar import SidecarSettings
 from arkor_ops.settings.worker import WorkerEnvSettings, default_model_cache
 
@@ -58,6 +60,7 @@ __all__ = [
     "DEFAULT_EVENT_LOG",
     "DEFAULT_SIDECAR_PORT",
     "ENV_PREFIX",
+    "LLAMA_CPP_VERSION",
     "SECRET_ENV",
     "BackendChoiceSettings",
     "FlowRunSettings",
@@ -68,10 +71,12 @@ __all__ = [
     "MlflowRegistrySettings",
     "RunSettings",
     "S3Settings",
+    "ServingSettings",
     "SettingsError",
     "SidecarSettings",
     "WorkerEnvSettings",
     "default_backend",
+    "default_llama_cpp_home",
     "default_model_cache",
     "env_names",
     "environ",
