@@ -109,6 +109,11 @@ class LocalEndpoint:
         if auth not in ("key", "none"):
             raise ServingError(f"auth {auth!r}: use 'key' or 'none'")
         self.name = check_name(name)
+        if not (base_model / "config.json").is_file():
+            raise ServingError(
+                f"base model {base_model}: no config.json there (give the Hugging Face folder "
+                "of the model the adapters were trained on)"
+            )
         self.base_model = base_model
         self.workdir = workdir
         self.keys = KeyFile(workdir / "keys.jsonl")
@@ -158,8 +163,6 @@ class LocalEndpoint:
         self.close()
 
     def _convert_base(self) -> Path:
-        if not (self.base_model / "config.json").is_file():
-            raise ServingError(f"base model {self.base_model}: no config.json there")
         key = _files_sha256(self.base_model)[:16]
         dest = self.base_cache / f"{key}-{self.gguf_type}.gguf"
         if not dest.is_file():

@@ -1,0 +1,59 @@
+"""``arkor-ops serve`` as a user runs it: the URL and the key printed once, answers, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import pytest
+
+from arkor_ops.serving.llama_cpp import free_port
+
+pytestmark = pytest.mark.serving
+
+
+def test_serve_prints_the_url_and_a_key_and_answers(
+    llama_home: Path, tiny_model_dir: Path, adapters: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    cmd = [sys.executable, "-m", "arkor_ops.cli", "serve", "triage", "--model", str(tiny_model_dir)]
+    cmd += ["--adapter", adapters["a"], "--port", str(port), "--vocab-pre", "gpt-2"]
+    cmd += ["--workdir", str(tmp_path / "ep")]
+    env = {**os.environ, "ARKOR_LLAMA_CPP_HOME": str(llama_home)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+        url = f"http://127.0.0.1:{port}/v1"
+        assert lines[0].strip() == f"arkor-ops serve: {url} serves model 'triage'"
+        key = lines[1].strip().removeprefix("API key (shown once): ")
+        assert key.startswith("ak-")
+        c = openai.OpenAI(base_url=url, api_key=key, max_retries=0)
+        answer = c.chat.completions.create(
+            model="triage", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
+        assert answer.model == "triage@1" and answer.choices[0].message.content
+        assert key not in (tmp_path / "ep" / "keys.jsonl").read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert key not in stderr
+
+
+def test_serve_refuses_a_model_folder_that_is_not_one(tmp_path: Path, llama_home: Path) -> None:
+    env = {**os.environ, "ARKOR_LLAMA_CPP_HOME": str(llama_home)}
+    out = subprocess.run(
+        [sys.executable, "-m", "arkor_ops.cli", "serve", "triage", "--model", str(tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert f"base model {tmp_path}: no config.json there" in out.stderr
