@@ -11,6 +11,7 @@ Each command group lives in its own module with a ``register(subparsers)`` funct
 | ``ops`` | ``list``, ``status JOB``, ``logs JOB [-f]``, ``cancel JOB`` |
 | ``studio`` | ``studio`` (local web app: runs, loss chart, checkpoints, playground, cancel) |
 | ``dev`` | ``dev`` (local Prefect server + deployments) |
+| ``export`` | ``export ADAPTER --model DIR --out DIR --format F`` (merged weights, GGUF) |
 | ``serve`` | ``serve NAME --model DIR [--adapter URI]`` (a local OpenAI-compatible endpoint) |
 | ``models`` | ``models list``, ``models show NAME``, ``models promote NAME VERSION`` (MLflow) |
 | ``settings`` | ``settings [GROUP] [--write-docs [DIR]]`` (the environment tables) |
@@ -36,6 +37,7 @@ COMMAND_MODULES = (
     "studio",
     "dev",
     "serve",
+    "export",
     "models",
     "settings",
 )

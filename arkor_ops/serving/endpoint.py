@@ -88,7 +88,7 @@ class LocalEndpoint:
         vocab_pre: for a base model whose tokenizer llama.cpp's converter does not know
             (:mod:`arkor_ops.serving._convert`).
         base_cache: where converted base models are kept (default ``workdir/base``), keyed by
-            the sha256 of the model's files and the GGUF type.
+            the sha256 of the model's files, the GGUF type and ``vocab_pre``.
     """
 
     def __init__(
@@ -164,7 +164,8 @@ class LocalEndpoint:
 
     def _convert_base(self) -> Path:
         key = _files_sha256(self.base_model)[:16]
-        dest = self.base_cache / f"{key}-{self.gguf_type}.gguf"
+        pre = f"-{self.vocab_pre}" if self.vocab_pre else ""
+        dest = self.base_cache / f"{key}-{self.gguf_type}{pre}.gguf"
         if not dest.is_file():
             log.info("converting %s to GGUF (%s)", self.base_model, self.gguf_type)
             base_gguf(
@@ -195,7 +196,9 @@ class LocalEndpoint:
         deadline = time.monotonic() + 30
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise ServingError(f"the gateway of {self.name} did not start on {self.url}")
+                raise ServingError(
+                    f"the gateway of {self.name} did not start on {self.url} (is the port in use?)"
+                )
             time.sleep(0.02)
 
     # -- versions --------------------------------------------------------------------------

@@ -57,3 +57,19 @@ def test_serve_refuses_a_model_folder_that_is_not_one(tmp_path: Path, llama_home
     )
     assert out.returncode == 2
     assert f"base model {tmp_path}: no config.json there" in out.stderr
+
+
+def test_export_prints_each_file_with_its_sha256(
+    llama_home: Path, tiny_model_dir: Path, adapters: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "export"
+    cmd = [sys.executable, "-m", "arkor_ops.cli", "export", adapters["a"]]
+    cmd += ["--model", str(tiny_model_dir), "--out", str(out), "--format", "gguf-q8_0"]
+    cmd += ["--vocab-pre", "gpt-2"]
+    env = {**os.environ, "ARKOR_LLAMA_CPP_HOME": str(llama_home)}
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.strip()
+    assert line.startswith(f"{out / 'model-q8_0.gguf'}  ") and " sha256:" in line
+    again = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 2 and "exports never overwrite" in again.stderr
