@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # `make demo`: fine-tune Gemma 3 270M on the support-ticket triage example through
 # `arkor-ops start` with the local backend and S3-protocol storage, then score the base model
-# and the trained adapter on the held-out tickets with the evaluation stage, side by side.
+# and the trained adapter on the held-out tickets with the evaluation stage, side by side, and
+# serve the adapter on the CPU engine (llama.cpp's server behind the endpoint's gateway, built
+# once by scripts/build-llama-server.sh in the background meanwhile): the openai client asks a
+# held-out ticket, and the answer's JSON fields are shown beside transformers' answer.
 #
 # Storage: $ARKOR_STORAGE_URI when set (with its ARKOR_S3_ENDPOINT_URL / AWS_* variables);
 # otherwise an embedded S3-protocol server (moto) on loopback, started here and stopped at the
@@ -29,6 +32,10 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+
+llama_log=$(mktemp -t arkor-demo-llama.XXXXXX)
+scripts/build-llama-server.sh >"$llama_log" 2>&1 &
+llama_pid=$!
 
 step "preparing Gemma 3 270M (converted once from the PyPI package, then cached)"
 $PY -m arkor_ops.worker.models prepare-gemma
@@ -58,5 +65,14 @@ fi
 
 step "evaluating base model and adapter on the held-out tickets (test.jsonl)"
 ARKOR_BACKEND=local $PY examples/triage/evaluate.py "$result"
+
+step "serving the adapter: llama-server (GGUF) behind the gateway, asked by the openai client"
+if ! wait "$llama_pid"; then
+  cat "$llama_log" >&2
+  echo "demo: building llama-server failed" >&2
+  exit 1
+fi
+rm -f "$llama_log"
+$PY examples/triage/serve.py "$result"
 
 step "done"
