@@ -6,9 +6,10 @@ Starts a local endpoint (:class:`arkor_ops.serving.endpoint.LocalEndpoint`, what
 ``arkor-ops serve`` runs): Gemma 3 270M converted to GGUF, the run's final adapter fetched from
 ``$ARKOR_STORAGE_URI``, checked against its manifest and converted, llama-server in router mode
 behind the gateway with an API key. The official ``openai`` client asks the first ticket of
-``test.jsonl``; the same adapter then answers it in transformers + peft (greedy, the same length)
-and the two answers' JSON fields are shown side by side, with a verdict (the same fields, or
-how they differ). Exit code 0 once the endpoint answered. ``make demo`` runs it last.
+``test.jsonl``; the same adapter then answers it in transformers + peft (greedy, the same
+length, stopping where a chat server stops: at the end of the turn), and the two answers' JSON
+fields are shown side by side, with a verdict (the same fields, or how they differ). Exit code
+0 once the endpoint answered. ``make demo`` runs it last.
 """
 
 from __future__ import annotations
@@ -44,12 +45,15 @@ def in_transformers(base: Path, adapter: Path, messages: list[dict[str, str]]) -
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from arkor_ops.worker.evaluate import stop_tokens
+
     tok = AutoTokenizer.from_pretrained(base)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(adapter))
     ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
     ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    stop = stop_tokens(tok, model.generation_config.eos_token_id)  # <end_of_turn> too, as servers
     with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=MAX_TOKENS, do_sample=False)
+        out = model.generate(ids, max_new_tokens=MAX_TOKENS, do_sample=False, eos_token_id=stop)
     return str(tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)).strip()
 
 
