@@ -17,10 +17,9 @@ from arkor_ops.serving.endpoint import LocalEndpoint
 from arkor_ops.storage import join_uri, open_storage
 from arkor_ops.worker.checkpoints import RunIdentity, upload_committed
 from tests.registry.test_register_run import blob_config, events
+from tests.serving.helpers import TICKET
 
 pytestmark = [pytest.mark.serving, pytest.mark.mlflow, pytest.mark.s3]
-
-TICKET = [{"role": "user", "content": "ticket 7: the app crashes on login"}]
 
 
 def register(name: str, prefix: str, job: str, local: Path, base: str) -> str:

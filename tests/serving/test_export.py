@@ -13,26 +13,9 @@ from arkor_ops.errors import CheckpointError, ServingError
 from arkor_ops.serving.export import export
 from arkor_ops.serving.llama_cpp import LlamaServer, Preset
 from arkor_ops.worker.checkpoints import sha256_file
+from tests.serving.helpers import TICKET, greedy_transformers
 
 pytestmark = pytest.mark.serving
-
-TICKET = [{"role": "user", "content": "ticket 7: the app crashes on login"}]
-
-
-def greedy_transformers(base: Path, adapter: Path) -> str:
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(base)
-    model = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), str(adapter)
-    )
-    ids = tok.apply_chat_template(TICKET, add_generation_prompt=True, return_tensors="pt")
-    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
-    with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=8, do_sample=False)
-    return str(tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
 
 
 def test_merged_and_gguf_exports_answer_as_the_adapter_does(

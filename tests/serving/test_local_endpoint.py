@@ -15,10 +15,9 @@ import pytest
 
 from arkor_ops.errors import CheckpointError
 from arkor_ops.serving.endpoint import LocalEndpoint
+from tests.serving.helpers import TICKET, greedy_transformers
 
 pytestmark = pytest.mark.serving
-
-TICKET = [{"role": "user", "content": "ticket 7: the app crashes on login"}]
 
 
 def client(ep: LocalEndpoint, key: str) -> openai.OpenAI:
@@ -79,23 +78,11 @@ def test_refuses_requests_without_a_valid_key(
 def test_answers_as_transformers_does(
     endpoint: LocalEndpoint, adapters: dict[str, str], tiny_model_dir: Path
 ) -> None:
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     key = endpoint.keys.create("ci")
     endpoint.deploy("1", adapters["a"])
     served = ask(client(endpoint, key)).choices[0].message.content
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    model = PeftModel.from_pretrained(base, adapters["a"].removeprefix("file://"))
-    ids = tok.apply_chat_template(TICKET, add_generation_prompt=True, return_tensors="pt")
-    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
-    with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=8, do_sample=False)
-    expected = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
-    assert served == expected
+    adapter = Path(adapters["a"].removeprefix("file://"))
+    assert served == greedy_transformers(tiny_model_dir, adapter)
 
 
 def test_swap_under_load(endpoint: LocalEndpoint, adapters: dict[str, str]) -> None:
