@@ -129,8 +129,8 @@ class Gateway:
             return None
         return _error(
             401,
-            "a valid API key is required: send 'Authorization: Bearer <key>' "
-            f"(`arkor-ops endpoints keys create {self.name}` makes one)",
+            f"{self.name} needs a valid API key: send 'Authorization: Bearer <key>' with the key "
+            "`arkor-ops serve` printed (or one from LocalEndpoint.keys.create)",
             "invalid_request_error",
             "invalid_api_key",
         )

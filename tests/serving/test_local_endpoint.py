@@ -66,6 +66,7 @@ def test_refuses_requests_without_a_valid_key(
     )
     assert bare.status_code == 401
     assert bare.json()["error"]["code"] == "invalid_api_key"
+    assert "Authorization: Bearer <key>" in bare.json()["error"]["message"]
     assert httpx.get(endpoint.url + "/v1/models").status_code == 401
 
     stored = (endpoint.workdir / "keys.jsonl").read_text()
