@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
     p.add_argument("--interval", type=float, default=10.0, help="seconds between looks (--follow)")
     p.add_argument("--version", default="1", help="the version name the adapter serves as")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="0: a free one (the URL is printed)")
     p.add_argument("--auth", choices=["key", "none"], default="key")
     p.add_argument("--workdir", type=Path, default=None, help="GGUF files, logs (default: temp)")
     p.add_argument(

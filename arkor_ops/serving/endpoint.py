@@ -22,6 +22,7 @@ import hashlib
 import logging
 import re
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -34,7 +35,7 @@ from arkor_ops.errors import ArkorOpsError, ServingError
 from arkor_ops.serving.gateway import Gateway
 from arkor_ops.serving.gguf import adapter_gguf, base_gguf
 from arkor_ops.serving.keys import KeyFile
-from arkor_ops.serving.llama_cpp import LlamaServer, Preset, free_port
+from arkor_ops.serving.llama_cpp import LlamaServer, Preset
 from arkor_ops.storage import open_storage
 from arkor_ops.worker.checkpoints import download_files
 
@@ -118,35 +119,56 @@ class LocalEndpoint:
         self.workdir = workdir
         self.keys = KeyFile(workdir / "keys.jsonl")
         self.host = host
-        self.port = port or free_port(host)
-        self.url = f"http://{host}:{self.port}"
+        self.port = port  # None or 0: a port the system picks when start() binds the gateway
         self.vocab_pre = vocab_pre
         self.gguf_type = gguf_type
         self.base_cache = base_cache or workdir / "base"
         self.history: list[SwapRecord] = []
         self.engine = LlamaServer(workdir / "engine", home=llama_cpp_home, threads=threads)
-        self.gateway = Gateway(
-            name, self.engine.url, verify=self.keys.verify if auth == "key" else None
-        )
+        self.gateway = Gateway(name, None, verify=self.keys.verify if auth == "key" else None)
         self._folders: dict[str, Path] = {}  # engine instance -> its files
         self._swap = threading.Lock()
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
         self._base_gguf: Path | None = None
+
+    @property
+    def url(self) -> str:
+        """The gateway's base URL (known once :meth:`start` has bound its port)."""
+        if not self.port:
+            raise ServingError(f"endpoint {self.name} has no port yet: start() it first")
+        return f"http://{self.host}:{self.port}"
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> LocalEndpoint:
-        """Convert the base model (once), start the engine and the gateway."""
+        """Bind the gateway's port, convert the base model (once), start engine and gateway.
+
+        The port is bound first and held: picked early and bound after the conversion, it
+        could be taken in between (any outgoing connection may get it as its local port).
+        """
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._base_gguf = self._convert_base()
-        self.engine.start()
+        self._socket = self._bind()
         try:
+            self._base_gguf = self._convert_base()
+            self.engine.start()
+            self.gateway.engine_url = self.engine.url
             self._start_gateway()
         except BaseException:
             self.engine.stop()
+            self._socket.close()
             raise
         return self
+
+    def _bind(self) -> socket.socket:
+        try:
+            return socket.create_server((self.host, self.port or 0))
+        except OSError as err:
+            raise ServingError(
+                f"endpoint {self.name}: cannot listen on {self.host}:{self.port} ({err.strerror}); "
+                "give another port (0 lets the system pick a free one)"
+            ) from err
 
     def close(self) -> None:
         """Stop the gateway and the engine."""
@@ -154,6 +176,8 @@ class LocalEndpoint:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=15)
+        if self._socket is not None:
+            self._socket.close()
         self.engine.stop()
 
     def __enter__(self) -> LocalEndpoint:
@@ -180,25 +204,26 @@ class LocalEndpoint:
     def _start_gateway(self) -> None:
         import uvicorn
 
+        assert self._socket is not None  # bound by start()
+        self.port = int(self._socket.getsockname()[1])
         config = uvicorn.Config(
             self.gateway.app,
-            host=self.host,
-            port=self.port,
             log_level="warning",
             access_log=False,
             lifespan="on",
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
-            target=self._server.run, name=f"endpoint-{self.name}", daemon=True
+            target=self._server.run,
+            kwargs={"sockets": [self._socket]},
+            name=f"endpoint-{self.name}",
+            daemon=True,
         )
         self._thread.start()
         deadline = time.monotonic() + 30
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise ServingError(
-                    f"the gateway of {self.name} did not start on {self.url} (is the port in use?)"
-                )
+                raise ServingError(f"the gateway of {self.name} did not start on {self.url}")
             time.sleep(0.02)
 
     # -- versions --------------------------------------------------------------------------

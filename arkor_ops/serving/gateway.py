@@ -33,6 +33,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from arkor_ops.errors import ServingError
+
 #: Request headers the engine gets (the key never reaches it).
 _FORWARDED = ("content-type", "accept")
 
@@ -45,12 +47,16 @@ def _error(status: int, message: str, kind: str, code: str | None = None) -> JSO
 
 
 class Gateway:
-    """The ASGI app of one endpoint (:attr:`app`), forwarding to ``engine_url``."""
+    """The ASGI app of one endpoint (:attr:`app`), forwarding to ``engine_url``.
+
+    ``engine_url`` may be set after construction (the engine's port is known once it runs),
+    but before the app starts.
+    """
 
     def __init__(
         self,
         name: str,
-        engine_url: str,
+        engine_url: str | None,
         *,
         verify: Callable[[str], bool] | None,
         timeout: float = 600.0,
@@ -75,6 +81,8 @@ class Gateway:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        if self.engine_url is None:
+            raise ServingError(f"the gateway of {self.name} has no engine URL")
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
         async with httpx.AsyncClient(
             base_url=self.engine_url, timeout=self._timeout, limits=limits

@@ -18,6 +18,7 @@ from __future__ import annotations
 import configparser
 import logging
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -52,6 +53,9 @@ def llama_cpp_home(home: str | Path | None = None) -> Path:
             f"(once, about 15 minutes), or set {HOME_ENV} to a build"
         )
     return path
+
+
+_LISTENING = re.compile(r"listening on http://[^\s]*:(\d+)")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -100,8 +104,7 @@ class LlamaServer:
         self.home = llama_cpp_home(home)
         self.workdir = workdir
         self.host = host
-        self.port = port or free_port(host)
-        self.url = f"http://{host}:{self.port}"
+        self.port = port  # None: the router binds a port of its own choosing (--port 0)
         self.load_timeout = load_timeout
         self._globals = {"ctx-size": str(ctx_size), "parallel": str(parallel)}
         if threads is not None:
@@ -109,22 +112,35 @@ class LlamaServer:
         self._presets: dict[str, Preset] = {}
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
-        self._http = httpx.Client(base_url=self.url, timeout=30.0)
+        self._http = httpx.Client(timeout=30.0)
         self.preset_file = workdir / "presets.ini"
         self.log_file = workdir / "llama-server.log"
+
+    @property
+    def url(self) -> str:
+        """The router's base URL (known once :meth:`start` has bound its port)."""
+        if self.port is None:
+            raise ServingError("llama-server has no port yet: start() it first")
+        return f"http://{self.host}:{self.port}"
 
     # -- process ---------------------------------------------------------------------------
 
     def start(self, timeout: float = 60.0) -> LlamaServer:
-        """Start the router and wait until it answers ``/health``."""
+        """Start the router and wait until it answers ``/health``.
+
+        Without a port given, the router binds one itself (``--port 0``) and the port is read
+        from its log: a port picked here and handed over would be free when picked and could
+        be taken (by any outgoing connection's local port) before the router binds it.
+        """
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._write_presets()
+        log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
         cmd = [
             str(self.home / "bin" / "llama-server"),
             "--host",
             self.host,
             "--port",
-            str(self.port),
+            str(self.port or 0),
             "--models-preset",
             str(self.preset_file),
             "--no-models-autoload",
@@ -142,8 +158,12 @@ class LlamaServer:
                     f"llama-server exited with status {self._proc.returncode} on start; "
                     f"its log: {self.log_file}\n{self.log_tail()}"
                 )
+            if self.port is None:
+                self.port = self._bound_port(log_start)
             try:
-                if self._http.get("/health").status_code == 200:
+                if self.port and self._http.get(self.url + "/health").status_code == 200:
+                    self._http.close()
+                    self._http = httpx.Client(base_url=self.url, timeout=30.0)
                     return self
             except httpx.TransportError:
                 pass
@@ -151,6 +171,13 @@ class LlamaServer:
                 self.stop()
                 raise ServingError(f"llama-server did not answer within {timeout:.0f} s")
             time.sleep(0.05)
+
+    def _bound_port(self, offset: int) -> int | None:
+        """The port the router logged ``listening on`` after ``offset`` of its log, or None."""
+        with self.log_file.open("rb") as f:
+            f.seek(offset)
+            found = _LISTENING.search(f.read().decode(errors="replace"))
+        return int(found.group(1)) if found else None
 
     def stop(self) -> None:
         """Stop the router and its instances."""

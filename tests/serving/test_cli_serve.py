@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,25 +13,25 @@ from pathlib import Path
 import openai
 import pytest
 
-from arkor_ops.serving.llama_cpp import free_port
-
 pytestmark = pytest.mark.serving
 
 
 def test_serve_prints_the_url_and_a_key_and_answers(
     llama_home: Path, tiny_model_dir: Path, adapters: dict[str, str], tmp_path: Path
 ) -> None:
-    port = free_port()
     cmd = [sys.executable, "-m", "arkor_ops.cli", "serve", "triage", "--model", str(tiny_model_dir)]
-    cmd += ["--adapter", adapters["a"], "--port", str(port), "--vocab-pre", "gpt-2"]
+    cmd += ["--adapter", adapters["a"], "--port", "0", "--vocab-pre", "gpt-2"]
     cmd += ["--workdir", str(tmp_path / "ep")]
     env = {**os.environ, "ARKOR_LLAMA_CPP_HOME": str(llama_home)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout is not None
         lines = [proc.stdout.readline() for _ in range(3)]
-        url = f"http://127.0.0.1:{port}/v1"
-        assert lines[0].strip() == f"arkor-ops serve: {url} serves model 'triage'"
+        found = re.fullmatch(
+            r"arkor-ops serve: (http://127\.0\.0\.1:\d+/v1) serves model 'triage'", lines[0].strip()
+        )
+        assert found, lines
+        url = found.group(1)
         key = lines[1].strip().removeprefix("API key (shown once): ")
         assert key.startswith("ak-")
         c = openai.OpenAI(base_url=url, api_key=key, max_retries=0)
@@ -73,3 +75,25 @@ def test_export_prints_each_file_with_its_sha256(
     assert line.startswith(f"{out / 'model-q8_0.gguf'}  ") and " sha256:" in line
     again = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 2 and "exports never overwrite" in again.stderr
+
+
+def test_serve_on_a_port_in_use_says_so_and_starts_nothing(
+    tmp_path: Path, llama_home: Path, tiny_model_dir: Path
+) -> None:
+    env = {**os.environ, "ARKOR_LLAMA_CPP_HOME": str(llama_home)}
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        cmd = [sys.executable, "-m", "arkor_ops.cli", "serve", "triage", "--port", str(port)]
+        cmd += ["--model", str(tiny_model_dir), "--workdir", str(tmp_path / "ep")]
+        out = subprocess.run(
+            cmd,
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    assert out.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert "give another port" in out.stderr
+    assert not (tmp_path / "ep" / "engine").exists()  # no engine was started
