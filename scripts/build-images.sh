@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build (or reuse) the trainer, sidecar and flows images with buildah, without any image registry:
+# Build (or reuse) the trainer, sidecar, flows and serving images with buildah, without any image
+# registry:
 #
-#   scripts/build-images.sh            # all three images
+#   scripts/build-images.sh            # all four images
 #   scripts/build-images.sh sidecar    # one
 #   scripts/build-images.sh --tag trainer   # print this checkout's trainer tag, if built
 #   scripts/build-images.sh --tools         # only install the tools
@@ -15,6 +16,9 @@
 #    `docker build` runs, tagged arkor-ops/<image>:dev and arkor-ops/<image>:<key>, where <key>
 #    hashes the Dockerfile, the locks, the package source (pyproject.toml, README.md,
 #    arkor_ops/) and the base image; an image whose key is already in the store is reused.
+# 4. serving is built on this checkout's trainer image (its key hashes the trainer image's ID)
+#    with llama-server from scripts/build-llama-server.sh (cached by version), linked into
+#    images/llama.cpp/ for the build like the wheels.
 #
 # Everything is cached under ~/.cache/arkor-ops/images/ (the image store is
 # ~/.cache/arkor-ops/images/storage, or $ARKOR_IMAGE_STORE), so a second run is a no-op.
@@ -34,9 +38,9 @@ MIRROR=http://deb.debian.org/debian
 BASE=docker.io/library/debian:bookworm-slim
 # Free disk a fresh build needs at its peak, in GB: buildah commits the trainer's ~7 GB pip
 # layer through a tar stream, so for a moment it is on disk three times (measured: 18 GB).
-declare -A NEED_GB=([trainer]=22 [sidecar]=3 [flows]=4)
+declare -A NEED_GB=([trainer]=22 [sidecar]=3 [flows]=4 [serving]=3)
 images=("$@")
-[ ${#images[@]} -gt 0 ] || images=(sidecar flows trainer)
+[ ${#images[@]} -gt 0 ] || images=(sidecar flows trainer serving)
 
 bah() { buildah --root "$STORE" --runroot "$RUNROOT" "$@"; }
 
@@ -120,6 +124,8 @@ wheelhouse() {
   echo "$dir"
 }
 
+clear_llama() { find images/llama.cpp -mindepth 1 -not -name README.md -delete 2>/dev/null || true; }
+
 fill_context() {
   find images/wheels -name '*.whl' -delete
   cp -l "$1"/*.whl images/wheels/ 2>/dev/null || cp "$1"/*.whl images/wheels/
@@ -130,11 +136,21 @@ locks_of() {
   if [ -f "images/$1/gemma.lock" ]; then echo "images/$1/gemma.lock"; fi
 }
 
+# What image $1 is built on, besides the base: serving on this checkout's trainer image (whose
+# key covers the package source) and llama.cpp's build recipe; nothing for the others.
+built_on() {
+  if [ "$1" = serving ]; then
+    hash_files scripts/build-llama-server.sh
+    bah inspect --type image --format '{{.FromImageID}}' "$(image_tag trainer)" 2>/dev/null || echo "no trainer"
+  fi
+}
+
 # The tag of image $1 built from this checkout: its key hashes everything the build reads.
 image_tag() {
   local name=$1 key locks
   mapfile -t locks < <(locks_of "$name")
   key=$( (hash_files "images/$name/Dockerfile" "${locks[@]}" pyproject.toml README.md .dockerignore;
+          built_on "$name";
           find arkor_ops -type f -not -name '*.pyc' -not -path '*/__pycache__/*' -print0 \
             | sort -z | xargs -0 sha256sum;
           bah inspect --type image --format '{{.FromImageID}}' "$BASE") | sha256sum | cut -c1-16)
@@ -154,9 +170,20 @@ build_image() {
   check_space "$name"
   wheels=$(wheelhouse "$name" "${locks[@]}")
   fill_context "$wheels"
+  local args=()
+  if [ "$name" = serving ]; then
+    local trainer llama
+    trainer=$(image_tag trainer)
+    bah inspect --type image "$trainer" >/dev/null 2>&1 \
+      || { echo "build-images: serving is built on $trainer: build trainer first" >&2; exit 1; }
+    llama=$(scripts/build-llama-server.sh)
+    clear_llama
+    cp -al "$llama"/. images/llama.cpp/ 2>/dev/null || cp -a "$llama"/. images/llama.cpp/
+    args=(--build-arg "TRAINER_IMAGE=$trainer")
+  fi
   log "building $tag with buildah (log: $CACHE/images/$name-build.log)"
   mkdir -p "$CACHE/images"
-  if ! bah bud --isolation chroot --pull=never --layers --force-rm --quiet \
+  if ! bah bud --isolation chroot --pull=never --layers --force-rm --quiet "${args[@]}" \
       -f "$dockerfile" -t "$tag" -t "localhost/arkor-ops/$name:dev" . \
       >"$CACHE/images/$name-build.log" 2>&1; then
     tail -n 40 "$CACHE/images/$name-build.log" >&2
@@ -184,7 +211,7 @@ if [ "${1:-}" = "--tag" ]; then
   exit 0
 fi
 
-trap 'find images/wheels -name "*.whl" -delete 2>/dev/null || true' EXIT
+trap 'find images/wheels -name "*.whl" -delete 2>/dev/null || true; clear_llama' EXIT
 ensure_tools
 mkdir -p "$STORE"
 base_image

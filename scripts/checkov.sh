@@ -24,7 +24,8 @@
 #               DEV-ONLY example credentials on purpose.
 #   CKV_K8S_38  service account tokens are off (automountServiceAccountToken: false) in every
 #               run pod; checkov flags ServiceAccount objects that set it too. The flow-run pod
-#               (k8s/prefect) mounts its token on purpose: it creates the training Job.
+#               (k8s/prefect) mounts its token on purpose: it creates the training Job; so does
+#               an endpoint's pod: it reads its target and keys (endpoints create --render).
 #   CKV_DOCKER_2 HEALTHCHECK in Dockerfiles: Kubernetes probes are used instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +57,10 @@ if [ -x .venv/bin/arkor-ops ]; then
   # ...and the flow-run Job of the Prefect work pool's base job template, with its defaults.
   .venv/bin/python scripts/render-job-template.py k8s/prefect/base-job-template.json \
     > "$out/flow-run-job.yaml"
+  # ...and an endpoint's objects (arkor-ops endpoints create --render).
+  ARKOR_K8S_CPU_LIMIT=4 ARKOR_K8S_SERVING_IMAGE=ghcr.io/arkor-ops/serving:0.1.0 \
+    .venv/bin/arkor-ops endpoints create triage --base google/gemma-3-270m \
+    --adapter s3://arkor-runs/triage-0001/final --render > "$out/endpoint.yaml"
 fi
 status=0
 export BC_SKIP_MAPPING=TRUE CHECKOV_RUN_SCA_PACKAGE_SCAN_V2=false LOG_LEVEL=${LOG_LEVEL:-ERROR}

@@ -9,6 +9,7 @@
 #     made by mmdebstrap, wheels from the images' locks), also in the background;
 #   - llama.cpp's llama-server, the CPU serving engine, from the pinned llama-cpp-python sdist
 #     (scripts/build-llama-server.sh), built in the background too;
+#   - the serving image, on the trainer image with that llama-server, once both are built;
 #   - headless Chromium from Debian's packages (scripts/ensure-chromium.sh);
 #   - the Unsloth virtual environment from the trainer image's lock (scripts/unsloth-venv.sh);
 #   - Gemma 3 270M converted from its PyPI package (python -m arkor_ops.worker.models prepare-gemma);
@@ -29,7 +30,7 @@ tools/k8s-testenv/build.sh >"$k8s_log" 2>&1 &
 k8s_pid=$!
 img_log=$(mktemp -t arkor-images-build.XXXXXX)
 log "building (or reusing) the trainer, sidecar and flows images in the background"
-scripts/build-images.sh >"$img_log" 2>&1 &
+scripts/build-images.sh sidecar flows trainer >"$img_log" 2>&1 &
 img_pid=$!
 llama_log=$(mktemp -t arkor-llama-build.XXXXXX)
 log "building (or reusing) llama-server in the background"
@@ -68,5 +69,7 @@ if ! wait "$llama_pid"; then
 fi
 tail -n 1 "$llama_log"
 rm -f "$llama_log"
+log "the serving image (on the trainer image, with llama-server)"
+scripts/build-images.sh serving | tail -n 2
 log "running the tests"
 exec .venv/bin/python -m pytest --durations=25 "$@"

@@ -13,6 +13,7 @@ Each command group lives in its own module with a ``register(subparsers)`` funct
 | ``dev`` | ``dev`` (local Prefect server + deployments) |
 | ``export`` | ``export ADAPTER --model DIR --out DIR --format F`` (merged weights, GGUF) |
 | ``serve`` | ``serve NAME --model DIR [--adapter URI]`` (a local OpenAI-compatible endpoint) |
+| ``endpoints`` | ``endpoints create|list|show|delete|target|keys`` (endpoints on the cluster) |
 | ``models`` | ``models list``, ``models show NAME``, ``models promote NAME VERSION`` (MLflow) |
 | ``settings`` | ``settings [GROUP] [--write-docs [DIR]]`` (the environment tables) |
 """
@@ -37,6 +38,7 @@ COMMAND_MODULES = (
     "studio",
     "dev",
     "serve",
+    "endpoints",
     "export",
     "models",
     "settings",

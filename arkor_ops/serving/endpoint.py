@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,8 @@ class LocalEndpoint:
             (:mod:`arkor_ops.serving._convert`).
         base_cache: where converted base models are kept (default ``workdir/base``), keyed by
             the sha256 of the model's files, the GGUF type and ``vocab_pre``.
+        verify: checks a request's key instead of :attr:`keys` (the endpoint pod's copy of
+            its Secret, :class:`arkor_ops.serving.keys.KeySet`).
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class LocalEndpoint:
         gguf_type: str = "f16",
         threads: int | None = None,
         base_cache: Path | None = None,
+        verify: Callable[[str], bool] | None = None,
     ) -> None:
         if auth not in ("key", "none"):
             raise ServingError(f"auth {auth!r}: use 'key' or 'none'")
@@ -125,7 +129,8 @@ class LocalEndpoint:
         self.base_cache = base_cache or workdir / "base"
         self.history: list[SwapRecord] = []
         self.engine = LlamaServer(workdir / "engine", home=llama_cpp_home, threads=threads)
-        self.gateway = Gateway(name, None, verify=self.keys.verify if auth == "key" else None)
+        check = (verify or self.keys.verify) if auth == "key" else None
+        self.gateway = Gateway(name, None, verify=check)
         self._folders: dict[str, Path] = {}  # engine instance -> its files
         self._swap = threading.Lock()
         self._server: Any = None

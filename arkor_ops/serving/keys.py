@@ -43,6 +43,70 @@ class KeyRecord:
     created_at: float
 
 
+def parse_records(text: str) -> list[KeyRecord]:
+    """The records of a key file's text (one JSON object per line)."""
+    return [KeyRecord(**json.loads(line)) for line in text.splitlines() if line.strip()]
+
+
+def dump_records(records: list[KeyRecord]) -> str:
+    """A key file's text for ``records``."""
+    rows = ({"name": r.name, "sha256": r.sha256, "created_at": r.created_at} for r in records)
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def matches(records: list[KeyRecord], key: str) -> bool:
+    """Whether ``key`` is one of ``records``, compared in constant time with every hash."""
+    digest = key_hash(key)
+    found = False
+    for record in records:  # no early exit: each comparison takes the same time
+        found |= hmac.compare_digest(digest, record.sha256)
+    return found
+
+
+def add_record(records: list[KeyRecord], name: str) -> tuple[list[KeyRecord], str]:
+    """``records`` with a new key named ``name``, and the key (the only time it is shown).
+
+    Raises:
+        ServingError: the name is not 1-63 letters, digits, ``.``, ``_``, ``-``, or is taken.
+    """
+    if not _NAME.match(name):
+        raise ServingError(f"key name {name[:80]!r}: use 1-63 letters, digits, '.', '_' or '-'")
+    if any(r.name == name for r in records):
+        raise ServingError(f"a key named {name!r} exists: revoke it first or pick another")
+    key = new_key()
+    return [*records, KeyRecord(name, key_hash(key), time.time())], key
+
+
+def drop_record(records: list[KeyRecord], name: str) -> list[KeyRecord]:
+    """``records`` without the key named ``name``.
+
+    Raises:
+        ServingError: there is no key named ``name``.
+    """
+    if not any(r.name == name for r in records):
+        raise ServingError(f"no key named {name!r}")
+    return [r for r in records if r.name != name]
+
+
+class KeySet:
+    """Keys held in memory, replaced as a whole (the endpoint pod's copy of its Secret)."""
+
+    def __init__(self, records: list[KeyRecord] | None = None) -> None:
+        self._records = list(records or [])
+
+    def replace(self, records: list[KeyRecord]) -> None:
+        """Use ``records`` from now on (one assignment: a request sees the old or the new)."""
+        self._records = list(records)
+
+    def records(self) -> list[KeyRecord]:
+        """The keys in use."""
+        return list(self._records)
+
+    def verify(self, key: str) -> bool:
+        """Whether ``key`` is one of the keys."""
+        return matches(self._records, key)
+
+
 class KeyFile:
     """The keys of one endpoint, in a file; re-read when the file changes."""
 
@@ -62,27 +126,20 @@ class KeyFile:
                 return []
             stamp = (st.st_mtime_ns, st.st_size)
             if stamp != self._stamp:
-                lines = self.path.read_text().splitlines()
-                self._records = [KeyRecord(**json.loads(line)) for line in lines if line.strip()]
+                self._records = parse_records(self.path.read_text())
                 self._stamp = stamp
             return list(self._records)
 
     def verify(self, key: str) -> bool:
         """Whether ``key`` is one of the stored keys."""
-        digest = key_hash(key)
-        found = False
-        for record in self.records():  # no early exit: each comparison takes the same time
-            found |= hmac.compare_digest(digest, record.sha256)
-        return found
+        return matches(self.records(), key)
 
     def _write(self, records: list[KeyRecord]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            for r in records:
-                entry = {"name": r.name, "sha256": r.sha256, "created_at": r.created_at}
-                f.write(json.dumps(entry) + "\n")
+            f.write(dump_records(records))
         os.replace(tmp, self.path)
 
     def create(self, name: str) -> str:
@@ -91,18 +148,10 @@ class KeyFile:
         Raises:
             ServingError: the name is not 1-63 letters, digits, ``.``, ``_``, ``-``, or is taken.
         """
-        if not _NAME.match(name):
-            raise ServingError(f"key name {name[:80]!r}: use 1-63 letters, digits, '.', '_' or '-'")
-        records = self.records()
-        if any(r.name == name for r in records):
-            raise ServingError(f"a key named {name!r} exists: revoke it first or pick another")
-        key = new_key()
-        self._write([*records, KeyRecord(name, key_hash(key), time.time())])
+        records, key = add_record(self.records(), name)
+        self._write(records)
         return key
 
     def revoke(self, name: str) -> None:
         """Remove the key named ``name`` (requests with it get 401 from then on)."""
-        records = self.records()
-        if not any(r.name == name for r in records):
-            raise ServingError(f"no key named {name!r}")
-        self._write([r for r in records if r.name != name])
+        self._write(drop_record(self.records(), name))

@@ -14,6 +14,7 @@ One package, one module per group, because the groups together pass 400 lines:
 | flows | :class:`FlowSettings`, :class:`FlowRunSettings` | ``ARKOR_RETRAIN_*``, … |
 | registry | :class:`MlflowRegistrySettings` | ``MLFLOW_TRACKING_URI``, ``ARKOR_REGISTRY_*`` |
 | serving | :class:`ServingSettings` | ``ARKOR_LLAMA_CPP_HOME`` |
+| endpoint pod | :class:`EndpointPodSettings` | ``ARKOR_ENDPOINT_*`` |
 
 Secret variables are listed once (:data:`SECRET_ENV`); :func:`secret_values` gives their values
 for redaction. :func:`read` builds a group from the environment (or a given mapping) and raises
@@ -47,7 +48,12 @@ from arkor_ops.settings.run import (
 )
 from arkor_ops.settings.s3 import S3Settings
 from arkor_ops.settings.secrets import SECRET_ENV, secret_values
-from arkor_ops.settings.serving import LLAMA_CPP_VERSION, ServingSettings, default_llama_cpp_home
+from arkor_ops.settings.serving import (
+    LLAMA_CPP_VERSION,
+    EndpointPodSettings,
+    ServingSettings,
+    default_llama_cpp_home,
+)
 from arkor_ops.settings.sidecar import SidecarSettings
 from arkor_ops.settings.worker import WorkerEnvSettings, default_model_cache
 
@@ -63,6 +69,7 @@ __all__ = [
     "LLAMA_CPP_VERSION",
     "SECRET_ENV",
     "BackendChoiceSettings",
+    "EndpointPodSettings",
     "FlowRunSettings",
     "FlowSettings",
     "KubeconfigSettings",

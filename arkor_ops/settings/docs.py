@@ -25,7 +25,7 @@ from arkor_ops.settings.registry import MlflowRegistrySettings
 from arkor_ops.settings.run import RunSettings
 from arkor_ops.settings.s3 import S3Settings
 from arkor_ops.settings.secrets import SECRET_ENV
-from arkor_ops.settings.serving import ServingSettings
+from arkor_ops.settings.serving import EndpointPodSettings, ServingSettings
 from arkor_ops.settings.sidecar import SidecarSettings
 from arkor_ops.settings.worker import WorkerEnvSettings
 
@@ -41,6 +41,7 @@ GROUPS: dict[str, type[BaseSettings]] = {
     "flows": FlowSettings,
     "registry": MlflowRegistrySettings,
     "serving": ServingSettings,
+    "endpoint_pod": EndpointPodSettings,
 }
 #: Every table :func:`render` knows: the groups, then the list of secret variables.
 NAMES = (*GROUPS, "secrets")

@@ -55,6 +55,11 @@ class KubernetesSettings(BaseSettings):
     sidecar_image: str = Field(
         default="ghcr.io/arkor-ops/sidecar:0.1.0", min_length=1, description="Sidecar image."
     )
+    serving_image: str = Field(
+        default="ghcr.io/arkor-ops/serving:0.1.0",
+        min_length=1,
+        description="Endpoint image (`arkor-ops endpoints`: llama-server and the gateway).",
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="Pull policy of both images."
     )

@@ -36,7 +36,36 @@ def model_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(value) if value else default_model_cache(env)
 
 
-class WorkerEnvSettings(RunSettings):
+class HubEnvSettings(BaseSettings):
+    """Where and how a process reaches the Hugging Face Hub (the worker's, an endpoint pod's)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, env_ignore_empty=True
+    )
+
+    hf_token_setting: str = Field(
+        default=DEFAULT_HF_TOKEN_SETTING,
+        description="The setting named in a gated/refused-token error.",
+    )
+    hub_endpoint: str = Field(
+        default=DEFAULT_HUB_ENDPOINT,
+        validation_alias="HF_ENDPOINT",
+        pattern=r"^https?://",
+        description="The Hugging Face Hub to download from (a mirror or private hub).",
+    )
+    hub_offline: bool = Field(
+        default=False,
+        validation_alias="HF_HUB_OFFLINE",
+        description="`1`: never contact a hub; Hub ids must be in the model cache.",
+    )
+    hf_token: SecretStr | None = Field(
+        default=None,
+        validation_alias="HF_TOKEN",
+        description="Hugging Face token (gated and private repos); a secret.",
+    )
+
+
+class WorkerEnvSettings(RunSettings, HubEnvSettings):
     """What the worker reads besides the run's variables; empty values count as unset."""
 
     model_config = SettingsConfigDict(
@@ -122,10 +151,6 @@ class WorkerEnvSettings(RunSettings):
         description="The run's GPU product (`nvidia.com/gpu.product`), whose memory the "
         "pre-flight uses when `ARKOR_GPU_MEMORY_GIB` is unset; set by the pre-flight Job.",
     )
-    hf_token_setting: str = Field(
-        default=DEFAULT_HF_TOKEN_SETTING,
-        description="The setting named in a gated/refused-token error.",
-    )
     test_fault_storage_attempts: str = Field(
         default="",
         pattern=r"^\s*(\d+\s*(,\s*\d+\s*)*)?,?\s*$",
@@ -135,22 +160,6 @@ class WorkerEnvSettings(RunSettings):
         default=None,
         description="Tests only: checkpoint uploads wait until this file exists (uploads fall "
         "behind on purpose).",
-    )
-    hub_endpoint: str = Field(
-        default=DEFAULT_HUB_ENDPOINT,
-        validation_alias="HF_ENDPOINT",
-        pattern=r"^https?://",
-        description="The Hugging Face Hub to download from (a mirror or private hub).",
-    )
-    hub_offline: bool = Field(
-        default=False,
-        validation_alias="HF_HUB_OFFLINE",
-        description="`1`: never contact a hub; Hub ids must be in the model cache.",
-    )
-    hf_token: SecretStr | None = Field(
-        default=None,
-        validation_alias="HF_TOKEN",
-        description="Hugging Face token (gated and private repos); a secret.",
     )
 
     @field_validator("trainer_backend", mode="before")

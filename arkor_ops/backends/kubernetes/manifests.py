@@ -137,7 +137,8 @@ def labels(
     return out
 
 
-def _secret_env(name: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
+def secret_env(name: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
+    """An environment variable read from a Secret's key."""
     ref: dict[str, Any] = {"name": secret, "key": key}
     if optional:
         ref["optional"] = True
@@ -157,17 +158,18 @@ def _storage_env(job: str, storage_uri: str, settings: KubernetesSettings) -> li
         env.append({"name": "AWS_REGION", "value": settings.s3_region})
         if settings.s3_secret_name:
             env.append(
-                _secret_env("AWS_ACCESS_KEY_ID", settings.s3_secret_name, "AWS_ACCESS_KEY_ID")
+                secret_env("AWS_ACCESS_KEY_ID", settings.s3_secret_name, "AWS_ACCESS_KEY_ID")
             )
             env.append(
-                _secret_env(
+                secret_env(
                     "AWS_SECRET_ACCESS_KEY", settings.s3_secret_name, "AWS_SECRET_ACCESS_KEY"
                 )
             )
     return env
 
 
-def _security_context() -> dict[str, Any]:
+def security_context() -> dict[str, Any]:
+    """Every container's: non-root, read-only root filesystem, no capabilities."""
     return {
         "allowPrivilegeEscalation": False,
         "privileged": False,
@@ -196,7 +198,7 @@ def _mounts(*names: tuple[str, str]) -> list[dict[str, Any]]:
     return [{"name": name, "mountPath": path} for name, path in names]
 
 
-def _hub_env(settings: KubernetesSettings) -> list[dict[str, str]]:
+def hub_env(settings: KubernetesSettings) -> list[dict[str, str]]:
     """Where pods reach the hub, and the setting a user fixes when the hub refuses the token."""
     env = [{"name": "ARKOR_HF_TOKEN_SETTING", "value": "ARKOR_K8S_HF_TOKEN"}]
     if settings.hf_endpoint:
@@ -221,7 +223,7 @@ def _containers(
         {"name": "ARKOR_CONFIG_FILE", "value": f"{CONFIG_DIR}/config.json"},
         {"name": "ARKOR_CANCEL_GRACE_SECONDS", "value": str(settings.cancel_grace_seconds)},
         {"name": "ARKOR_MAX_RESTARTS", "value": str(settings.max_pod_restarts)},
-        *_hub_env(settings),
+        *hub_env(settings),
         # SIGTERM means "cancelled" only once the pod has the cancel annotation (the client
         # patches it); otherwise it is a disruption (eviction, preemption): retry, resume.
         {"name": "ARKOR_POD_ANNOTATIONS", "value": POD_ANNOTATIONS_FILE},
@@ -231,7 +233,7 @@ def _containers(
         # optional: the Secret is deleted when the run ends, and a pod the Job starts after
         # that (the last one was lost while stopping) must still start, to find the run ended
         # in its log and exit (see run_secret.py)
-        *(_secret_env(key, f"{job}-secrets", key, optional=True) for key in secret_keys),
+        *(secret_env(key, f"{job}-secrets", key, optional=True) for key in secret_keys),
     ]
     trainer = {
         "name": TRAINER,
@@ -240,7 +242,7 @@ def _containers(
         "command": list(settings.worker_command),
         "env": trainer_env,
         "resources": _resources(settings),
-        "securityContext": _security_context(),
+        "securityContext": security_context(),
         # /tmp last: a node agent that bind-mounts in order keeps the other sources reachable.
         "volumeMounts": [
             *_mounts(("run", RUN_DIR), ("cache", CACHE_DIR), ("dshm", SHM_DIR)),
@@ -269,7 +271,7 @@ def _containers(
             "requests": {"cpu": "50m", "memory": "128Mi"},
             "limits": {"memory": "512Mi"},
         },
-        "securityContext": _security_context(),
+        "securityContext": security_context(),
         "volumeMounts": _mounts(("run", RUN_DIR), ("tmp", TMP_DIR)),
     }
     return trainer, sidecar
