@@ -30,7 +30,12 @@ from prefect.logging import get_run_logger
 from arkor_ops.backends import resolve_backend
 from arkor_ops.config import AdapterRef, TrainerConfig
 from arkor_ops.evaluation import EvaluationConfig, EvaluationSpec
-from arkor_ops.flows.promotion import champion_scores, promotion_gate, record_scores
+from arkor_ops.flows.promotion import (
+    champion_scores,
+    promotion_gate,
+    record_scores,
+    serve_champion,
+)
 from arkor_ops.flows.reporting import phase_line
 from arkor_ops.flows.settings import BackendSettings
 from arkor_ops.flows.training import _follow_unless_cancelled
@@ -216,4 +221,5 @@ async def evaluate_and_gate(  # noqa: PLR0917 - one stage, named inputs
     evaluations = {version: challenger["metrics"]}
     if champion is not None:
         evaluations[champion.version] = dict(champion.metrics)
-    return {**outcome, "eval_set": set_id, "evaluations": evaluations}
+    served = await serve_champion(name, version, backend) if outcome["promoted"] else {}
+    return {**outcome, "eval_set": set_id, "evaluations": evaluations, "endpoints": served}

@@ -29,8 +29,10 @@ from prefect.events import emit_event
 from prefect.logging import get_run_logger
 from prefect.states import Completed
 
+from arkor_ops.errors import ArkorOpsError
 from arkor_ops.flows.reporting import artifact_key
-from arkor_ops.models import champion, evaluation_of, promote, record_evaluation
+from arkor_ops.flows.settings import BackendSettings
+from arkor_ops.models import champion, describe_model, evaluation_of, promote, record_evaluation
 from arkor_ops.promotion import Decision, PromotionSettings, Scores, decide_with
 from arkor_ops.registry import RegistrySettings
 
@@ -232,6 +234,52 @@ async def promotion_gate(  # noqa: PLR0917 - the two sides of one comparison
         "champion_value": decision.champion,
         "delta": decision.delta,
     }
+
+
+@task(task_run_name="serve-champion-v{version}")
+async def serve_champion(name: str, version: str, backend: BackendSettings) -> dict[str, str]:
+    """Move the endpoints that follow ``name``'s champion to ``version``; wait until each serves.
+
+    On Kubernetes only (a local backend has no endpoints): every endpoint labelled as following
+    ``name`` (:mod:`arkor_ops.serving.cluster`) gets the version's final adapter as its target,
+    and its pod hot-swaps to it. An endpoint that refuses it keeps serving the old version; that
+    is logged as a warning and reported, and does not undo the promotion; so is an account that
+    may not look for endpoints (k8s/serving/role.yaml is the Role that may).
+
+    Returns:
+        Each endpoint's outcome by name: ``serving`` or why not.
+    """
+    if backend.resolved_name() != "kubernetes":
+        return {}
+    from arkor_ops.serving.cluster import Endpoints
+    from arkor_ops.settings import KubernetesSettings, read
+
+    log = get_run_logger()
+    info = await asyncio.to_thread(describe_model, RegistrySettings(), name)
+    adapter = next(v for v in info.versions if v.version == version).lineage["final_adapter"]
+    settings = read(KubernetesSettings)
+    if backend.namespace:
+        settings = settings.model_copy(update={"namespace": backend.namespace})
+
+    def move() -> dict[str, str]:
+        outcomes: dict[str, str] = {}
+        with Endpoints(settings) as endpoints:
+            try:
+                moved = endpoints.follow_promotion(name, version, adapter)
+            except ArkorOpsError as exc:  # e.g. an account without the endpoints' Role
+                log.warning("no endpoint moved to %s v%s: %s", name, version, exc)
+                return {}
+            for endpoint, target in moved.items():
+                try:
+                    endpoints.wait_serving(endpoint, target)
+                    outcomes[endpoint] = "serving"
+                    log.info("endpoint %s serves %s v%s", endpoint, name, version)
+                except ArkorOpsError as exc:
+                    outcomes[endpoint] = str(exc)
+                    log.warning("endpoint %s: %s", endpoint, exc)
+        return outcomes
+
+    return await asyncio.to_thread(move)
 
 
 def gate_state(outcome: Mapping[str, Any]) -> State:
