@@ -187,8 +187,8 @@ def measure(args: argparse.Namespace, ours: str, key: str, router: str, bare: st
         )
 
 
-def swap(args: argparse.Namespace, ep, key: str, uri: str) -> None:
-    """Latency of requests around a deploy of a second adapter, 4 clients."""
+def swap(args: argparse.Namespace, ep, key: str, uri: str) -> int:
+    """Latency of requests around a deploy of a second adapter, 4 clients; how many failed."""
     window: list[float] = []
 
     def deploy() -> None:
@@ -230,6 +230,7 @@ def swap(args: argparse.Namespace, ep, key: str, uri: str) -> None:
         f"(max {max(during) * 1000:.1f}) vs {statistics.median(before) * 1000:.1f} ms "
         f"(max {max(before) * 1000:.1f}) before"
     )
+    return failed
 
 
 if __name__ == "__main__":

@@ -61,6 +61,10 @@ if [ -x .venv/bin/arkor-ops ]; then
   ARKOR_K8S_CPU_LIMIT=4 ARKOR_K8S_SERVING_IMAGE=ghcr.io/arkor-ops/serving:0.1.0 \
     .venv/bin/arkor-ops endpoints create triage --base google/gemma-3-270m \
     --adapter s3://arkor-runs/triage-0001/final --render > "$out/endpoint.yaml"
+  ARKOR_K8S_CPU_LIMIT=4 ARKOR_K8S_SERVING_IMAGE=ghcr.io/arkor-ops/serving:0.1.0 \
+    ARKOR_K8S_VLLM_IMAGE=docker.io/vllm/vllm-openai:v0.34.0 \
+    .venv/bin/arkor-ops endpoints create triage-gpu --engine vllm --base google/gemma-3-270m \
+    --adapter s3://arkor-runs/triage-0001/final --render > "$out/endpoint-vllm.yaml"
 fi
 status=0
 export BC_SKIP_MAPPING=TRUE CHECKOV_RUN_SCA_PACKAGE_SCAN_V2=false LOG_LEVEL=${LOG_LEVEL:-ERROR}

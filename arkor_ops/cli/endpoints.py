@@ -46,6 +46,13 @@ def register(sub: Any) -> None:
     p.add_argument("--auth", choices=["key", "none"], default="key")
     p.add_argument("--vocab-pre", default=None, help="BPE pre-tokenizer llama.cpp lacks")
     p.add_argument(
+        "--engine",
+        choices=["llama.cpp", "vllm"],
+        default="llama.cpp",
+        help="llama.cpp (CPU, default) or vllm (GPU: a vLLM container with LoRA)",
+    )
+    p.add_argument("--max-lora-rank", type=int, default=64, help="vllm: the largest LoRA rank")
+    p.add_argument(
         "--render", action="store_true", help="print the objects as YAML, create nothing"
     )
     p.set_defaults(func=run_create)
@@ -125,7 +132,15 @@ def run_create(args: argparse.Namespace) -> int:
         base = args.base or trained_on
         if base is None:
             raise ServingError("--adapter needs --base: the model the adapter was trained on")
-        spec = EndpointSpec(args.name, base, target, auth=args.auth, vocab_pre=args.vocab_pre)
+        spec = EndpointSpec(
+            args.name,
+            base,
+            target,
+            auth=args.auth,
+            vocab_pre=args.vocab_pre,
+            engine=args.engine,
+            max_lora_rank=args.max_lora_rank,
+        )
         if args.render:
             return _render(spec, args)
         with _endpoints(args) as endpoints:

@@ -38,7 +38,13 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from arkor_ops.backends.kubernetes.client import load_configuration
-from arkor_ops.backends.kubernetes.manifests import hub_env, secret_env, security_context
+from arkor_ops.backends.kubernetes.manifests import (
+    SHM_DIR,
+    affinity_for,
+    hub_env,
+    secret_env,
+    security_context,
+)
 from arkor_ops.errors import ServingError
 from arkor_ops.models import describe_model
 from arkor_ops.registry import RegistrySettings
@@ -49,10 +55,19 @@ ENDPOINT_LABEL = "arkor-ops.dev/endpoint"
 #: On endpoints that follow a registered model's champion: the model's name.
 CHAMPION_OF_LABEL = "arkor-ops.dev/champion-of"
 PORT = 8000
+#: Where the vLLM container answers, inside the pod.
+VLLM_PORT = 8001
+#: ``llama.cpp``: the CPU engine, in the pod's one container; ``vllm``: the GPU engine, a
+#: container of its own beside the gateway.
+ENGINES = ("llama.cpp", "vllm")
 TARGET_KEY = "target.json"
 KEYS_KEY = "keys.jsonl"
 _NAME = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 _CACHE = "/var/cache/arkor"
+#: The adapters the gateway fetched (an emptyDir; the vLLM container reads them there too).
+_ADAPTERS = "/var/run/arkor-endpoint"
+#: The base model the vLLM init container links for vLLM (on the cache volume).
+_VLLM_BASE = f"{_CACHE}/base"
 #: llama.cpp in the serving image.
 LLAMA_CPP_DIR = "/opt/llama.cpp"
 _TMP = "/tmp"  # noqa: S108 - the pod's own emptyDir
@@ -135,9 +150,13 @@ class EndpointSpec:
     target: Target
     auth: str = "key"
     vocab_pre: str | None = None
+    engine: str = "llama.cpp"
+    max_lora_rank: int = 64
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        if self.engine not in ENGINES:
+            raise ServingError(f"engine {self.engine!r}: use one of {', '.join(ENGINES)}")
         if self.auth not in ("key", "none"):
             raise ServingError(f"auth {self.auth!r}: use 'key' or 'none'")
         if not self.base_model:
@@ -202,7 +221,7 @@ def _env(spec: EndpointSpec, settings: KubernetesSettings) -> list[dict[str, Any
         {"name": "ARKOR_ENDPOINT_BASE_MODEL", "value": spec.base_model},
         {"name": "ARKOR_ENDPOINT_AUTH", "value": spec.auth},
         {"name": "ARKOR_ENDPOINT_PORT", "value": str(PORT)},
-        {"name": "ARKOR_ENDPOINT_WORKDIR", "value": f"{_TMP}/arkor-endpoint"},
+        {"name": "ARKOR_ENDPOINT_WORKDIR", "value": f"{_ADAPTERS}/endpoint"},
         {"name": "HOME", "value": _CACHE},
         {"name": "XDG_CACHE_HOME", "value": _CACHE},
         {"name": "HF_HOME", "value": f"{_CACHE}/huggingface"},
@@ -215,6 +234,12 @@ def _env(spec: EndpointSpec, settings: KubernetesSettings) -> list[dict[str, Any
     ]
     if spec.vocab_pre:
         env.append({"name": "ARKOR_ENDPOINT_VOCAB_PRE", "value": spec.vocab_pre})
+    if spec.engine == "vllm":
+        env += [
+            {"name": "ARKOR_ENDPOINT_ENGINE", "value": "vllm"},
+            {"name": "ARKOR_ENDPOINT_ENGINE_URL", "value": f"http://127.0.0.1:{VLLM_PORT}"},
+            {"name": "ARKOR_ENDPOINT_BASE_DIR", "value": _VLLM_BASE},
+        ]
     if settings.s3_endpoint_url:
         env.append({"name": "ARKOR_S3_ENDPOINT_URL", "value": settings.s3_endpoint_url})
     env.append({"name": "AWS_REGION", "value": settings.s3_region})
@@ -261,6 +286,7 @@ def _deployment(spec: EndpointSpec, settings: KubernetesSettings) -> dict[str, A
         "securityContext": security_context(),
         "volumeMounts": [
             {"name": "cache", "mountPath": _CACHE},
+            {"name": "adapters", "mountPath": _ADAPTERS},
             {"name": "tmp", "mountPath": _TMP},
         ],
     }
@@ -279,9 +305,12 @@ def _deployment(spec: EndpointSpec, settings: KubernetesSettings) -> dict[str, A
         "containers": [container],
         "volumes": [
             {"name": "cache", "emptyDir": {"sizeLimit": settings.cache_size_limit}},
+            {"name": "adapters", "emptyDir": {"sizeLimit": "10Gi"}},
             {"name": "tmp", "emptyDir": {"sizeLimit": settings.scratch_size_limit}},
         ],
     }
+    if spec.engine == "vllm":
+        _with_vllm(pod_spec, spec, settings)
     if settings.node_selector:
         pod_spec["nodeSelector"] = dict(settings.node_selector)
     if settings.tolerations:
@@ -300,6 +329,83 @@ def _deployment(spec: EndpointSpec, settings: KubernetesSettings) -> dict[str, A
             "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
         },
     }
+
+
+def _with_vllm(pod: dict[str, Any], spec: EndpointSpec, settings: KubernetesSettings) -> None:
+    """The GPU engine: an init container fetches the base model, vLLM serves it with LoRA on
+    (adapters loaded at runtime, from the folder the gateway fetches them into)."""
+    (gateway,) = pod["containers"]
+    fetch = {
+        **gateway,
+        "name": "fetch-base",
+        "command": ["python", "-m", "arkor_ops.serving.pod", "fetch-base", _VLLM_BASE],
+    }
+    for key in ("ports", "readinessProbe", "livenessProbe"):
+        fetch.pop(key)
+    gpus = str(settings.gpu_count or 1)
+    health = [
+        "python3",
+        "-c",
+        f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{VLLM_PORT}/health', "
+        "timeout=5)",
+    ]
+    vllm = {
+        "name": "vllm",
+        "image": settings.vllm_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["vllm", "serve", _VLLM_BASE],
+        # --max-loras 2: the serving version and the one being swapped in
+        "args": [
+            *("--host", "127.0.0.1", "--port", str(VLLM_PORT)),
+            *("--served-model-name", f"{spec.name}@base", "--enable-lora", "--max-loras", "2"),
+            *("--max-lora-rank", str(spec.max_lora_rank)),
+        ],
+        "env": [
+            # the gateway loads and unloads versions through vLLM's API (only from inside the
+            # pod: vLLM listens on 127.0.0.1, the gateway with its keys is the way in)
+            {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"},
+            {"name": "HOME", "value": "/var/cache/vllm"},
+            {"name": "XDG_CACHE_HOME", "value": "/var/cache/vllm"},
+            {"name": "HF_HUB_OFFLINE", "value": "1"},  # the base is a local folder
+        ],
+        "resources": {
+            "requests": {
+                "cpu": settings.cpu_request,
+                "memory": settings.memory_request,
+                settings.gpu_resource: gpus,
+            },
+            "limits": {"memory": settings.memory_limit or "32Gi", settings.gpu_resource: gpus},
+        },
+        # vLLM listens on 127.0.0.1 only, which a kubelet's httpGet cannot reach: ask from inside
+        "readinessProbe": {"exec": {"command": health}, "periodSeconds": 10},
+        "livenessProbe": {
+            "exec": {"command": health},
+            "initialDelaySeconds": 900,  # loading and compiling a model takes minutes
+            "periodSeconds": 30,
+            "failureThreshold": 5,
+        },
+        "securityContext": security_context(),
+        "volumeMounts": [
+            {"name": "cache", "mountPath": _CACHE, "readOnly": True},
+            {"name": "adapters", "mountPath": _ADAPTERS, "readOnly": True},
+            {"name": "vllm-cache", "mountPath": "/var/cache/vllm"},
+            {"name": "dshm", "mountPath": SHM_DIR},
+            {"name": "tmp", "mountPath": _TMP},
+        ],
+    }
+    gateway["resources"] = {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"memory": "4Gi"},
+    }
+    pod["initContainers"] = [fetch]
+    pod["containers"] = [gateway, vllm]
+    pod["volumes"] += [
+        {"name": "vllm-cache", "emptyDir": {"sizeLimit": "20Gi"}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+    ]
+    affinity = affinity_for(settings)
+    if affinity:
+        pod["affinity"] = affinity
 
 
 def render(spec: EndpointSpec, settings: KubernetesSettings) -> list[dict[str, Any]]:

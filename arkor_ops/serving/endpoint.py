@@ -37,6 +37,7 @@ from arkor_ops.serving.gateway import Gateway
 from arkor_ops.serving.gguf import adapter_gguf, base_gguf
 from arkor_ops.serving.keys import KeyFile
 from arkor_ops.serving.llama_cpp import LlamaServer, Preset
+from arkor_ops.serving.vllm import VllmServer
 from arkor_ops.storage import open_storage
 from arkor_ops.worker.checkpoints import download_files
 
@@ -93,6 +94,8 @@ class LocalEndpoint:
             the sha256 of the model's files, the GGUF type and ``vocab_pre``.
         verify: checks a request's key instead of :attr:`keys` (the endpoint pod's copy of
             its Secret, :class:`arkor_ops.serving.keys.KeySet`).
+        vllm: serve through this vLLM server instead of llama.cpp (the GPU engine: adapters
+            are loaded as PEFT wrote them, nothing is converted; the base model is vLLM's).
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class LocalEndpoint:
         threads: int | None = None,
         base_cache: Path | None = None,
         verify: Callable[[str], bool] | None = None,
+        vllm: VllmServer | None = None,
     ) -> None:
         if auth not in ("key", "none"):
             raise ServingError(f"auth {auth!r}: use 'key' or 'none'")
@@ -128,6 +132,8 @@ class LocalEndpoint:
         self.gguf_type = gguf_type
         self.base_cache = base_cache or workdir / "base"
         self.history: list[SwapRecord] = []
+        self.vllm = vllm
+        # llama.cpp unless vLLM is given (it runs in a container of its own, see vllm.py)
         self.engine = LlamaServer(workdir / "engine", home=llama_cpp_home, threads=threads)
         check = (verify or self.keys.verify) if auth == "key" else None
         self.gateway = Gateway(name, None, verify=check)
@@ -156,15 +162,25 @@ class LocalEndpoint:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._socket = self._bind()
         try:
-            self._base_gguf = self._convert_base()
-            self.engine.start()
-            self.gateway.engine_url = self.engine.url
+            if self.vllm is not None:
+                self.vllm.start()
+                self.gateway.engine_url = self.vllm.url
+            else:
+                self._base_gguf = self._convert_base()
+                self.engine.start()
+                self.gateway.engine_url = self.engine.url
             self._start_gateway()
         except BaseException:
-            self.engine.stop()
+            self._stop_engine()
             self._socket.close()
             raise
         return self
+
+    def _stop_engine(self) -> None:
+        if self.vllm is not None:
+            self.vllm.stop()
+        else:
+            self.engine.stop()
 
     def _bind(self) -> socket.socket:
         try:
@@ -183,7 +199,7 @@ class LocalEndpoint:
             self._thread.join(timeout=15)
         if self._socket is not None:
             self._socket.close()
-        self.engine.stop()
+        self._stop_engine()
 
     def __enter__(self) -> LocalEndpoint:
         return self.start()
@@ -271,7 +287,6 @@ class LocalEndpoint:
         )
 
     def _deploy(self, version: str, adapter_uri: str | None) -> None:
-        assert self._base_gguf is not None, "start() the endpoint first"
         instance = f"{self.name}@{version}"
         if instance == self.gateway.active:
             return
@@ -280,15 +295,38 @@ class LocalEndpoint:
         folder = self.workdir / "versions" / f"{version}.{uuid.uuid4().hex[:8]}"
         self._folders[instance] = folder
         try:
-            lora = None if adapter_uri is None else self._fetch(adapter_uri, folder)
-            self.engine.load(Preset(instance, self._base_gguf, lora))
+            adapter = None if adapter_uri is None else self._fetch(adapter_uri, folder)
+            instance = self._load(instance, adapter, folder)
         except BaseException:
             self._forget(instance)
             raise
         old = self.gateway.switch(instance)
         if old is not None:
-            self.engine.unload(old)
+            self._unload(old)
             self._forget(old)
+
+    def _load(self, instance: str, adapter: Path | None, folder: Path) -> str:
+        """Load ``adapter`` (None: the base model) beside what serves; the instance to route to."""
+        if self.vllm is not None:
+            if adapter is None:  # vLLM serves the base model under one name, loaded at start
+                self._folders[self.vllm.base_name] = self._folders.pop(instance)
+                return self.vllm.base_name
+            self.vllm.load(instance, adapter)
+            return instance
+        assert self._base_gguf is not None, "start() the endpoint first"
+        lora = None
+        if adapter is not None:
+            lora = adapter_gguf(
+                self.engine.home, adapter, self.base_model, folder / "adapter.gguf", outtype="f32"
+            )
+        self.engine.load(Preset(instance, self._base_gguf, lora))
+        return instance
+
+    def _unload(self, instance: str) -> None:
+        if self.vllm is None:
+            self.engine.unload(instance)
+        elif instance != self.vllm.base_name:
+            self.vllm.unload(instance)
 
     def _forget(self, instance: str) -> None:
         folder = self._folders.pop(instance, None)
@@ -296,11 +334,8 @@ class LocalEndpoint:
             shutil.rmtree(folder, ignore_errors=True)
 
     def _fetch(self, uri: str, folder: Path) -> Path:
-        """Download and verify the adapter into ``folder``, convert it; return its GGUF."""
+        """Download the adapter into ``folder``, every file checked; return its folder."""
         uri = uri.rstrip("/")
         storage = open_storage(uri)
         manifest = committed_adapter(storage, uri, label="adapter")
-        adapter = download_files(storage, uri, manifest, folder / "adapter", label=f"adapter {uri}")
-        return adapter_gguf(
-            self.engine.home, adapter, self.base_model, folder / "adapter.gguf", outtype="f32"
-        )
+        return download_files(storage, uri, manifest, folder / "adapter", label=f"adapter {uri}")

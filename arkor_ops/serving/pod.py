@@ -13,6 +13,11 @@
    are in use, and revoked ones refused, from the next read on.
 4. SIGTERM stops the gateway and the engine (exit 0).
 
+With ``ARKOR_ENDPOINT_ENGINE=vllm`` the engine is the pod's vLLM container (the GPU path,
+:mod:`arkor_ops.serving.vllm`): the init container ``python -m arkor_ops.serving.pod fetch-base
+DIR`` fetches the base model (step 1) into a folder vLLM serves, and step 2 starts only the
+gateway, in front of vLLM; adapters are loaded into vLLM as PEFT wrote them.
+
 ``/health`` answers 200 once a version serves: the readiness probe, so the Service sends
 nothing to a pod that cannot answer yet.
 """
@@ -20,6 +25,8 @@ nothing to a pod that cannot answer yet.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 import sys
 import threading
@@ -29,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from arkor_ops.backends.kubernetes.client import load_configuration
-from arkor_ops.errors import ArkorOpsError
+from arkor_ops.errors import ArkorOpsError, ServingError
 from arkor_ops.serving.cluster import (
     KEYS_KEY,
     TARGET_KEY,
@@ -40,6 +47,7 @@ from arkor_ops.serving.cluster import (
 )
 from arkor_ops.serving.endpoint import LocalEndpoint
 from arkor_ops.serving.keys import KeySet, parse_records
+from arkor_ops.serving.vllm import VllmServer
 from arkor_ops.settings import EndpointPodSettings, KubernetesSettings, read
 from arkor_ops.settings.worker import HubEnvSettings, model_cache_dir
 
@@ -187,36 +195,73 @@ class Pod:
         self._api.close()  # type: ignore[no-untyped-call]
 
 
-def main() -> int:
-    """Run the endpoint until SIGTERM; exit 2 when it cannot start."""
+def fetch_base(dest: Path) -> int:
+    """The init container of a vLLM endpoint: the base model, linked into ``dest`` for vLLM."""
+    settings = read(EndpointPodSettings)
+    source = base_model_dir(settings.base_model, model_cache_dir())
+    partial = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial, copy_function=_link_or_copy)
+    shutil.rmtree(dest, ignore_errors=True)
+    partial.rename(dest)
+    log.info("base model %s ready for vLLM at %s", settings.base_model, dest)
+    return 0
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _endpoint(settings: EndpointPodSettings, keys: KeySet) -> LocalEndpoint:
+    vllm = None
+    if settings.engine == "vllm":
+        if settings.base_dir is None:
+            raise ServingError("ARKOR_ENDPOINT_BASE_DIR is not set (the init container's folder)")
+        base = settings.base_dir
+        vllm = VllmServer(settings.engine_url, f"{settings.name}@base")
+    else:
+        base = base_model_dir(settings.base_model, model_cache_dir())
+    return LocalEndpoint(
+        settings.name,
+        base,
+        settings.workdir,
+        auth=settings.auth,
+        host="0.0.0.0",  # noqa: S104 - the pod's own address; the Service and probes reach it
+        port=settings.port,
+        vocab_pre=settings.vocab_pre,
+        threads=settings.threads,
+        verify=keys.verify,
+        vllm=vllm,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the endpoint until SIGTERM (exit 2 when it cannot start); ``fetch-base DIR``: the
+    vLLM init container's step."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    args = sys.argv[1:] if argv is None else argv
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        if args[:1] == ["fetch-base"] and len(args) == 2:
+            return fetch_base(Path(args[1]))
         settings = read(EndpointPodSettings)
-        base = base_model_dir(settings.base_model, model_cache_dir())
         keys = KeySet()
-        endpoint = LocalEndpoint(
-            settings.name,
-            base,
-            settings.workdir,
-            auth=settings.auth,
-            host="0.0.0.0",  # noqa: S104 - the pod's own address; the Service and probes reach it
-            port=settings.port,
-            vocab_pre=settings.vocab_pre,
-            threads=settings.threads,
-            verify=keys.verify,
-        )
+        endpoint = _endpoint(settings, keys)
         t0 = time.monotonic()
         endpoint.start()
     except ArkorOpsError as exc:
         log.error("the endpoint cannot start: %s", exc)
         return 2
     log.info(
-        "endpoint %s listens on port %s (started in %.1f s)",
+        "endpoint %s (%s) listens on port %s (started in %.1f s)",
         settings.name,
+        settings.engine,
         endpoint.port,
         time.monotonic() - t0,
     )

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from arkor_ops.settings.run import DEFAULT_SIDECAR_PORT
+from arkor_ops.settings.serving import VLLM_VERSION
 
 DEFAULT_TOLERATIONS: tuple[dict[str, str], ...] = (
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
@@ -59,6 +60,11 @@ class KubernetesSettings(BaseSettings):
         default="ghcr.io/arkor-ops/serving:0.1.0",
         min_length=1,
         description="Endpoint image (`arkor-ops endpoints`: llama-server and the gateway).",
+    )
+    vllm_image: str = Field(
+        default=f"docker.io/vllm/vllm-openai:v{VLLM_VERSION}",
+        min_length=1,
+        description="The GPU engine's image (`arkor-ops endpoints create --engine vllm`).",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="Pull policy of both images."

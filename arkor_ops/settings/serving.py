@@ -12,6 +12,8 @@ from arkor_ops.settings._common import environ
 
 #: The llama-cpp-python release whose vendored llama.cpp is built (scripts/build-llama-server.sh).
 LLAMA_CPP_VERSION = "0.3.36"
+#: The vLLM release of the GPU engine's image (``vllm/vllm-openai:v<version>``).
+VLLM_VERSION = "0.34.0"
 
 
 def default_llama_cpp_home() -> Path:
@@ -58,6 +60,17 @@ class EndpointPodSettings(BaseSettings):
         description="GGUF files and the engine's log (an emptyDir).",
     )
     threads: int | None = Field(default=None, ge=1, description="llama-server's threads.")
+    engine: Literal["llama.cpp", "vllm"] = Field(
+        default="llama.cpp",
+        description="`llama.cpp` (started by the pod, CPU) or `vllm` (the pod's vLLM container).",
+    )
+    engine_url: str = Field(
+        default="http://127.0.0.1:8001", description="Where the vLLM container answers (`vllm`)."
+    )
+    base_dir: Path | None = Field(
+        default=None,
+        description="The base model's folder, fetched by the pod's init container (`vllm`).",
+    )
     vocab_pre: str | None = Field(
         default=None,
         description="llama.cpp's pre-tokenizer name, for a tokenizer it does not know.",

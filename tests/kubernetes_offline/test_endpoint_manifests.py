@@ -124,3 +124,37 @@ def test_render_prints_the_objects_and_no_key() -> None:
     docs = list(yaml.safe_load_all(out.stdout))
     assert [d["kind"] for d in docs][-2:] == ["Deployment", "Service"]
     assert "ak-" not in out.stdout
+
+
+def test_the_vllm_engine_is_a_container_with_lora_loaded_at_runtime_behind_the_gateway() -> None:
+    spec = EndpointSpec(
+        "triage", "google/gemma-3-270m", Target("3", "s3://runs/job/final"), engine="vllm"
+    )
+    pod = _by_kind(spec)["Deployment"]["spec"]["template"]["spec"]
+    (fetch,) = pod["initContainers"]
+    gateway, vllm = pod["containers"]
+    assert fetch["command"][-2:] == ["fetch-base", "/var/cache/arkor/base"]
+    assert vllm["image"] == _settings().vllm_image
+    assert vllm["command"] == ["vllm", "serve", "/var/cache/arkor/base"]
+    args = vllm["args"]
+    assert "--enable-lora" in args
+    assert args[args.index("--host") + 1] == "127.0.0.1"  # only the gateway is a way in
+    assert args[args.index("--served-model-name") + 1] == "triage@base"
+    env = {e["name"]: e.get("value") for e in vllm["env"]}
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "nvidia.com/gpu" not in gateway["resources"]["limits"]
+    gateway_env = {e["name"]: e.get("value") for e in gateway["env"]}
+    assert gateway_env["ARKOR_ENDPOINT_ENGINE"] == "vllm"
+    assert gateway_env["ARKOR_ENDPOINT_ENGINE_URL"] == "http://127.0.0.1:8001"
+    # the adapters the gateway fetched are where vLLM reads them, read-only for vLLM
+    shared = {m["name"]: m for m in vllm["volumeMounts"]}["adapters"]
+    mine = {m["name"]: m for m in gateway["volumeMounts"]}["adapters"]
+    assert shared["mountPath"] == mine["mountPath"] and shared["readOnly"] is True
+    assert gateway_env["ARKOR_ENDPOINT_WORKDIR"].startswith(mine["mountPath"])
+    assert gateway["ports"][0]["containerPort"] == 8000
+
+
+def test_an_unknown_engine_is_refused() -> None:
+    with pytest.raises(ServingError, match=r"engine 'tgi': use one of llama\.cpp, vllm"):
+        EndpointSpec("triage", "m", Target("1", None), engine="tgi")

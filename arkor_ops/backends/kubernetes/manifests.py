@@ -277,7 +277,8 @@ def _containers(
     return trainer, sidecar
 
 
-def _affinity(settings: KubernetesSettings) -> dict[str, Any] | None:
+def affinity_for(settings: KubernetesSettings) -> dict[str, Any] | None:
+    """The node affinity to the settings' GPU type (None without one)."""
     if not settings.gpu_type:
         return None
     term = {"key": settings.gpu_type_label, "operator": "In", "values": [settings.gpu_type]}
@@ -346,7 +347,7 @@ def _pod_spec(
         spec["nodeSelector"] = dict(settings.node_selector)
     if settings.tolerations:
         spec["tolerations"] = [dict(t) for t in settings.tolerations]
-    affinity = _affinity(settings)
+    affinity = affinity_for(settings)
     if affinity:
         spec["affinity"] = affinity
     if settings.priority_class:
