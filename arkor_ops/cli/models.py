@@ -47,6 +47,13 @@ def register(sub: Any) -> None:
     p.add_argument("--reason", default="", help="why (recorded on the version)")
     p.add_argument("--by", help="who is promoting (default: the current user)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--endpoints",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="move the cluster's endpoints that follow the champion (auto: when "
+        "ARKOR_BACKEND=kubernetes)",
+    )
     p.set_defaults(func=run_promote)
 
 
@@ -149,6 +156,33 @@ def run_promote(args: argparse.Namespace) -> int:
             Console(highlight=False).print(
                 f"{done.name} v{done.version} is the champion{was}, promoted by {by}"
             )
+        if done.changed:
+            _move_endpoints(args, settings, done.name, done.version)
         return 0
 
     return _run(body)
+
+
+def _move_endpoints(
+    args: argparse.Namespace, registry: RegistrySettings, name: str, version: str
+) -> None:
+    """The cluster's endpoints that follow ``name``'s champion, moved to ``version``."""
+    from arkor_ops.errors import ArkorOpsError
+    from arkor_ops.settings import default_backend
+
+    wanted = args.endpoints == "yes" or (
+        args.endpoints == "auto" and default_backend("local") == "kubernetes"
+    )
+    if not wanted:
+        return
+    from arkor_ops.serving.cluster import move_followers
+    from arkor_ops.settings import KubernetesSettings, read
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        outcomes = move_followers(read(KubernetesSettings), registry, name, version)
+    except ArkorOpsError as exc:
+        err.print(f"warning: no endpoint moved (the promotion stands): {exc}", markup=False)
+        return
+    for endpoint, outcome in outcomes.items():
+        err.print(f"endpoint {endpoint}: {outcome}", markup=False)

@@ -32,7 +32,7 @@ from prefect.states import Completed
 from arkor_ops.errors import ArkorOpsError
 from arkor_ops.flows.reporting import artifact_key
 from arkor_ops.flows.settings import BackendSettings
-from arkor_ops.models import champion, describe_model, evaluation_of, promote, record_evaluation
+from arkor_ops.models import champion, evaluation_of, promote, record_evaluation
 from arkor_ops.promotion import Decision, PromotionSettings, Scores, decide_with
 from arkor_ops.registry import RegistrySettings
 
@@ -251,35 +251,26 @@ async def serve_champion(name: str, version: str, backend: BackendSettings) -> d
     """
     if backend.resolved_name() != "kubernetes":
         return {}
-    from arkor_ops.serving.cluster import Endpoints
+    from arkor_ops.serving.cluster import move_followers
     from arkor_ops.settings import KubernetesSettings, read
 
     log = get_run_logger()
-    info = await asyncio.to_thread(describe_model, RegistrySettings(), name)
-    adapter = next(v for v in info.versions if v.version == version).lineage["final_adapter"]
     settings = read(KubernetesSettings)
     if backend.namespace:
         settings = settings.model_copy(update={"namespace": backend.namespace})
-
-    def move() -> dict[str, str]:
-        outcomes: dict[str, str] = {}
-        with Endpoints(settings) as endpoints:
-            try:
-                moved = endpoints.follow_promotion(name, version, adapter)
-            except ArkorOpsError as exc:  # e.g. an account without the endpoints' Role
-                log.warning("no endpoint moved to %s v%s: %s", name, version, exc)
-                return {}
-            for endpoint, target in moved.items():
-                try:
-                    endpoints.wait_serving(endpoint, target)
-                    outcomes[endpoint] = "serving"
-                    log.info("endpoint %s serves %s v%s", endpoint, name, version)
-                except ArkorOpsError as exc:
-                    outcomes[endpoint] = str(exc)
-                    log.warning("endpoint %s: %s", endpoint, exc)
-        return outcomes
-
-    return await asyncio.to_thread(move)
+    try:
+        outcomes = await asyncio.to_thread(
+            move_followers, settings, RegistrySettings(), name, version
+        )
+    except ArkorOpsError as exc:  # no access to the cluster, or not to endpoints (their Role)
+        log.warning("no endpoint moved to %s v%s: %s", name, version, exc)
+        return {}
+    for endpoint, outcome in outcomes.items():
+        if outcome == "serving":
+            log.info("endpoint %s serves %s v%s", endpoint, name, version)
+        else:
+            log.warning("endpoint %s: %s", endpoint, outcome)
+    return outcomes
 
 
 def gate_state(outcome: Mapping[str, Any]) -> State:

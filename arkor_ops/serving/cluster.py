@@ -749,22 +749,63 @@ class Endpoints:
         records = parse_records(decode_data((secret.data or {}).get(KEYS_KEY, "")))
         self._write_keys(name, drop_record(records, key_name), secret.metadata.resource_version)
 
+    def following(self, model: str) -> list[str]:
+        """The endpoints that follow ``model``'s champion."""
+        selector = f"{CHAMPION_OF_LABEL}={_label_value(model)}"
+        with self._calls("the endpoints that follow a champion"):
+            maps = self.core.list_namespaced_config_map(
+                self.namespace, label_selector=selector
+            ).items
+        return sorted(cm.metadata.labels[ENDPOINT_LABEL] for cm in maps)
+
     def follow_promotion(self, model: str, version: str, adapter: str) -> dict[str, Target]:
         """Point every endpoint that follows ``model``'s champion at ``version``.
 
         Returns:
             Each endpoint retargeted, by name, with its target as written.
         """
-        selector = f"{CHAMPION_OF_LABEL}={_label_value(model)}"
-        with self._calls("the endpoints that follow a champion"):
-            maps = self.core.list_namespaced_config_map(
-                self.namespace, label_selector=selector
-            ).items
-        moved = {}
-        for cm in maps:
-            name = cm.metadata.labels[ENDPOINT_LABEL]
-            moved[name] = self.set_target(name, Target(version, adapter, "champion", model))
-        return moved
+        return {
+            name: self.set_target(name, Target(version, adapter, "champion", model))
+            for name in self.following(model)
+        }
+
+
+def move_followers(
+    settings: KubernetesSettings,
+    registry: RegistrySettings,
+    model: str,
+    version: str,
+    *,
+    timeout: float = 600.0,
+) -> dict[str, str]:
+    """After ``model``'s ``version`` became the champion: retarget every endpoint that follows
+    it and wait until each serves it.
+
+    Returns:
+        Each endpoint's outcome by name: ``serving``, or why not (its pod refused the adapter
+        and the old version keeps serving, or it did not answer in time).
+
+    Raises:
+        ServingError, BackendError, RegistryError: the cluster or the registry could not be
+            asked (then no endpoint was moved).
+    """
+    with Endpoints(settings) as endpoints:
+        followers = endpoints.following(model)
+        if not followers:
+            return {}
+        info = describe_model(registry, model)
+        found = next((v for v in info.versions if v.version == version), None)
+        adapter = found.lineage.get("final_adapter") if found else None
+        if not adapter:
+            raise ServingError(f"{model} v{version} has no arkor-ops.final_adapter tag")
+        outcomes = {}
+        for name, target in endpoints.follow_promotion(model, version, adapter).items():
+            try:
+                endpoints.wait_serving(name, target, timeout)
+                outcomes[name] = "serving"
+            except ServingError as exc:
+                outcomes[name] = str(exc)
+        return outcomes
 
 
 def _reason(exc: Any) -> str:
