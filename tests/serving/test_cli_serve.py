@@ -85,6 +85,7 @@ def test_serve_on_a_port_in_use_says_so_and_starts_nothing(
         port = taken.getsockname()[1]
         cmd = [sys.executable, "-m", "arkor_ops.cli", "serve", "triage", "--port", str(port)]
         cmd += ["--model", str(tiny_model_dir), "--workdir", str(tmp_path / "ep")]
+        cmd += ["--vocab-pre", "gpt-2"]  # a model that converts: the port alone is the problem
         out = subprocess.run(
             cmd,
             check=False,
