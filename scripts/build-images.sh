@@ -124,7 +124,7 @@ wheelhouse() {
   echo "$dir"
 }
 
-clear_llama() { find images/llama.cpp -mindepth 1 -not -name README.md -delete 2>/dev/null || true; }
+clear_llama() { find images/llama.cpp -mindepth 1 -maxdepth 1 -not -name README.md -exec rm -rf {} + 2>/dev/null || true; }
 
 fill_context() {
   find images/wheels -name '*.whl' -delete
